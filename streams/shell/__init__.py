@@ -1,0 +1,1 @@
+"""The imperative shell: everything that touches files, sockets, Kafka or the clock."""
