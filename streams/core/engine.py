@@ -1,0 +1,415 @@
+"""The correlation engine: ``step(state, event) -> (state, incidents)`` per device.
+
+Pure and deterministic. Driven only by event time: ``step`` takes events in
+arrival order and ``advance(state, watermark)`` closes windows, fires absence
+rules and resolves quiet incidents. The state of one device is a plain
+dataclass that round-trips through JSON (``to_dict``/``from_dict``), so the
+streaming worker can keep it in a changelog-backed table.
+
+The correlation key that partitions work is the device: all rules of a device
+(per peer, or per device) live in its state, so corroboration across the peers
+of one device needs no cross-partition traffic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import insort
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from streams.core.event import Event, iso_utc
+from streams.core.kb import KnowledgeBase, Rule
+
+INCIDENT_SCHEMA_VERSION = 2
+MAX_CONN_IDS = 4096
+MAX_RECENT = 256
+EMIT_EVERY = 300.0  # seconds of event time between two updates of one incident
+SEP = "\x1f"
+
+
+def incident_id(device: str, peer: str | None, cause: str, first_seen: float) -> str:
+    """Deterministic id: the same archive always gives the same ids."""
+    text = f"{device}|{peer or ''}|{cause}|{first_seen:.3f}"
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Incident:
+    incident_id: str
+    device: str
+    peer: str | None
+    cause: str
+    rule: str
+    confidence: float
+    status: str  # open | updated | resolved
+    first_seen: float
+    last_seen: float
+    count: int
+    kind_counts: dict[str, int]
+    evidence_head: list[str]
+    evidence_tail: list[str]
+    notes: list[str]
+    resolved_at: float | None = None
+    resolution: str | None = None
+    emitted_count: int = 0
+    emitted_ts: float = 0.0
+    emitted_confidence: float = 0.0
+
+    def to_record(self, kb: KnowledgeBase) -> dict[str, Any]:
+        """The published record (``schemas/incident.schema.json``)."""
+        cause = kb.causes[self.cause]
+        rule = kb.rule_by_id[self.rule]
+        peer_text = f" from {self.peer}" if self.peer else ""
+        summary = rule.summary.format(
+            count=self.count,
+            peer=self.peer or "an unidentified peer",
+            peer_text=peer_text,
+            device=self.device,
+            window_min=int(rule.window // 60),
+        )
+        if self.notes:
+            summary = summary + ". " + " ".join(self.notes)
+        return {
+            "schema": INCIDENT_SCHEMA_VERSION,
+            "incident_id": self.incident_id,
+            "device": self.device,
+            "peer": self.peer,
+            "cause": self.cause,
+            "title": cause.title,
+            "confidence": round(self.confidence, 2),
+            "severity": cause.severity,
+            "status": self.status,
+            "first_seen": iso_utc(self.first_seen),
+            "last_seen": iso_utc(self.last_seen),
+            "resolved_at": iso_utc(self.resolved_at) if self.resolved_at is not None else None,
+            "resolution": self.resolution,
+            "count": self.count,
+            "kinds": sorted(self.kind_counts),
+            "kind_counts": dict(sorted(self.kind_counts.items())),
+            "rule": self.rule,
+            "summary": summary,
+            "recommended_actions": list(cause.actions),
+            "evidence": self.evidence_head + self.evidence_tail,
+            "related": [],
+        }
+
+
+@dataclass(slots=True)
+class DeviceState:
+    """Everything the engine remembers about one device."""
+
+    device: str
+    max_ts: float = float("-inf")
+    late: int = 0
+    conn_peers: dict[str, str] = field(default_factory=dict)
+    windows: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
+    pending: dict[str, tuple[float, str, str, int]] = field(default_factory=dict)
+    recent: dict[str, list[tuple[float, str | None]]] = field(default_factory=dict)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["max_ts"] = None if self.max_ts == float("-inf") else self.max_ts
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeviceState:
+        return cls(
+            device=d["device"],
+            max_ts=float("-inf") if d.get("max_ts") is None else float(d["max_ts"]),
+            late=int(d.get("late", 0)),
+            conn_peers=dict(d.get("conn_peers", {})),
+            windows={k: [tuple(e) for e in v] for k, v in d.get("windows", {}).items()},
+            pending={k: tuple(v) for k, v in d.get("pending", {}).items()},
+            recent={k: [tuple(e) for e in v] for k, v in d.get("recent", {}).items()},
+            incidents={k: Incident(**v) for k, v in d.get("incidents", {}).items()},
+        )
+
+
+def _wkey(rule: Rule, peer: str | None) -> str:
+    return rule.id + SEP + (peer or "")
+
+
+def _ikey(cause: str, peer: str | None) -> str:
+    return cause + SEP + (peer or "")
+
+
+def _corroborate(state: DeviceState, rule: Rule, ts: float) -> tuple[float, list[str]]:
+    conf = rule.confidence
+    notes: list[str] = []
+    for c in rule.corroborate:
+        hits = [
+            (t, p)
+            for kind in c.kinds
+            for (t, p) in state.recent.get(kind, ())
+            if ts - c.window <= t <= ts + c.window
+        ]
+        if c.distinct_peers:
+            peers = {p for _, p in hits if p}
+            ok = len(peers) >= c.distinct_peers
+            note = c.note.format(peers=len(peers))
+        else:
+            ok = bool(hits)
+            note = c.note
+        if ok and c.confidence >= conf:
+            conf = c.confidence
+            notes.append(note)
+    if not notes and rule.alternative:
+        notes.append(rule.alternative)
+    return conf, notes
+
+
+def _seen(
+    state: DeviceState, kinds: Iterable[str], peer: str | None, ts: float, window: float
+) -> bool:
+    for kind in kinds:
+        for t, p in state.recent.get(kind, ()):
+            if (peer is None or p == peer) and ts - window <= t <= ts + window:
+                return True
+    return False
+
+
+def _open(
+    state: DeviceState,
+    kb: KnowledgeBase,
+    rule: Rule,
+    peer: str | None,
+    entries: list[tuple[float, str, str]],
+    count: int | None = None,
+) -> Incident:
+    first = entries[0][0]
+    last = max(e[0] for e in entries)
+    kinds: dict[str, int] = {}
+    for e in entries:
+        kinds[e[2]] = kinds.get(e[2], 0) + 1
+    raws = [e[1] for e in entries]
+    head_n = max(1, kb.evidence_lines - 2)
+    conf, notes = _corroborate(state, rule, last)
+    inc = Incident(
+        incident_id=incident_id(state.device, peer, rule.cause, first),
+        device=state.device,
+        peer=peer,
+        cause=rule.cause,
+        rule=rule.id,
+        confidence=conf,
+        status="open",
+        first_seen=first,
+        last_seen=last,
+        count=count if count is not None else len(entries),
+        kind_counts=kinds,
+        evidence_head=raws[:head_n],
+        evidence_tail=raws[head_n:][-(kb.evidence_lines - head_n) :],
+        notes=notes,
+    )
+    state.incidents[_ikey(rule.cause, peer)] = inc
+    return inc
+
+
+def _update(state: DeviceState, kb: KnowledgeBase, inc: Incident, ev: Event, kind: str) -> bool:
+    """Add one event to an incident; True when the change is worth publishing."""
+    inc.count += 1
+    inc.kind_counts[kind] = inc.kind_counts.get(kind, 0) + 1
+    inc.first_seen = min(inc.first_seen, ev.ts)
+    inc.last_seen = max(inc.last_seen, ev.ts)
+    head_n = max(1, kb.evidence_lines - 2)
+    if len(inc.evidence_head) < head_n:
+        inc.evidence_head.append(ev.raw)
+    else:
+        inc.evidence_tail.append(ev.raw)
+        del inc.evidence_tail[: -(kb.evidence_lines - head_n)]
+    inc.status = "updated"
+    rule = kb.rule_by_id[inc.rule]
+    inc.confidence, inc.notes = _corroborate(state, rule, inc.last_seen)
+    n = inc.count
+    return (
+        (n & (n - 1)) == 0
+        or inc.confidence != inc.emitted_confidence
+        or inc.last_seen - inc.emitted_ts >= EMIT_EVERY
+    )
+
+
+def _emit(inc: Incident, kb: KnowledgeBase) -> dict[str, Any]:
+    inc.emitted_count = inc.count
+    inc.emitted_ts = inc.last_seen
+    inc.emitted_confidence = inc.confidence
+    return inc.to_record(kb)
+
+
+def _resolve(inc: Incident, at: float, how: str, kb: KnowledgeBase) -> dict[str, Any]:
+    inc.status = "resolved"
+    inc.resolved_at = at
+    inc.resolution = how
+    return _emit(inc, kb)
+
+
+def step(
+    state: DeviceState, ev: Event, kb: KnowledgeBase
+) -> tuple[DeviceState, list[dict[str, Any]]]:
+    """Feed one event of ``state.device``; return the state and the incident records it changed."""
+    ts = ev.ts
+    if ts < state.max_ts - kb.lateness:
+        state.late += 1
+        return state, []
+    if ts > state.max_ts:
+        state.max_ts = ts
+    kind = ev.kind
+    if kind is None:
+        return state, []
+    peer = ev.peer
+    if ev.conn_id:
+        if peer:
+            if ev.conn_id not in state.conn_peers and len(state.conn_peers) >= MAX_CONN_IDS:
+                del state.conn_peers[next(iter(state.conn_peers))]
+            state.conn_peers[ev.conn_id] = peer
+        else:
+            peer = state.conn_peers.get(ev.conn_id)
+    out: list[dict[str, Any]] = []
+
+    for r in kb.resolvers.get(kind, ()):
+        ikey = _ikey(r.cause, peer if r.key == "device+peer" else None)
+        inc = state.incidents.get(ikey)
+        if inc is not None and inc.rule == r.id and inc.last_seen <= ts:
+            del state.incidents[ikey]
+            out.append(_resolve(inc, ts, f"{kind} seen: the tunnel came up", kb))
+
+    if kind in kb.watched:
+        lst = state.recent.setdefault(kind, [])
+        lst.append((ts, peer))
+        if len(lst) > MAX_RECENT:
+            del lst[: len(lst) - MAX_RECENT]
+
+    touched: set[str] = set()
+    for r in kb.by_kind.get(kind, ()):
+        kpeer = peer if r.key == "device+peer" else None
+        ikey = _ikey(r.cause, kpeer)
+        wkey = _wkey(r, kpeer)
+        inc = state.incidents.get(ikey)
+        if r.type == "absence" and kind in r.expect:
+            state.pending.pop(wkey, None)
+            continue
+        if inc is not None:
+            if ikey not in touched and kind in r.triggers():
+                touched.add(ikey)
+                if _update(state, kb, inc, ev, kind):
+                    out.append(_emit(inc, kb))
+            continue
+        if r.unless and _seen(state, r.unless, kpeer, ts, r.window):
+            continue
+        if r.type == "threshold":
+            win = state.windows.setdefault(wkey, [])
+            insort(win, (ts, ev.raw, kind))
+            newest = win[-1][0]
+            while win and win[0][0] < newest - r.window:
+                del win[0]
+            if len(win) >= r.threshold:
+                del state.windows[wkey]
+                touched.add(ikey)
+                out.append(_emit(_open(state, kb, r, kpeer, win), kb))
+        elif r.type == "sequence":
+            p = state.pending.get(wkey)
+            if kind in r.then and p is not None and 0 <= ts - p[0] <= r.window:
+                del state.pending[wkey]
+                touched.add(ikey)
+                entries = [(p[0], p[1], p[2]), (ts, ev.raw, kind)]
+                out.append(_emit(_open(state, kb, r, kpeer, entries), kb))
+            elif kind in r.first:
+                state.pending[wkey] = (ts, ev.raw, kind, 1)
+        else:  # absence trigger
+            p = state.pending.get(wkey)
+            if p is None:
+                state.pending[wkey] = (ts, ev.raw, kind, 1)
+            else:
+                state.pending[wkey] = (p[0], p[1], p[2], p[3] + 1)
+    return state, out
+
+
+def advance(
+    state: DeviceState, watermark: float, kb: KnowledgeBase
+) -> tuple[DeviceState, list[dict[str, Any]]]:
+    """Move event time to ``watermark``: fire absences, drop stale windows, resolve quiet ones."""
+    out: list[dict[str, Any]] = []
+    for wkey, p in list(state.pending.items()):
+        rule = kb.rule_by_id.get(wkey.split(SEP, 1)[0])
+        if rule is None or watermark < p[0] + rule.window:
+            continue
+        del state.pending[wkey]
+        if rule.type == "absence":
+            peer = wkey.split(SEP, 1)[1] or None
+            if _ikey(rule.cause, peer) not in state.incidents:
+                inc = _open(state, kb, rule, peer, [(p[0], p[1], p[2])], count=p[3])
+                out.append(_emit(inc, kb))
+    for wkey, win in list(state.windows.items()):
+        rule = kb.rule_by_id.get(wkey.split(SEP, 1)[0])
+        if rule is None or not win or win[-1][0] < watermark - rule.window:
+            del state.windows[wkey]
+    horizon = watermark - kb.max_window
+    for kind, lst in list(state.recent.items()):
+        while lst and lst[0][0] < horizon:
+            del lst[0]
+        if not lst:
+            del state.recent[kind]
+    for ikey, inc in list(state.incidents.items()):
+        if inc.last_seen + kb.quiet_period <= watermark:
+            del state.incidents[ikey]
+            out.append(_resolve(inc, inc.last_seen + kb.quiet_period, "quiet period elapsed", kb))
+    return state, out
+
+
+def flush(state: DeviceState, kb: KnowledgeBase) -> list[dict[str, Any]]:
+    """Current records of every active incident (end of an archive)."""
+    return [inc.to_record(kb) for inc in state.incidents.values()]
+
+
+CLOCK_SKEW_LIMIT = 3600.0
+
+
+def device_watermark(state: DeviceState, global_max: float, kb: KnowledgeBase) -> float:
+    """The watermark to advance a device with.
+
+    A device's own newest event time, less the allowed lateness; or the
+    fleet's newest time when the device's clock agrees with the fleet (within an
+    hour), so that a device that fell silent still sees its incidents resolve.
+    A device whose clock is far off (an unset clock, a wrong year) only moves
+    with its own events.
+    """
+    own = state.max_ts - kb.lateness
+    if abs(state.max_ts - global_max) <= CLOCK_SKEW_LIMIT:
+        return max(own, global_max - kb.lateness)
+    return own
+
+
+@dataclass
+class Correlator:
+    """Runs the engine in-process over many devices (``tunnelwatch analyze``)."""
+
+    kb: KnowledgeBase
+    states: dict[str, DeviceState] = field(default_factory=dict)
+    global_max: float = float("-inf")
+    unknown_device: str = "unknown"
+
+    def feed(self, ev: Event) -> list[dict[str, Any]]:
+        device = ev.device or self.unknown_device
+        st = self.states.get(device)
+        if st is None:
+            st = self.states[device] = DeviceState(device)
+        if ev.clock_synced and ev.time_source != "inferred" and ev.ts > self.global_max:
+            self.global_max = ev.ts
+        _, out = step(st, ev, self.kb)
+        return out
+
+    def tick(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for st in self.states.values():
+            if st.max_ts == float("-inf"):
+                continue
+            _, recs = advance(st, device_watermark(st, self.global_max, self.kb), self.kb)
+            out.extend(recs)
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        out = self.tick()
+        for st in self.states.values():
+            out.extend(flush(st, self.kb))
+        return out
