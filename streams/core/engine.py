@@ -71,6 +71,8 @@ class Incident:
         )
         if self.notes:
             summary = summary + ". " + " ".join(self.notes)
+        elif not summary.endswith("."):
+            summary += "."
         return {
             "schema": INCIDENT_SCHEMA_VERSION,
             "incident_id": self.incident_id,

@@ -22,6 +22,31 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+# Cause pairs that are two views of one fault: a key mismatch makes the other
+# side's main mode fail; a proxy-ID refusal is seen as a failed quick mode.
+SAME_FAULT = frozenset(
+    {
+        frozenset(("psk_mismatch", "ike_policy_mismatch")),
+        frozenset(("crypto_acl_mismatch", "transform_set_mismatch")),
+        frozenset(("sa_out_of_sync", "peer_unreachable")),
+    }
+)
+OVERLAP_SLACK = 1800.0
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when two incidents' active periods overlap (within the slack)."""
+    from datetime import datetime
+
+    def ts(text: str) -> float:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    return (
+        ts(a["first_seen"]) <= ts(b["last_seen"]) + OVERLAP_SLACK
+        and ts(b["first_seen"]) <= ts(a["last_seen"]) + OVERLAP_SLACK
+    )
+
+
 def device_addresses(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Map address -> device from (device, local address) pairs."""
     out: dict[str, str] = {}
@@ -51,11 +76,14 @@ def join_stories(records: list[dict[str, Any]], addresses: dict[str, str]) -> li
             o_peer = o.get("peer")
             if o_peer is None or (addr.get(o_peer) != rec["device"] and o_peer != rec["device"]):
                 continue
-            if o["incident_id"] in rec["related"]:
+            if o["incident_id"] in rec["related"] or not _overlap(rec, o):
                 continue
             rec["related"].append(o["incident_id"])
+            pair = frozenset((rec["cause"], o["cause"]))
+            tail = ": both views describe one fault" if len(pair) == 1 or pair in SAME_FAULT else ""
+            sep = "" if rec["summary"].endswith(".") else "."
             rec["summary"] += (
-                f" The other end, {other}, reports {o['cause']} for this tunnel"
-                f" (incident {o['incident_id']}): both views describe one fault."
+                f"{sep} The other end, {other}, reports {o['cause']} for this tunnel"
+                f" at the same time (incident {o['incident_id']}){tail}."
             )
     return records
