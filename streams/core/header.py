@@ -54,6 +54,9 @@ _SD = re.compile(r"(?:\[(?:[^\]\\]|\\.)*\]\s*)+:?")
 _IPV6_HOST = re.compile(r"((?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?=:\s)")
 _HOST = re.compile(r"([^\s:]+)")
 _SEP_COLON = re.compile(r"\s*:\s*")
+# Untagged debug output starts with its module, never a host: `ISAKMP: No cert...`,
+# `ISAKMP:(1002):...`, `IPSEC(validate_proposal): ...`, `IPSec(validate_transform_proposal):`.
+_DEBUG_MODULE = re.compile(r"(?:ISAKMP|IPSEC|IPSec|IKEv[12]|[A-Za-z_]+\([A-Za-z_]+\))(?=[\s:(])")
 _SPACES = re.compile(r"\s+")
 
 
@@ -167,6 +170,9 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
         pos = m.end()
     stamps: list[tuple[Stamp, bool]] = []  # (stamp, followed by a space and a host)
     after_first_stamp = False
+    # `<189>: host: 000123:` -- the colon right after PRI is an empty message counter:
+    # a number after it (or after an origin-id) is a `service sequence-numbers` value.
+    counter_slot_closed = False
     while pos < end:
         while pos < end and s[pos] in " \t":
             pos += 1
@@ -227,7 +233,15 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
             mc = _COUNTER.match(s, pos)
             if mc and mc.end() <= end:
                 n = int(mc.group(1))
-                if h.counter is None and not stamps:
+                # The message counter comes first, or right after a relay's stamp and
+                # host (`Sep 22 11:02:39 10.1.1.1 2435: Sep 22 11:02:39: %TAG`).
+                relay_only = len(stamps) == 1 and stamps[0][1] and h.host is not None
+                if (
+                    h.counter is None
+                    and not counter_slot_closed
+                    and h.origin is None
+                    and (not stamps or relay_only)
+                ):
                     h.counter = n
                 elif h.seqno is None:
                     h.seqno = n
@@ -236,6 +250,8 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
                 continue
         if c == ":":
             # `no logging message-counter syslog` keeps the colon: "<189>: host: ..."
+            if h.tokens == 0:
+                counter_slot_closed = True
             pos += 1
             h.tokens += 1
             continue
@@ -245,7 +261,7 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
                 pos = msd.end()
                 h.tokens += 1
                 continue
-        if not tagged and BARE_TAG_RE.match(s, pos):
+        if not tagged and (BARE_TAG_RE.match(s, pos) or _DEBUG_MODULE.match(s, pos)):
             break
         mh = _IPV6_HOST.match(s, pos) or _HOST.match(s, pos)
         if mh is None or mh.end() > end:
@@ -277,4 +293,71 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
             h.relay_stamp = stamps[0][0]
         h.clock_synced = h.clock_synced and h.device_stamp.synced
     h.body_start = pos
+    return h
+
+
+_FAST = re.compile(
+    r"(?:<(?P<pri>\d{1,3})>)?"
+    r"(?:(?P<rmon>" + _MON + r")\s+(?P<rday>\d{1,2})\s+(?P<rhh>\d{1,2}):(?P<rmi>\d\d):(?P<rss>\d\d)"
+    r"\s+(?P<host>[A-Za-z0-9][\w.-]*)(?:\s*:\s*|\s+))?"
+    r"(?:(?P<counter>\d{1,12}):\s*)?"
+    r"(?:(?P<origin>[A-Za-z][\w.-]*):\s+)?"
+    r"(?:(?P<seq>\d{1,12}):\s*)?"
+    r"(?:(?P<flag>[*.])?(?P<mon>" + _MON + r")\s+(?P<day>\d{1,2})(?:\s+(?P<year>\d{4}))?\s+"
+    r"(?P<hh>\d{1,2}):(?P<mi>\d\d):(?P<ss>\d\d)(?:\.(?P<frac>\d{1,6}))?"
+    r"(?:\s*(?P<tz>[A-Za-z]{2,10}))?\s*:\s*)?"
+)
+
+
+def fast_prefix(s: str, end: int) -> Header | None:
+    """The common prefix shapes in one regex; None when the full scanner is needed.
+
+    Gives the same Header as :func:`scan_prefix` for the shapes it accepts:
+    relay stamp and host, counter, origin-id, sequence number, device stamp.
+    """
+    m = _FAST.fullmatch(s, 0, end)
+    if m is None:
+        return None
+    (pri, rmon, rday, rhh, rmi, rss, host, counter, origin, seq,
+     flag, mon, day, year, hh, mi, ss, frac, tz) = m.groups()  # fmt: skip
+    if host is not None and ((host.isalpha() and tz_offset_minutes(host)[1]) or host.isdigit()):
+        return None  # "Jan 16 22:11:43 EDT:" - a timezone, not a host: let the scanner decide
+    if mon is None and rmon is None:
+        return None
+    h = Header()
+    if pri is not None:
+        h.pri = int(pri)
+    relay: Stamp | None = None
+    if rmon is not None:
+        relay = Stamp(None, MONTHS[rmon.lower()], int(rday), int(rhh), int(rmi), int(rss), 0.0,
+                      None, True)  # fmt: skip
+        h.host = host
+    if counter is not None:
+        if relay is not None and origin is None and seq is None and mon is None:
+            return None
+        h.counter = int(counter)
+    if origin is not None:
+        if origin.isalpha() and tz_offset_minutes(origin)[1]:
+            return None
+        h.origin = origin
+    if seq is not None:
+        h.seqno = int(seq)
+    if mon is not None:
+        if (
+            tz is not None
+            and not tz_offset_minutes(tz)[1]
+            and frac is None
+            and flag is None
+            and h.counter is None
+        ):
+            return None
+        h.device_stamp = Stamp(
+            int(year) if year else None, MONTHS[mon.lower()], int(day), int(hh), int(mi),
+            int(ss), float("0." + frac) if frac else 0.0, tz, flag is None,
+        )  # fmt: skip
+        h.relay_stamp = relay
+    else:
+        h.device_stamp = relay
+    h.clock_synced = h.device_stamp is not None and h.device_stamp.synced
+    h.body_start = end
     return h

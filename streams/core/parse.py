@@ -20,7 +20,15 @@ from streams.core.catalog import (
 )
 from streams.core.clock import YearTracker, epoch_of, tz_offset_minutes
 from streams.core.event import Event, Unparsed
-from streams.core.header import BARE_TAG_RE, TAG_RE, WRAPPER_MNEMONICS, Header, Stamp, scan_prefix
+from streams.core.header import (
+    BARE_TAG_RE,
+    TAG_RE,
+    WRAPPER_MNEMONICS,
+    Header,
+    Stamp,
+    fast_prefix,
+    scan_prefix,
+)
 
 MAX_LINE = 65536
 _CONTINUATION = re.compile(r"[ \t]*\r?\n[ \t]*")
@@ -98,7 +106,7 @@ class Parser:
         tag = TAG_RE.search(line)
         wrapper: str | None = None
         if tag is not None:
-            header = scan_prefix(line, tag.start(), tagged=True)
+            header = fast_prefix(line, tag.start()) or scan_prefix(line, tag.start(), tagged=True)
             fac, sev, mnem = tag.group("fac"), int(tag.group("sev")), tag.group("mnem")
             body = line[tag.end() :]
             if mnem in WRAPPER_MNEMONICS:
