@@ -40,13 +40,11 @@ def analyze(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser]:
         n += 1
         if isinstance(item, Unparsed):
             continue
-        if item.kind is not None:
-            for rec in corr.feed(item):
-                latest[rec["incident_id"]] = rec
-            if item.local and item.device:
-                locals_seen.add((item.device, item.local))
-        else:
-            corr.feed(item)
+        # Every event moves its device's clock, which may resolve or fire incidents.
+        for rec in corr.feed(item):
+            latest[rec["incident_id"]] = rec
+        if item.kind is not None and item.local and item.device:
+            locals_seen.add((item.device, item.local))
         if n % TICK_EVERY == 0:
             for rec in corr.tick():
                 latest[rec["incident_id"]] = rec

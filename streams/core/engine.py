@@ -110,9 +110,13 @@ class DeviceState:
     pending: dict[str, tuple[float, str, str, int]] = field(default_factory=dict)
     recent: dict[str, list[tuple[float, str | None]]] = field(default_factory=dict)
     incidents: dict[str, Incident] = field(default_factory=dict)
+    # A lower bound of the watermark at which advance() has work to do (not persisted:
+    # -inf only costs one recomputation).
+    due: float = field(default=float("-inf"), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["due"]
         d["max_ts"] = None if self.max_ts == float("-inf") else self.max_ts
         return d
 
@@ -206,6 +210,7 @@ def _open(
         notes=notes,
     )
     state.incidents[_ikey(rule.cause, peer)] = inc
+    state.due = min(state.due, last + kb.quiet_period)
     return inc
 
 
@@ -254,11 +259,22 @@ def step(
     if ts < state.max_ts - kb.lateness:
         state.late += 1
         return state, []
+    out: list[dict[str, Any]] = []
     if ts > state.max_ts:
+        # The device's own clock moved on: first do what advance() would have done by now
+        # (quiet incidents resolve, absences fire), so that an episode hours later is a new
+        # incident however rarely the caller advances.
+        wm = ts - kb.lateness
+        if state.max_ts != float("-inf") and wm >= state.due:
+            due = _next_due(state, kb)
+            if wm >= due:
+                _, out = advance(state, wm, kb)
+                due = _next_due(state, kb)
+            state.due = due
         state.max_ts = ts
     kind = ev.kind
     if kind is None:
-        return state, []
+        return state, out
     peer = ev.peer
     if ev.conn_id:
         if peer:
@@ -267,7 +283,6 @@ def step(
             state.conn_peers[ev.conn_id] = peer
         else:
             peer = state.conn_peers.get(ev.conn_id)
-    out: list[dict[str, Any]] = []
 
     for r in kb.resolvers.get(kind, ()):
         ikey = _ikey(r.cause, peer if r.key == "device+peer" else None)
@@ -322,9 +337,22 @@ def step(
             p = state.pending.get(wkey)
             if p is None:
                 state.pending[wkey] = (ts, ev.raw, kind, 1)
+                state.due = min(state.due, ts + r.window)
             else:
                 state.pending[wkey] = (p[0], p[1], p[2], p[3] + 1)
     return state, out
+
+
+def _next_due(state: DeviceState, kb: KnowledgeBase) -> float:
+    """The earliest watermark at which advance() fires an absence or resolves an incident."""
+    due = float("inf")
+    for wkey, p in state.pending.items():
+        rule = kb.rule_by_id.get(wkey.split(SEP, 1)[0])
+        if rule is not None and rule.type == "absence":
+            due = min(due, p[0] + rule.window)
+    for inc in state.incidents.values():
+        due = min(due, inc.last_seen + kb.quiet_period)
+    return due
 
 
 def advance(
