@@ -148,18 +148,18 @@ class Parser:
         if wrapper:
             ev.fields["wrapper"] = wrapper
         key = tag_key(fac, mnem)
-        hit2 = self.catalog.lookup(key, body)
+        pm = ASA_IKE_PREFIX.match(body) if ev.facility == "ASA" else None
+        # ASA patterns are searched after the "Group = .., IP = ..," prefix (asa_ike.yaml).
+        hit2 = self.catalog.lookup(key, body[pm.end() :] if pm is not None else body)
         if hit2 is None:
             return ev
         entry2, groups = hit2
         ev.kind, ev.family, ev.entry = entry2.kind, entry2.family, entry2.id
-        if ev.facility == "ASA":
-            pm = ASA_IKE_PREFIX.match(body)
-            if pm is not None:
-                if pm.group("group"):
-                    ev.fields["group"] = pm.group("group")
-                if pm.group("ip") and "peer" not in groups:
-                    groups["peer"] = pm.group("ip").strip()
+        if pm is not None:
+            if pm.group("group"):
+                ev.fields["group"] = pm.group("group")
+            if pm.group("ip") and "peer" not in groups:
+                groups["peer"] = pm.group("ip").strip()
         self._apply_groups(ev, groups)
         return ev
 
