@@ -8,6 +8,7 @@ monotonic per device across Dec 31 -> Jan 1.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ TZ_OFFSETS: dict[str, int] = {
 _OFFSET_LABEL = re.compile(r"^(?:utc|gmt)?([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def tz_offset_minutes(label: str | None) -> tuple[int, bool]:
     """Offset of a timezone label in minutes east of UTC and whether it was known.
 

@@ -35,15 +35,21 @@ def iter_records(lines: Iterable[str]) -> Iterator[str]:
                 pending = pending + " " + line.lstrip()
                 pending_header_only = False
                 continue
-            if (line[:1] in (" ", "\t") and line.strip()) or _TAIL_STARTS.match(line):
+            first = line[:1]
+            if (first in (" ", "\t") and not line.isspace()) or (
+                first in ("c", "P", "s") and _TAIL_STARTS.match(line) is not None
+            ):
                 if len(pending) < MAX_RECORD:
                     pending = pending + "\n" + line
                 continue
             yield pending
             pending = None
-        if not line.strip():
+        if not line or line.isspace():
             continue
         pending = line
-        pending_header_only = bool(_HEADER_ONLY.match(line))
+        # A relay header standing alone is short and carries no message tag.
+        pending_header_only = (
+            len(line) < 120 and "%" not in line and _HEADER_ONLY.match(line) is not None
+        )
     if pending is not None:
         yield pending

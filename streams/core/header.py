@@ -298,39 +298,62 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
 
 _FAST = re.compile(
     r"(?:<(?P<pri>\d{1,3})>)?"
-    r"(?:(?P<rmon>" + _MON + r")\s+(?P<rday>\d{1,2})\s+(?P<rhh>\d{1,2}):(?P<rmi>\d\d):(?P<rss>\d\d)"
+    r"(?:(?:(?P<rmon>" + _MON + r")\s+(?P<rday>\d{1,2})(?:\s+(?P<ryear>\d{4}))?\s+"
+    r"(?P<rhh>\d{1,2}):(?P<rmi>\d\d):(?P<rss>\d\d)"
+    r"|(?P<riso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)))"
     r"\s+(?P<host>[A-Za-z0-9][\w.-]*)(?:\s*:\s*|\s+))?"
-    r"(?:(?P<counter>\d{1,12}):\s*)?"
-    r"(?:(?P<origin>[A-Za-z][\w.-]*):\s+)?"
+    r"(?:(?P<empty>:\s*)|(?P<counter>\d{1,12}):\s*)?"
+    r"(?:(?P<origin>[A-Za-z][\w.-]*|\d{1,3}(?:\.\d{1,3}){3}):\s+)?"
     r"(?:(?P<seq>\d{1,12}):\s*)?"
     r"(?:(?P<flag>[*.])?(?P<mon>" + _MON + r")\s+(?P<day>\d{1,2})(?:\s+(?P<year>\d{4}))?\s+"
     r"(?P<hh>\d{1,2}):(?P<mi>\d\d):(?P<ss>\d\d)(?:\.(?P<frac>\d{1,6}))?"
-    r"(?:\s*(?P<tz>[A-Za-z]{2,10}))?\s*:\s*)?"
+    r"(?:\s*(?P<tz>(?:UTC|GMT)[+-]\d{1,2}(?::\d\d)?|[A-Za-z]{2,10}))?"
+    r"(?:\s*:\s*|\s+(?P<dhost>[A-Za-z][\w.-]*)\s*:\s*))?"
+)
+# `<166>10.255.255.1 %ASA-...`: an ASA device-id and no stamp at all.
+_FAST_BARE = re.compile(
+    r"(?:<(?P<pri>\d{1,3})>)?(?P<name>[A-Za-z][\w.-]*|\d{1,3}(?:\.\d{1,3}){3})(?:\s*:\s*|\s+)"
 )
 
 
 def fast_prefix(s: str, end: int) -> Header | None:
     """The common prefix shapes in one regex; None when the full scanner is needed.
 
-    Gives the same Header as :func:`scan_prefix` for the shapes it accepts:
-    relay stamp and host, counter, origin-id, sequence number, device stamp.
+    Gives the same Header as :func:`scan_prefix` for the shapes it accepts (a test
+    compares the two): relay stamp and host, counter, origin-id, sequence number,
+    device stamp and ASA device-id.
     """
     m = _FAST.fullmatch(s, 0, end)
     if m is None:
-        return None
-    (pri, rmon, rday, rhh, rmi, rss, host, counter, origin, seq,
-     flag, mon, day, year, hh, mi, ss, frac, tz) = m.groups()  # fmt: skip
+        mb = _FAST_BARE.fullmatch(s, 0, end)
+        if mb is None:
+            return None
+        name = mb.group("name")
+        if name.isalpha() and tz_offset_minutes(name)[1]:
+            return None
+        h = Header(origin=name, body_start=end)
+        if mb.group("pri") is not None:
+            h.pri = int(mb.group("pri"))
+        return h
+    (pri, rmon, rday, ryear, rhh, rmi, rss, riso, host, _empty, counter, origin, seq,
+     flag, mon, day, year, hh, mi, ss, frac, tz, dhost) = m.groups()  # fmt: skip
     if host is not None and ((host.isalpha() and tz_offset_minutes(host)[1]) or host.isdigit()):
         return None  # "Jan 16 22:11:43 EDT:" - a timezone, not a host: let the scanner decide
-    if mon is None and rmon is None:
+    if mon is None and rmon is None and riso is None:
         return None
     h = Header()
     if pri is not None:
         h.pri = int(pri)
     relay: Stamp | None = None
     if rmon is not None:
-        relay = Stamp(None, MONTHS[rmon.lower()], int(rday), int(rhh), int(rmi), int(rss), 0.0,
-                      None, True)  # fmt: skip
+        relay = Stamp(int(ryear) if ryear else None, MONTHS[rmon.lower()], int(rday), int(rhh),
+                      int(rmi), int(rss), 0.0, None, True)  # fmt: skip
+        h.host = host
+    elif riso is not None:
+        mi_ = _ISO.match(riso)
+        if mi_ is None:
+            return None
+        relay = _iso_stamp(mi_)
         h.host = host
     if counter is not None:
         if relay is not None and origin is None and seq is None and mon is None:
@@ -351,6 +374,10 @@ def fast_prefix(s: str, end: int) -> Header | None:
             and h.counter is None
         ):
             return None
+        if dhost is not None:
+            if h.origin is not None or (tz is None and dhost.isalpha()):
+                return None
+            h.origin = dhost
         h.device_stamp = Stamp(
             int(year) if year else None, MONTHS[mon.lower()], int(day), int(hh), int(mi),
             int(ss), float("0." + frac) if frac else 0.0, tz, flag is None,

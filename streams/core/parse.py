@@ -97,7 +97,7 @@ class Parser:
             line = _CONTINUATION.sub(" ", line)
         if len(line) > MAX_LINE:
             line = line[:MAX_LINE]
-        if not line.strip():
+        if not line or line.isspace():
             return Unparsed(raw, "empty record")
 
         fac = sev = mnem = None
@@ -107,7 +107,8 @@ class Parser:
         wrapper: str | None = None
         if tag is not None:
             header = fast_prefix(line, tag.start()) or scan_prefix(line, tag.start(), tagged=True)
-            fac, sev, mnem = tag.group("fac"), int(tag.group("sev")), tag.group("mnem")
+            fac, sev_text, mnem = tag.group("fac", "sev", "mnem")
+            sev = int(sev_text)
             body = line[tag.end() :]
             if mnem in WRAPPER_MNEMONICS:
                 inner = TAG_RE.search(body)
@@ -148,6 +149,8 @@ class Parser:
         if wrapper:
             ev.fields["wrapper"] = wrapper
         key = tag_key(fac, mnem)
+        if key not in self.catalog.by_tag:
+            return ev  # a message outside the catalog: header read, body kept as text
         pm = ASA_IKE_PREFIX.match(body) if ev.facility == "ASA" else None
         # ASA patterns are searched after the "Group = .., IP = ..," prefix (asa_ike.yaml).
         hit2 = self.catalog.lookup(key, body[pm.end() :] if pm is not None else body)
