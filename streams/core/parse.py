@@ -64,14 +64,26 @@ class Parser:
     stats: ParseStats = field(default_factory=ParseStats)
     _years: YearTracker = field(init=False)
     _last_ts: float | None = field(init=False, default=None)
+    # The syslog server's clock: the last relay stamp seen (its Stamp and device), read
+    # only when a line without a stamp needs a time.
+    _last_relay: tuple[Stamp, str | None] | None = field(init=False, default=None)
+    _received: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._years = YearTracker(year=self.year, reference_ts=self.reference_ts)
 
     # -- public -------------------------------------------------------------------
 
-    def parse(self, record: str | bytes, *, source: str | None = None) -> Event | Unparsed:
-        """Parse one record; ``source`` is the transport source, the last resort for the device."""
+    def parse(
+        self, record: str | bytes, *, source: str | None = None, received: float | None = None
+    ) -> Event | Unparsed:
+        """Parse one record.
+
+        ``source`` is the transport source, the last resort for the device;
+        ``received`` the receiver's clock (POSIX seconds), the time of a line that
+        carries no stamp.
+        """
+        self._received = received
         self.stats.records += 1
         try:
             out = self._parse(record, source)
@@ -187,13 +199,15 @@ class Parser:
             stamp, time_source = h.relay_stamp, "relay"
         elif stamp is not None and h.relay_stamp is None and h.host is not None and h.uptime:
             time_source = "relay"
+        if h.relay_stamp is not None:
+            self._last_relay = (h.relay_stamp, device)
         ts: float | None = None
         tz: str | None = None
         tz_known = True
         if stamp is not None:
             ts, tz, tz_known = self._stamp_ts(stamp, device)
         if ts is None:
-            ts = self._last_ts if self._last_ts is not None else (self.reference_ts or 0.0)
+            ts = self._inferred_ts()
             time_source = "inferred"
         else:
             self._last_ts = ts
@@ -210,6 +224,20 @@ class Parser:
             tz=tz,
             tz_known=tz_known,
         )
+
+    def _inferred_ts(self) -> float:
+        """Time of a line without a stamp: when it was received, else the relay's clock
+        (the syslog server that wrote the archive), else the previous line's time."""
+        if self._received is not None:
+            return self._received
+        if self._last_relay is not None:
+            stamp, device = self._last_relay
+            ts = self._stamp_ts(stamp, device)[0]
+            if ts is not None:
+                return ts
+        if self._last_ts is not None:
+            return self._last_ts
+        return self.reference_ts or 0.0
 
     def _stamp_ts(self, st: Stamp, device: str | None) -> tuple[float | None, str | None, bool]:
         year = st.year if st.year is not None else self._years.year_for(device, st.month, st.day)
