@@ -92,7 +92,8 @@ def test_a_golden_case_sits_under_the_family_and_kind_it_parses_to(case: Path) -
     family, kind = case.relative_to(GOLDEN).parts[:2]
     ev = _first_classified(_parse_case(case))
     assert ev is not None, "no record of the case matched a catalog entry"
-    assert (ev.family, ev.kind) == (family, kind)
+    classified = {(e.family, e.kind) for e in _parse_case(case) if isinstance(e, Event) and e.kind}
+    assert (family, kind) in classified
 
 
 @pytest.mark.parametrize("case", CASE_DIRS, ids=_case_id)

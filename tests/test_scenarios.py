@@ -46,12 +46,7 @@ EXPECTED_KEYS = {
 
 # Scenarios whose exact expectation the engine does not meet yet: strict xfail, so that a fix
 # shows up as XPASS and the mark is removed. Never weaken expected.json instead.
-KNOWN_GAPS = {
-    "ike_policy_mismatch_debug": (
-        "peer-less `debug crypto isakmp` lines (IKE_POLICY_REJECTED) of the same negotiation "
-        "open a second ike_policy_mismatch incident with peer null next to the one for the peer"
-    ),
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 Key = tuple[str, str | None, str]
 

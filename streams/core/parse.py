@@ -31,6 +31,7 @@ from streams.core.header import (
 )
 
 MAX_LINE = 65536
+_ISAKMP_ID = re.compile(r"ISAKMP \((\d+:\d+)\)")
 _CONTINUATION = re.compile(r"[ \t]*\r?\n[ \t]*")
 
 
@@ -147,6 +148,12 @@ class Parser:
                     ev = self._event(raw, line[header.body_start :], header, source)
                     ev.kind, ev.family, ev.entry = entry.kind, entry.family, entry.id
                     self._apply_groups(ev, {k: v for k, v in m.groupdict().items() if v})
+                    if ev.conn_id is None:
+                        # `ISAKMP (0:1):` numbers the negotiation: the engine learns its peer
+                        # from the line that names it ("found peer pre-shared key matching").
+                        ike = _ISAKMP_ID.search(line)
+                        if ike is not None:
+                            ev.conn_id = "ike-" + ike.group(1)
                     return ev
                 if header.pri is None and header.device_stamp is None and not header.uptime:
                     return Unparsed(raw, "not syslog: no header, no message tag, no known text")
