@@ -406,14 +406,27 @@ def test_state_stays_small_over_100k_events_of_one_device() -> None:
                     len(st.incidents),
                 )
             )
-    # ~120 windows, ~450 remembered kinds, ~40 pending, ~110 incidents at any time
+    # ~120 windows, ~450 remembered kinds, ~40 pending; incidents: one per active (peer,
+    # cause), and the 250 lost peers stay open until they come back (or a day passes)
     windows, recent, pending, incidents = sizes[-1]
     assert windows < 500
     assert recent <= MAX_RECENT * len(KB.watched)
     assert all(len(v) <= MAX_RECENT for v in st.recent.values())
     assert pending < 200
-    assert incidents < 300
+    assert incidents < 600
     assert len(st.conn_peers) <= MAX_CONN_IDS
     assert all(len(w) <= 10_000 for w in st.windows.values())
     half, full = sizes
     assert full[0] <= 2 * half[0] + 50 and full[2] <= 2 * half[2] + 50, "no growth with time"
+
+
+def test_an_outage_stays_open_through_the_quiet_period_until_the_tunnel_comes_back() -> None:
+    st = DeviceState(DEV)
+    peer = "198.51.100.9"
+    st, _ = step(st, ev(0.0, "PEER_LOST", peer), KB)
+    st, opened = advance(st, 700.0, KB)
+    assert [r["cause"] for r in opened] == ["peer_unreachable"]
+    st, later = advance(st, 700.0 + 2 * KB.quiet_period, KB)
+    assert later == []  # quiet, but still down: not resolved
+    st, recs = step(st, ev(3 * 3600.0, "PHASE1_COMPLETED", peer), KB)
+    assert [(r["cause"], r["status"]) for r in recs] == [("peer_unreachable", "resolved")]

@@ -343,6 +343,16 @@ def step(
     return state, out
 
 
+def _quiet(kb: KnowledgeBase, inc: Incident) -> float:
+    """How long an incident stays open without evidence: the rule's own period, else the KB's.
+
+    An outage (peer unreachable) is not over because it went quiet: its rule keeps it open
+    for a day unless the tunnel is seen coming back (resolve_on).
+    """
+    q = kb.rule_by_id[inc.rule].quiet_period
+    return q if q is not None else kb.quiet_period
+
+
 def _next_due(state: DeviceState, kb: KnowledgeBase) -> float:
     """The earliest watermark at which advance() fires an absence or resolves an incident."""
     due = float("inf")
@@ -351,7 +361,7 @@ def _next_due(state: DeviceState, kb: KnowledgeBase) -> float:
         if rule is not None and rule.type == "absence":
             due = min(due, p[0] + rule.window)
     for inc in state.incidents.values():
-        due = min(due, inc.last_seen + kb.quiet_period)
+        due = min(due, inc.last_seen + _quiet(kb, inc))
     return due
 
 
@@ -381,9 +391,10 @@ def advance(
         if not lst:
             del state.recent[kind]
     for ikey, inc in list(state.incidents.items()):
-        if inc.last_seen + kb.quiet_period <= watermark:
+        quiet = _quiet(kb, inc)
+        if inc.last_seen + quiet <= watermark:
             del state.incidents[ikey]
-            out.append(_resolve(inc, inc.last_seen + kb.quiet_period, "quiet period elapsed", kb))
+            out.append(_resolve(inc, inc.last_seen + quiet, "quiet period elapsed", kb))
     return state, out
 
 

@@ -75,6 +75,7 @@ class Rule:
     corroborate: tuple[Corroboration, ...] = ()
     alternative: str = ""
     seed: str = ""
+    quiet_period: float | None = None
 
     def triggers(self) -> frozenset[str]:
         """Kinds that feed this rule's counting (not the ones that cancel or resolve)."""
@@ -149,6 +150,7 @@ _RULE_KEYS = frozenset(
     {
         "id", "type", "key", "window", "cause", "confidence", "summary", "kinds", "threshold",
         "first", "then", "expect", "unless", "resolve_on", "corroborate", "alternative", "seed",
+        "quiet_period",
     }
 )  # fmt: skip
 
@@ -215,6 +217,9 @@ def _rule(raw: Any, i: int, causes: dict[str, Cause], known_kinds: set[str] | No
         corroborate=tuple(corr),
         alternative=str(raw.get("alternative", "")),
         seed=str(raw.get("seed", "")),
+        quiet_period=(
+            _number(raw, "quiet_period", where, 60, 30 * 86400) if "quiet_period" in raw else None
+        ),
     )
     if known_kinds is not None:
         for k in rule.triggers() | rule.expect | rule.unless | rule.resolve_on:
