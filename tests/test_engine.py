@@ -424,9 +424,9 @@ def test_an_outage_stays_open_through_the_quiet_period_until_the_tunnel_comes_ba
     st = DeviceState(DEV)
     peer = "198.51.100.9"
     st, _ = step(st, ev(0.0, "PEER_LOST", peer), KB)
-    st, opened = advance(st, 700.0, KB)
+    st, opened = advance(st, T0 + 700.0, KB)
     assert [r["cause"] for r in opened] == ["peer_unreachable"]
-    st, later = advance(st, 700.0 + 2 * KB.quiet_period, KB)
+    st, later = advance(st, T0 + 700.0 + 2 * KB.quiet_period, KB)
     assert later == []  # quiet, but still down: not resolved
     st, recs = step(st, ev(3 * 3600.0, "PHASE1_COMPLETED", peer), KB)
     assert [(r["cause"], r["status"]) for r in recs] == [("peer_unreachable", "resolved")]
