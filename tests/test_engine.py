@@ -368,7 +368,9 @@ def test_a_device_with_a_wrong_clock_keeps_its_incident_while_the_fleet_moves_on
     for t in (0, 30, 60, 90, 120):
         corr.feed(ev(t + skew, "HMAC_VERIFY_FAILED", A, device="rtr-skewed"))
         corr.feed(ev(t, "HMAC_VERIFY_FAILED", B, device="rtr-ok"))
-    corr.feed(ev(10 + 3000, None, device="fw-clock"))  # the fleet clock moves on alone
+    # The fleet clock is the devices' median: two of the three others move it on.
+    corr.feed(ev(10 + 3000, None, device="fw-clock"))
+    corr.feed(ev(10 + 3000, None, device="fw-clock2"))
     resolved = {r["device"] for r in corr.tick() if r["status"] == "resolved"}
     assert resolved == {"rtr-ok"}
     assert list(corr.states["rtr-skewed"].incidents)
@@ -430,3 +432,28 @@ def test_an_outage_stays_open_through_the_quiet_period_until_the_tunnel_comes_ba
     assert later == []  # quiet, but still down: not resolved
     st, recs = step(st, ev(3 * 3600.0, "PHASE1_COMPLETED", peer), KB)
     assert [(r["cause"], r["status"]) for r in recs] == [("peer_unreachable", "resolved")]
+
+
+def test_one_clock_running_ahead_does_not_resolve_the_other_devices_incidents() -> None:
+    corr = Correlator(KB)
+    for t in (0, 30, 60, 90, 120):
+        corr.feed(ev(t, "HMAC_VERIFY_FAILED", A, device="rtr-1"))
+        corr.feed(ev(t, None, device="rtr-2"))
+        corr.feed(ev(t + 3000, None, device="rtr-ahead"))  # 50 min ahead
+    assert not [r for r in corr.tick() if r["status"] == "resolved"]
+    assert list(corr.states["rtr-1"].incidents)
+
+
+def test_a_silent_device_with_a_skewed_clock_resolves_when_the_fleet_moves_on() -> None:
+    corr = Correlator(KB)
+    skew = -86_400.0
+    corr.feed(ev(0, None, device="fw-a"))
+    corr.feed(ev(0, None, device="fw-b"))
+    corr.tick()  # the fleet clock is known from here on
+    for t in (0, 30, 60, 90, 120):
+        corr.feed(ev(t + skew, "HMAC_VERIFY_FAILED", A, device="rtr-skewed"))
+    assert corr.skew["rtr-skewed"] < -80_000
+    for d in ("fw-a", "fw-b"):
+        corr.feed(ev(3000, None, device=d))
+    resolved = {r["device"] for r in corr.tick() if r["status"] == "resolved"}
+    assert resolved == {"rtr-skewed"}

@@ -406,28 +406,41 @@ def flush(state: DeviceState, kb: KnowledgeBase) -> list[dict[str, Any]]:
 CLOCK_SKEW_LIMIT = 3600.0
 
 
-def device_watermark(state: DeviceState, global_max: float, kb: KnowledgeBase) -> float:
+def device_watermark(
+    state: DeviceState, fleet: float, kb: KnowledgeBase, skew: float | None = None
+) -> float:
     """The watermark to advance a device with.
 
-    A device's own newest event time, less the allowed lateness; or the
-    fleet's newest time when the device's clock agrees with the fleet (within an
-    hour), so that a device that fell silent still sees its incidents resolve.
-    A device whose clock is far off (an unset clock, a wrong year) only moves
-    with its own events.
+    ``fleet`` is the fleet's clock (the median of the devices' newest times, so a
+    few lying clocks cannot move it); ``skew`` how far this device's clock was
+    from the fleet's when it last spoke. With a skew, the fleet clock is read in
+    the device's own time, so a device that fell silent still sees its incidents
+    resolve, whatever its clock says. Without one, the fleet clock is used only
+    when the device agrees with it within an hour. Never less than the device's
+    own newest event time minus the allowed lateness.
     """
     own = state.max_ts - kb.lateness
-    if abs(state.max_ts - global_max) <= CLOCK_SKEW_LIMIT:
-        return max(own, global_max - kb.lateness)
+    if fleet == float("-inf"):
+        return own
+    if skew is not None:
+        return max(own, fleet + skew - kb.lateness)
+    if abs(state.max_ts - fleet) <= CLOCK_SKEW_LIMIT:
+        return max(own, fleet - kb.lateness)
     return own
 
 
 @dataclass
 class Correlator:
-    """Runs the engine in-process over many devices (``tunnelwatch analyze``)."""
+    """Runs the engine in-process over many devices (``tunnelwatch analyze``).
+
+    Keeps the fleet clock (median of the devices' newest event times, never going
+    back) and each device's skew from it, measured when the device speaks.
+    """
 
     kb: KnowledgeBase
     states: dict[str, DeviceState] = field(default_factory=dict)
-    global_max: float = float("-inf")
+    fleet: float = float("-inf")
+    skew: dict[str, float] = field(default_factory=dict)
     unknown_device: str = "unknown"
 
     def feed(self, ev: Event) -> list[dict[str, Any]]:
@@ -435,17 +448,25 @@ class Correlator:
         st = self.states.get(device)
         if st is None:
             st = self.states[device] = DeviceState(device)
-        if ev.clock_synced and ev.time_source != "inferred" and ev.ts > self.global_max:
-            self.global_max = ev.ts
+        if ev.time_source != "inferred" and self.fleet != float("-inf"):
+            self.skew[device] = ev.ts - self.fleet
         _, out = step(st, ev, self.kb)
         return out
 
+    def _fleet_clock(self) -> float:
+        times = sorted(st.max_ts for st in self.states.values() if st.max_ts != float("-inf"))
+        if times:
+            self.fleet = max(self.fleet, times[len(times) // 2])
+        return self.fleet
+
     def tick(self) -> list[dict[str, Any]]:
+        fleet = self._fleet_clock()
         out: list[dict[str, Any]] = []
-        for st in self.states.values():
+        for device, st in self.states.items():
             if st.max_ts == float("-inf"):
                 continue
-            _, recs = advance(st, device_watermark(st, self.global_max, self.kb), self.kb)
+            wm = device_watermark(st, fleet, self.kb, self.skew.get(device))
+            _, recs = advance(st, wm, self.kb)
             out.extend(recs)
         return out
 
