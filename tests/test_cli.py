@@ -280,3 +280,26 @@ def test_the_default_table_names_each_incident(capsys: Capsys) -> None:
     assert "VPN incidents (3)" in out
     assert "crypto_engine_fault" in out
     assert "203.0.113.10" in out
+
+
+def test_parse_prints_lines_that_are_not_syslog_as_dead_letters_valid_against_their_schema(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    events = _validator("event.schema.json")
+    letters = _validator("deadletter.schema.json")
+    archive = tmp_path / "mixed.log"
+    archive.write_text(
+        "just some text\n"
+        "Mar  5 10:00:00 rtr-1 12: Mar  5 10:00:00.123: %CRYPTO-4-IKMP_NO_SA: IKE message from "
+        "198.51.100.1 has no SA and is not an initialization offer\n"
+        "\x00\x01 binary junk\n",
+        encoding="utf-8",
+    )
+    rc, out, _ = _run(capsys, "parse", "--year", "2024", str(archive))
+    assert rc == 0
+    records = _jsonl(out)
+    assert [bool(r.get("unparsed")) for r in records] == [True, False, True]
+    for rec in records:
+        validator = letters if rec.get("unparsed") else events
+        errors = [e.message for e in validator.iter_errors(rec)]
+        assert errors == [], (rec, errors)

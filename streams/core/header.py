@@ -299,14 +299,14 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
 _FAST = re.compile(
     r"(?:<(?P<pri>\d{1,3})>)?"
     r"(?:(?:(?P<rmon>" + _MON + r")\s+(?P<rday>\d{1,2})(?:\s+(?P<ryear>\d{4}))?\s+"
-    r"(?P<rhh>\d{1,2}):(?P<rmi>\d\d):(?P<rss>\d\d)"
+    r"(?P<rhms>\d{1,2}:\d\d:\d\d)"
     r"|(?P<riso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)))"
     r"\s+(?P<host>[A-Za-z0-9][\w.-]*)(?:\s*:\s*|\s+))?"
     r"(?:(?P<empty>:\s*)|(?P<counter>\d{1,12}):\s*)?"
     r"(?:(?P<origin>[A-Za-z][\w.-]*|\d{1,3}(?:\.\d{1,3}){3}):\s+)?"
     r"(?:(?P<seq>\d{1,12}):\s*)?"
     r"(?:(?P<flag>[*.])?(?P<mon>" + _MON + r")\s+(?P<day>\d{1,2})(?:\s+(?P<year>\d{4}))?\s+"
-    r"(?P<hh>\d{1,2}):(?P<mi>\d\d):(?P<ss>\d\d)(?:\.(?P<frac>\d{1,6}))?"
+    r"(?P<hms>\d{1,2}:\d\d:\d\d)(?:\.(?P<frac>\d{1,6}))?"
     r"(?:\s*(?P<tz>(?:UTC|GMT)[+-]\d{1,2}(?::\d\d)?|[A-Za-z]{2,10}))?"
     r"(?:\s*:\s*|\s+(?P<dhost>[A-Za-z][\w.-]*)\s*:\s*))?"
 )
@@ -314,6 +314,20 @@ _FAST = re.compile(
 _FAST_BARE = re.compile(
     r"(?:<(?P<pri>\d{1,3})>)?(?P<name>[A-Za-z][\w.-]*|\d{1,3}(?:\.\d{1,3}){3})(?:\s*:\s*|\s+)"
 )
+
+
+_HMS_CACHE: dict[str, tuple[int, int, int]] = {}
+
+
+def _hms(text: str) -> tuple[int, int, int]:
+    """``hh:mm:ss`` as integers, cached (at most 86,400 different texts... and a few)."""
+    got = _HMS_CACHE.get(text)
+    if got is None:
+        a, b, c = text.split(":")
+        got = (int(a), int(b), int(c))
+        if len(_HMS_CACHE) < 200_000:
+            _HMS_CACHE[text] = got
+    return got
 
 
 def fast_prefix(s: str, end: int) -> Header | None:
@@ -335,8 +349,8 @@ def fast_prefix(s: str, end: int) -> Header | None:
         if mb.group("pri") is not None:
             h.pri = int(mb.group("pri"))
         return h
-    (pri, rmon, rday, ryear, rhh, rmi, rss, riso, host, _empty, counter, origin, seq,
-     flag, mon, day, year, hh, mi, ss, frac, tz, dhost) = m.groups()  # fmt: skip
+    (pri, rmon, rday, ryear, rhms, riso, host, _empty, counter, origin, seq,
+     flag, mon, day, year, hms, frac, tz, dhost) = m.groups()  # fmt: skip
     if host is not None and ((host.isalpha() and tz_offset_minutes(host)[1]) or host.isdigit()):
         return None  # "Jan 16 22:11:43 EDT:" - a timezone, not a host: let the scanner decide
     if mon is None and rmon is None and riso is None:
@@ -346,8 +360,9 @@ def fast_prefix(s: str, end: int) -> Header | None:
         h.pri = int(pri)
     relay: Stamp | None = None
     if rmon is not None:
-        relay = Stamp(int(ryear) if ryear else None, MONTHS[rmon.lower()], int(rday), int(rhh),
-                      int(rmi), int(rss), 0.0, None, True)  # fmt: skip
+        rh, rm, rs = _hms(rhms)
+        relay = Stamp(int(ryear) if ryear else None, MONTHS[rmon.lower()], int(rday), rh, rm, rs,
+                      0.0, None, True)  # fmt: skip
         h.host = host
     elif riso is not None:
         mi_ = _ISO.match(riso)
@@ -378,9 +393,10 @@ def fast_prefix(s: str, end: int) -> Header | None:
             if h.origin is not None or (tz is None and dhost.isalpha()):
                 return None
             h.origin = dhost
+        dh, dm, ds = _hms(hms)
         h.device_stamp = Stamp(
-            int(year) if year else None, MONTHS[mon.lower()], int(day), int(hh), int(mi),
-            int(ss), float("0." + frac) if frac else 0.0, tz, flag is None,
+            int(year) if year else None, MONTHS[mon.lower()], int(day), dh, dm, ds,
+            float("0." + frac) if frac else 0.0, tz, flag is None,
         )  # fmt: skip
         h.relay_stamp = relay
     else:
