@@ -87,7 +87,8 @@ def broker_fixture(
     """Build a session fixture yielding a running broker (or ``None`` under KAFKA_BOOTSTRAP).
 
     The broker is started with :func:`streams.shell.broker.start` (idempotent, waits for a
-    produce/consume round trip) and stopped when the session ends.
+    produce/consume round trip) and stopped when the session ends, if this session started
+    it (a broker that was already running, e.g. a developer's, is left alone).
     """
 
     @pytest.fixture(scope="session")
@@ -99,7 +100,8 @@ def broker_fixture(
         try:
             yield info
         finally:
-            broker.stop(data_dir)
+            if info.started:
+                broker.stop(data_dir)
 
     return _fixture
 

@@ -31,6 +31,9 @@ from streams.core.header import (
 )
 
 MAX_LINE = 65536
+# Catalog patterns look at the first 2 KiB of a message: real Cisco messages are far
+# shorter, and a bound keeps a hostile 64 KiB line from costing seconds of backtracking.
+MAX_MATCH = 2048
 _ISAKMP_ID = re.compile(r"ISAKMP \((\d+:\d+)\)")
 _CONTINUATION = re.compile(r"[ \t]*\r?\n[ \t]*")
 
@@ -141,7 +144,7 @@ class Parser:
                 fac, sev, mnem = bare.group("fac"), int(bare.group("sev")), bare.group("mnem")
                 body = rest[bare.end() :]
             else:
-                hit = self.catalog.lookup_text(line)
+                hit = self.catalog.lookup_text(line[:MAX_MATCH])
                 if hit is not None:
                     entry, m = hit
                     header = scan_prefix(line, m.start(), tagged=False)
@@ -172,7 +175,8 @@ class Parser:
             return ev  # a message outside the catalog: header read, body kept as text
         pm = ASA_IKE_PREFIX.match(body) if ev.facility == "ASA" else None
         # ASA patterns are searched after the "Group = .., IP = ..," prefix (asa_ike.yaml).
-        hit2 = self.catalog.lookup(key, body[pm.end() :] if pm is not None else body)
+        text = body[pm.end() :] if pm is not None else body
+        hit2 = self.catalog.lookup(key, text[:MAX_MATCH])
         if hit2 is None:
             return ev
         entry2, groups = hit2
