@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: bench-ingest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,8 +32,20 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The streaming stack on the sample archive; the stack stays up (`tunnelwatch down` stops it).
+.PHONY: demo-stream
+demo-stream: $(STAMP)
+	$(BIN)/tunnelwatch up
+	$(BIN)/tunnelwatch replay streams/data/sample.log --to udp://127.0.0.1:5514 --speed max
+	$(BIN)/tunnelwatch incidents --wait-quiet 5 --group tunnelwatch
+	@echo "The stack is still up: tunnelwatch incidents --follow; tunnelwatch down to stop it."
+
 bench: $(STAMP)
 	$(BIN)/python -m load.bench_analyze
+
+# Highest zero-loss UDP rate into Kafka: tunnelwatch receive vs rsyslog (imudp → omkafka).
+bench-ingest: $(STAMP)
+	$(BIN)/python -m load.bench_ingest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

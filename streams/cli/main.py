@@ -17,6 +17,11 @@ COMMANDS: tuple[str, ...] = (
     "analyze",
     "parse",
     "kafka_cmd",
+    "receive_cmd",
+    "replay_cmd",
+    "worker_cmd",
+    "incidents_cmd",
+    "stack_cmd",
 )
 
 

@@ -1,0 +1,454 @@
+"""``make bench-ingest``: the highest UDP rate published to Kafka with zero loss.
+
+Run as ``python -m load.bench_ingest [--rates 20000,50000,...] [--seconds 5] [--skip-rsyslog]``.
+
+For each rate, in turn for ``tunnelwatch receive`` and for rsyslog (``imudp`` →
+``omkafka``):
+
+1. the receiver under test is started on 127.0.0.1 with a fresh topic;
+2. a sender in a separate process (``python -m load.bench_ingest send``) sends synthetic
+   Cisco syslog lines (``load.synth``) to it over UDP for ``--seconds``, paced by a token
+   bucket, to 127.0.0.1 only;
+3. the topic's records are counted by offsets (end minus beginning of every partition)
+   until they reach the number sent or stop growing, and the Udp ``RcvbufErrors`` of
+   /proc/net/snmp are compared with their value before the step.
+
+A rate is *zero-loss* when records == sent and RcvbufErrors did not grow. Rates go up until
+the first one that loses (``--keep-going`` tries them all). Both sides use the same
+dedicated Kafka broker (``.state/bench-ingest-kafka``, ports 29392/29393), started and
+stopped by the bench. rsyslog is installed with ``load/install-rsyslog.sh`` when missing;
+if that is impossible its half is skipped with a message.
+
+Everything runs on this machine: sender, receiver and the broker share its cores, so the
+numbers are those of this box, not of a receiver alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from load.scenario import default_scenario
+from load.synth import generate
+from streams.shell import broker
+from streams.shell.receiver.metrics import parse_metrics, read_udp_snmp, scrape
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+INSTALL_RSYSLOG = HERE / "install-rsyslog.sh"
+DATA_DIR = REPO / ".state" / "bench-ingest-kafka"
+KAFKA_PORT, KAFKA_CONTROLLER_PORT = 29392, 29393
+DEFAULT_RATES = (20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000)
+SETTLE_S = 60.0  # longest wait for the topic to reach the number sent
+STALL_S = 8.0  # ... or for it to stop growing
+HOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- sender
+
+
+def _lines(count: int = 20_000) -> list[bytes]:
+    synth = generate(default_scenario(), lines=count, seed=11)
+    return [line.encode("utf-8") for line in synth]
+
+
+def send(port: int, rate: float, seconds: float) -> dict[str, float]:
+    """Send for ``seconds`` at ``rate`` msg/s (token bucket, bursts of at most 2 ms)."""
+    lines = _lines()
+    n_lines = len(lines)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    sendto = sock.sendto
+    addr = (HOST, port)
+    burst = max(1, int(rate * 0.002))
+    sent = 0
+    errors = 0
+    start = time.perf_counter()
+    end = start + seconds
+    i = 0
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        allowed = int((now - start) * rate) - sent
+        if allowed <= 0:
+            time.sleep(min(0.0005, end - now))
+            continue
+        for _ in range(min(allowed, burst)):
+            try:
+                sendto(lines[i], addr)
+            except OSError:
+                errors += 1
+                continue
+            i = i + 1 if i + 1 < n_lines else 0
+            sent += 1
+    elapsed = time.perf_counter() - start
+    sock.close()
+    return {"sent": sent, "seconds": elapsed, "rate": sent / elapsed, "send_errors": errors}
+
+
+def _run_sender(port: int, rate: float, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "load.bench_ingest", "send", "--port", str(port),
+         "--rate", str(rate), "--seconds", str(seconds)],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --------------------------------------------------------------------------- Kafka side
+
+
+def _bootstrap() -> str:
+    return f"{HOST}:{KAFKA_PORT}"
+
+
+async def _count(topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return 0
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        return int(sum(ends[tp] - begins[tp] for tp in tps))
+    finally:
+        await consumer.stop()
+
+
+def _settle(topic: str, target: int) -> int:
+    """Records in ``topic`` once it reaches ``target`` or stops growing."""
+    deadline = time.monotonic() + SETTLE_S
+    last, last_change = -1, time.monotonic()
+    while True:
+        count = asyncio.run(_count(topic))
+        now = time.monotonic()
+        if count >= target or now > deadline:
+            return count
+        if count != last:
+            last, last_change = count, now
+        elif now - last_change > STALL_S:
+            return count
+        time.sleep(0.5)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- receivers
+
+
+class Tunnelwatch:
+    name = "tunnelwatch"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+        self.log: Path = workdir / "tunnelwatch.log"
+
+    @contextlib.contextmanager
+    def running(self, port: int, topic: str) -> Iterator[None]:
+        self.metrics_port = _free_port()
+        spool = self.workdir / f"spool-{topic}"
+        log_fh = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli.main", "receive", "--udp", f"{HOST}:{port}",
+             "--bootstrap", _bootstrap(), "--topic", topic, "--spool-dir", str(spool),
+             "--metrics", f"{HOST}:{self.metrics_port}"],
+            cwd=REPO, stdout=log_fh, stderr=log_fh,
+        )  # fmt: skip
+        try:
+            self._wait_ready()
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            log_fh.close()
+            shutil.rmtree(spool, ignore_errors=True)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                text = asyncio.run(scrape(HOST, self.metrics_port, timeout=1.0))
+                if parse_metrics(text).get("tunnelwatch_kafka_up") == 1:
+                    return
+            except OSError:
+                pass
+            assert self.proc is not None
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tunnelwatch receive did not come up; see {self.log}")
+            time.sleep(0.2)
+
+    def stats(self) -> dict[str, float]:
+        try:
+            return parse_metrics(asyncio.run(scrape(HOST, self.metrics_port)))
+        except OSError:
+            return {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+
+_RSYSLOG_CONF = """\
+global(workDirectory="{workdir}" maxMessageSize="64k")
+module(load="imudp" threads="1")
+module(load="omkafka")
+input(type="imudp" address="{host}" port="{port}" rcvbufSize="32m" ruleset="kafka")
+template(name="raw" type="string" string="%rawmsg%")
+ruleset(name="kafka" queue.type="LinkedList" queue.size="500000" queue.dequeueBatchSize="4096") {{
+  action(type="omkafka" topic="{topic}" broker=["{bootstrap}"] template="raw"
+         partitions.auto="on"
+         confParam=["compression.codec=lz4", "linger.ms=5", "batch.num.messages=10000",
+                    "queue.buffering.max.messages=1000000", "acks=all"])
+}}
+"""
+
+
+def _rsyslogd() -> str | None:
+    return shutil.which("rsyslogd") or next(
+        (p for p in ("/usr/sbin/rsyslogd", "/sbin/rsyslogd") if Path(p).exists()), None
+    )
+
+
+class Rsyslog:
+    name = "rsyslog"
+
+    def __init__(self, workdir: Path, binary: str) -> None:
+        self.workdir = workdir / "rsyslog"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.binary = binary
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.workdir / "rsyslogd.log"
+
+    @contextlib.contextmanager
+    def running(self, port: int, topic: str) -> Iterator[None]:
+        conf = self.workdir / "rsyslog.conf"
+        pidfile = self.workdir / "rsyslogd.pid"
+        conf.write_text(
+            _RSYSLOG_CONF.format(
+                workdir=self.workdir, host=HOST, port=port, topic=topic, bootstrap=_bootstrap()
+            ),
+            encoding="utf-8",
+        )
+        log_fh = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-n", "-f", str(conf), "-i", str(pidfile)],
+            stdout=log_fh, stderr=log_fh,
+        )  # fmt: skip
+        try:
+            self._wait_ready(port, topic)
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            log_fh.close()
+
+    def _wait_ready(self, port: int, topic: str) -> None:
+        """rsyslogd is ready when a probe datagram shows up in the topic."""
+        deadline = time.monotonic() + 30
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"rsyslogd exited ({self.proc.returncode}); see {self.log}")
+                s.sendto(b"<14>bench-ingest readiness probe", (HOST, port))
+                time.sleep(0.5)
+                if asyncio.run(_count(topic)) > 0 or time.monotonic() > deadline:
+                    return
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclass
+class Step:
+    receiver: str
+    target_rate: int
+    sent: int
+    achieved_rate: float
+    records: int
+    rcvbuf_errors: int
+    cpu_us_per_msg: float
+    zero_loss: bool
+
+
+def _step(rx: Tunnelwatch | Rsyslog, rate: int, seconds: float) -> Step:
+    port = _free_port()
+    topic = f"bench-ingest-{rx.name}-{rate}-{uuid.uuid4().hex[:8]}"
+    with rx.running(port, topic):
+        baseline = asyncio.run(_count(topic))  # rsyslog's readiness probes
+        errors_before = read_udp_snmp().get("RcvbufErrors", 0)
+        cpu_before = _cpu_seconds(rx.pid)
+        result = _run_sender(port, rate, seconds)
+        sent = int(result["sent"])
+        records = _settle(topic, baseline + sent) - baseline
+        cpu = _cpu_seconds(rx.pid) - cpu_before
+        errors = read_udp_snmp().get("RcvbufErrors", 0) - errors_before
+    step = Step(
+        receiver=rx.name,
+        target_rate=rate,
+        sent=sent,
+        achieved_rate=round(result["rate"]),
+        records=records,
+        rcvbuf_errors=errors,
+        cpu_us_per_msg=round(cpu / sent * 1e6, 2) if sent else 0.0,
+        zero_loss=records == sent and errors == 0,
+    )
+    print(
+        f"  {rx.name:<12} {rate:>8,}/s  sent {sent:>9,} at {step.achieved_rate:>8,}/s  "
+        f"records {records:>9,}  RcvbufErrors +{errors:<7} cpu {step.cpu_us_per_msg:>6} µs/msg  "
+        f"{'zero loss' if step.zero_loss else 'LOSS'}",
+        flush=True,
+    )
+    return step
+
+
+def _ladder(
+    rx: Tunnelwatch | Rsyslog, rates: Sequence[int], seconds: float, keep_going: bool
+) -> tuple[int, list[Step]]:
+    best = 0
+    steps: list[Step] = []
+    for rate in rates:
+        step = _step(rx, rate, seconds)
+        steps.append(step)
+        # A sender that could not reach the rate did not test it.
+        if step.zero_loss and step.achieved_rate >= 0.95 * rate:
+            best = rate
+        elif not keep_going:
+            break
+    return best, steps
+
+
+def _dicts(steps: list[Step]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in steps]
+
+
+def _ensure_rsyslog() -> str | None:
+    binary = _rsyslogd()
+    proc = subprocess.run(["bash", str(INSTALL_RSYSLOG)], capture_output=True, text=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        print(
+            "bench-ingest: rsyslog with omkafka (Debian rsyslog + rsyslog-kafka) is not "
+            f"installable here, skipping the rsyslog half:\n{proc.stderr.strip()}",
+            flush=True,
+        )
+        return None
+    return binary or _rsyslogd()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m load.bench_ingest", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd")
+    snd = sub.add_parser("send", help="(internal) the paced UDP sender")
+    snd.add_argument("--port", type=int, required=True)
+    snd.add_argument("--rate", type=float, required=True)
+    snd.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES))
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--skip-rsyslog", action="store_true")
+    ap.add_argument("--keep-going", action="store_true", help="try every rate even after a loss")
+    ap.add_argument("--out", type=Path, default=REPO / "bench-out" / "bench-ingest.json")
+    args = ap.parse_args(argv)
+    if args.cmd == "send":
+        print(json.dumps(send(args.port, args.rate, args.seconds)))
+        return 0
+
+    rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    rsyslogd = None if args.skip_rsyslog else _ensure_rsyslog()
+    print(f"bench-ingest: starting Kafka at {_bootstrap()} ({DATA_DIR})", flush=True)
+    broker.start(DATA_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT)
+    results: dict[str, Any] = {"rates": rates, "seconds": args.seconds, "cpus": os.cpu_count()}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+            work = Path(tmp)
+            tw = Tunnelwatch(work)
+            print("bench-ingest: tunnelwatch receive (uvloop, batched lz4, idempotent acks=all)")
+            best_tw, steps = _ladder(tw, rates, args.seconds, args.keep_going)
+            results["tunnelwatch"] = {
+                "zero_loss_rate": best_tw,
+                "steps": [asdict(s) for s in steps],
+            }
+            best_rs: int | None = None
+            if rsyslogd is not None:
+                print(f"bench-ingest: rsyslog ({rsyslogd}: imudp → omkafka, lz4, acks=all)")
+                best_rs, steps = _ladder(
+                    Rsyslog(work, rsyslogd), rates, args.seconds, args.keep_going
+                )
+                results["rsyslog"] = {
+                    "zero_loss_rate": best_rs,
+                    "steps": [asdict(s) for s in steps],
+                }
+    finally:
+        broker.stop(DATA_DIR)
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
+    print()
+    print(f"tunnelwatch receive: highest zero-loss rate {best_tw:,} msg/s")
+    if best_rs is None:
+        why = "--skip-rsyslog" if args.skip_rsyslog else "not installable"
+        print(f"rsyslog:             skipped ({why})")
+    else:
+        print(f"rsyslog imudp→omkafka: highest zero-loss rate {best_rs:,} msg/s")
+        ratio = best_tw / best_rs if best_rs else float("inf")
+        results["ratio_tunnelwatch_to_rsyslog"] = ratio
+        print(f"ratio tunnelwatch / rsyslog: {ratio:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(f"details: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,372 @@
+"""From received records to Kafka: a bounded queue in memory, the spool on disk.
+
+Where a record goes (:meth:`Pipeline.put`, called inline by the transports):
+
+- to the memory queue while Kafka keeps up, the spool holds nothing and the queue has room;
+- otherwise to the spool (spool mode). Spool mode starts when the queue is full, when
+  Kafka is unreachable or a batch waits longer than ``slow_after`` seconds for its ack, or
+  at start when the spool still holds records; on entering it (Kafka away) the queue is
+  moved to the spool too, so that records wait on disk rather than in memory. It ends when
+  every spooled record is published.
+
+The publisher task takes *chunks* from the queue first (its records are always older than
+the spool's) and from the spool when the queue is empty, keeps up to ``window`` chunks in
+flight, and acknowledges them in order (committing spool positions). So records leave in
+the order they arrived, per partition, across outages and restarts.
+
+Shutdown (:meth:`Pipeline.close`): the publisher gets ``timeout`` seconds to publish the
+queue while Kafka is up; whatever is still in memory then (unacknowledged batches and the
+queue) is *prepended* to the spool, before everything spooled earlier, and the next start
+publishes it first.
+
+Delivery: exactly once while the receiver runs (idempotent producer, see ``kafka.py``),
+with two documented exceptions that give duplicates (at-least-once): a batch whose ack was
+lost when the producer had to be replaced (fatal producer error) or when the receiver
+stopped, and, after a machine crash, spool records published after the cursor was last
+written to disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from aiokafka.errors import KafkaError
+
+from streams.errors import BrokerUnavailable
+from streams.shell.receiver.kafka import Chunk, KafkaOut
+from streams.shell.receiver.metrics import Metrics
+from streams.shell.receiver.record import Record
+from streams.shell.receiver.spool import Spool, encode_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    queue_max_records: int = 200_000
+    queue_max_bytes: int = 64 * 1024 * 1024
+    chunk_records: int = 2_000
+    chunk_bytes: int = 512 * 1024
+    window: int = 4  # chunks in flight
+    slow_after: float = 2.0  # seconds a batch may wait for its ack before spooling starts
+    retry_backoff: float = 0.5  # seconds between reconnection attempts (doubling, max 5)
+    flush_interval: float = 0.05  # spool: hand buffered records to the kernel
+    fsync_interval: float = 1.0  # spool: fsync
+
+
+class LoudLog:
+    """Log an ERROR the first time and then at most every ``every`` seconds, with a count."""
+
+    def __init__(self, message: str, every: float = 10.0) -> None:
+        self.message = message
+        self.every = every
+        self._last = -1e18
+        self._since = 0
+
+    def hit(self, n: int = 1) -> None:
+        self._since += n
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.error("%s (%d since the last report)", self.message, self._since)
+            self._last = now
+            self._since = 0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        out: KafkaOut,
+        spool: Spool,
+        metrics: Metrics,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.out = out
+        self.spool = spool
+        self.metrics = metrics
+        self.config = config or PipelineConfig()
+        self.queue: deque[Record] = deque()
+        self.queue_bytes = 0
+        self.inflight: deque[Chunk] = deque()
+        self.kafka_ok = False
+        self.spool_mode = not spool.empty
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._busy_since: float | None = None
+        self._spool_full = LoudLog("spool full: dropping received messages (reason spool_full)")
+        metrics.spool_bytes = lambda: self.spool.size_bytes
+        metrics.queue_depth = self.depth
+        metrics.kafka_up = lambda: self.kafka_ok
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def put(self, record: Record) -> None:
+        """Accept one record (never blocks, never raises)."""
+        if not self.spool_mode:
+            size = record.size
+            cfg = self.config
+            if len(self.queue) < cfg.queue_max_records and self.queue_bytes + size <= (
+                cfg.queue_max_bytes
+            ):
+                self.queue.append(record)
+                self.queue_bytes += size
+                # Wake the publisher only when it has something worth doing: nothing in
+                # flight, or a full chunk. Otherwise the next ack wakes it and it takes all
+                # that arrived meanwhile (batches grow with the load, like Nagle).
+                if not self.inflight or len(self.queue) >= cfg.chunk_records:
+                    self._wake.set()
+                return
+            self._enter_spool_mode("the memory queue is full", move_queue=False)
+        self._to_spool(record)
+
+    def _to_spool(self, record: Record) -> None:
+        try:
+            ok = self.spool.append_encoded(encode_record(record))
+        except (OSError, ValueError) as exc:  # ValueError: written after close
+            log.error("spool write failed: %s", exc)
+            ok = False
+        if ok:
+            self.metrics.spooled += 1
+            if not self.inflight or self.spool.unread >= self.config.chunk_records:
+                self._wake.set()
+        else:
+            self.metrics.dropped["spool_full"] += 1
+            self._spool_full.hit()
+
+    def depth(self) -> int:
+        return len(self.queue) + sum(len(c.records) for c in self.inflight)
+
+    def _enter_spool_mode(self, why: str, *, move_queue: bool) -> None:
+        if not self.spool_mode:
+            log.warning("spooling to %s: %s", self.spool.directory, why)
+            self.spool_mode = True
+        if move_queue and self.spool.empty and self.queue:
+            # The spool is empty, so the queue (older) may go to its tail in order.
+            while self.queue:
+                self._to_spool(self.queue.popleft())
+            self.queue_bytes = 0
+
+    def _kafka_down(self, why: str) -> None:
+        if self.kafka_ok:
+            log.warning("Kafka at %s is not keeping up: %s", self.out.bootstrap, why)
+        self.kafka_ok = False
+        self._enter_spool_mode(why, move_queue=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tunnelwatch-publisher")
+        self._ticker = asyncio.create_task(self._tick(), name="tunnelwatch-spool-ticker")
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Publish what is in memory (up to ``timeout`` s), spool the rest, stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                log.warning("shutdown: Kafka did not take everything within %.0f s", timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        # Let the producer deliver what it holds (briefly), then see what is left.
+        await self.out.stop(timeout=2.0)
+        self._reap()
+        leftovers: list[Record] = []
+        for chunk in self.inflight:
+            if chunk.origin != "memory":
+                continue  # still in the spool: not committed
+            if not chunk.batches:
+                leftovers += chunk.records
+            for batch in chunk.batches:
+                fut = batch.future
+                if fut is None or not fut.done() or fut.cancelled() or fut.exception():
+                    leftovers += batch.records
+        leftovers += self.queue
+        self.inflight.clear()
+        self.queue.clear()
+        self.queue_bytes = 0
+        self.spool.rewind()
+        if leftovers:
+            kept = self.spool.prepend(leftovers)
+            self.metrics.spooled += kept
+            if kept < len(leftovers):
+                self.metrics.dropped["spool_full"] += len(leftovers) - kept
+                log.error("shutdown: spool full, %d records lost", len(leftovers) - kept)
+            log.warning("shutdown: %d records from memory written to the spool", kept)
+        self.spool.close()
+
+    # -- the publisher -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._publish()
+                return
+            except Exception:  # a bug must not stop publishing for good
+                log.exception("publisher failed: replacing the producer and going on")
+                self.metrics.publish_errors += 1
+                self._kafka_down("publisher failure")
+                await self.out.reset()
+                for chunk in self.inflight:
+                    self.out.forget_pending(chunk)
+                await asyncio.sleep(self.config.retry_backoff)
+
+    async def _publish(self) -> None:
+        backoff = self.config.retry_backoff
+        while True:
+            if self._stopping and (not self.kafka_ok or (not self.inflight and not self.queue)):
+                return
+            if not self.out.started:
+                if not await self._connect():
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = self.config.retry_backoff
+            if not self.out.alive() or any(c.failed() for c in self.inflight):
+                await self._replace_producer()
+                continue
+            self._reap()
+            pending = next((c for c in self.inflight if c.unsent()), None)
+            if pending is not None:
+                if not await self._submit(pending):
+                    await self._pause(backoff)
+                continue
+            if len(self.inflight) < self.config.window:
+                chunk = self._next_chunk()
+                if chunk is not None:
+                    self.inflight.append(chunk)
+                    await self._submit(chunk)
+                    continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _connect(self) -> bool:
+        self._busy_since = time.monotonic()
+        try:
+            await self.out.start()
+        except BrokerUnavailable as exc:
+            self.metrics.publish_errors += 1
+            self._kafka_down(f"cannot connect ({exc})")
+            return False
+        finally:
+            self._busy_since = None
+        log.info("connected to Kafka at %s, topic %s", self.out.bootstrap, self.out.topic)
+        self.kafka_ok = True
+        for chunk in self.inflight:
+            self.out.forget_pending(chunk)
+        return True
+
+    async def _replace_producer(self) -> None:
+        self.metrics.publish_errors += 1
+        errors = [b.future.exception() for c in self.inflight for b in c.failed() if b.future]
+        log.error(
+            "the Kafka producer failed (%s): replacing it and sending unacknowledged batches "
+            "again (duplicates possible)",
+            errors[0] if errors else "sender task ended",
+        )
+        self._kafka_down("producer failure")
+        await self.out.reset()
+        for chunk in self.inflight:
+            self.out.forget_pending(chunk)
+
+    async def _submit(self, chunk: Chunk) -> bool:
+        self._busy_since = time.monotonic()
+        try:
+            await self.out.submit(chunk)
+        except (KafkaError, BrokerUnavailable) as exc:
+            self.metrics.publish_errors += 1
+            self._kafka_down(f"produce failed ({type(exc).__name__}: {exc})")
+            return False
+        finally:
+            self._busy_since = None
+        for batch in chunk.batches:
+            if batch.future is not None:
+                batch.future.add_done_callback(self._on_ack)
+        return True
+
+    def _on_ack(self, _fut: object) -> None:
+        self._wake.set()
+
+    def _reap(self) -> None:
+        metrics = self.metrics
+        while self.inflight and self.inflight[0].done() and not self.inflight[0].failed():
+            chunk = self.inflight.popleft()
+            n = len(chunk.records)
+            metrics.published += n
+            metrics.latency.observe(time.monotonic() - chunk.submitted_at, n)
+            if chunk.origin == "spool":
+                self.spool.commit(chunk.token, n)
+            if not self.kafka_ok:
+                log.info("Kafka at %s is back", self.out.bootstrap)
+            self.kafka_ok = True
+        if self.spool_mode and self.kafka_ok and self.spool.empty:
+            log.warning("spool drained: back to the memory queue")
+            self.spool_mode = False
+
+    def _next_chunk(self) -> Chunk | None:
+        cfg = self.config
+        if self.queue:
+            if self.inflight and len(self.queue) < cfg.chunk_records and not self._stopping:
+                return None  # wait for an ack (or a full chunk): bigger batches under load
+            records: list[Record] = []
+            size = 0
+            q = self.queue
+            while q and len(records) < cfg.chunk_records and size < cfg.chunk_bytes:
+                r = q.popleft()
+                records.append(r)
+                size += r.size
+            self.queue_bytes -= size
+            return Chunk(records, "memory")
+        if self._stopping or (not self.kafka_ok and self.inflight):
+            return None
+        if self.inflight and self.spool.unread < cfg.chunk_records:
+            return None  # as for the queue: the next ack comes first
+        got = self.spool.read(cfg.chunk_records, cfg.chunk_bytes)
+        if not got:
+            return None
+        return Chunk([r for r, _ in got], "spool", token=got[-1][1])
+
+    async def _pause(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _tick(self) -> None:
+        """Spool flush/fsync and the slow-Kafka watchdog."""
+        cfg = self.config
+        last_sync = time.monotonic()
+        while True:
+            await asyncio.sleep(cfg.flush_interval)
+            now = time.monotonic()
+            try:
+                if now - last_sync >= cfg.fsync_interval:
+                    fd = self.spool.sync_handle()
+                    if fd is not None:
+                        try:
+                            await asyncio.to_thread(os.fsync, fd)
+                        finally:
+                            os.close(fd)
+                    last_sync = now
+                else:
+                    self.spool.flush()
+            except OSError as exc:
+                log.error("spool flush failed: %s", exc)
+            stuck = self._busy_since
+            if self.inflight and self.inflight[0].submitted_at:
+                oldest = self.inflight[0].submitted_at
+                stuck = oldest if stuck is None else min(stuck, oldest)
+            if stuck is not None and now - stuck > cfg.slow_after:
+                self._kafka_down(f"no ack for {now - stuck:.1f} s")

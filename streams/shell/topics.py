@@ -1,0 +1,237 @@
+"""Kafka topic names, the default partition count, and small admin helpers.
+
+This is the ONE place where the streaming layout is defined::
+
+    syslog.raw         receiver -> worker    one syslog record per message (value = bytes),
+                                             headers ``received_at`` (ISO 8601) and ``source``
+    syslog.events      worker (parse)        Event.to_record() as JSON, keyed by device
+    syslog.deadletter  worker (parse)        {"reason", "raw", ...} for unparseable records
+    vpn.incidents      worker (correlate)    full incident records, keyed by incident_id
+    <app-id>-device_state-changelog          the worker's per-device engine state (compacted)
+
+``syslog.events`` and the changelog must have the same partition count (the state of a
+device lives in the changelog partition of its events). Everything is created with
+:data:`DEFAULT_PARTITIONS` unless told otherwise.
+
+aiokafka is imported lazily so that importing this module (the CLI does) stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.errors import BrokerError, BrokerUnavailable
+
+RAW_TOPIC = "syslog.raw"
+EVENTS_TOPIC = "syslog.events"
+DEADLETTER_TOPIC = "syslog.deadletter"
+INCIDENTS_TOPIC = "vpn.incidents"
+DEFAULT_APP_ID = "tunnelwatch"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+#: Partitions of every topic the project creates. Change it here and nowhere else.
+DEFAULT_PARTITIONS = 4
+#: Name of the worker's faust table holding one engine state per device.
+STATE_TABLE = "device_state"
+
+#: Record headers set by the receiver on syslog.raw.
+HEADER_RECEIVED_AT = "received_at"
+HEADER_SOURCE = "source"
+
+_TOPIC_EXISTS = 36
+_TIMEOUT_MS = 30_000
+
+
+def changelog_topic(app_id: str) -> str:
+    """The faust changelog topic of the worker's state table."""
+    return f"{app_id}-{STATE_TABLE}-changelog"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The topics one worker (or stack) uses."""
+
+    raw: str = RAW_TOPIC
+    events: str = EVENTS_TOPIC
+    deadletter: str = DEADLETTER_TOPIC
+    incidents: str = INCIDENTS_TOPIC
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int = DEFAULT_PARTITIONS
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+def stack_topics(
+    names: TopicNames, app_id: str, partitions: int = DEFAULT_PARTITIONS
+) -> list[TopicSpec]:
+    """Every topic of a stack: the four data topics and the state changelog (compacted)."""
+    return [
+        TopicSpec(names.raw, partitions),
+        TopicSpec(names.events, partitions),
+        TopicSpec(names.deadletter, partitions),
+        TopicSpec(names.incidents, partitions),
+        TopicSpec(changelog_topic(app_id), partitions, {"cleanup.policy": "compact"}),
+    ]
+
+
+async def _admin(bootstrap: str) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=_TIMEOUT_MS)
+    try:
+        await admin.start()
+    except Exception as exc:
+        await admin.close()
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
+    return admin
+
+
+async def partition_counts(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """Partition count of each existing topic among ``topics`` (missing ones are left out)."""
+    admin = await _admin(bootstrap)
+    try:
+        return await _partition_counts(admin, topics)
+    finally:
+        await admin.close()
+
+
+async def _partition_counts(admin: Any, topics: Sequence[str]) -> dict[str, int]:
+    # Describe existing topics only: a metadata request naming a missing topic makes a
+    # broker with auto.create.topics.enable create it, with its default partition count.
+    existing = set(await admin.list_topics())
+    wanted = [t for t in topics if t in existing]
+    if not wanted:
+        return {}
+    out: dict[str, int] = {}
+    for entry in await admin.describe_topics(wanted):
+        if int(entry.get("error_code", 0)) == 0 and entry.get("partitions"):
+            out[str(entry["topic"])] = len(entry["partitions"])
+    return out
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> dict[str, int]:
+    """Create the missing topics; return the partition count of every one of them.
+
+    Existing topics are left as they are (their count may differ from the spec: the
+    caller decides whether that matters).
+    """
+    from aiokafka.admin import NewTopic
+
+    wanted = {s.name: s for s in specs}
+    admin = await _admin(bootstrap)
+    try:
+        existing = await _partition_counts(admin, list(wanted))
+        missing = [s for name, s in wanted.items() if name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        s.name,
+                        num_partitions=s.partitions,
+                        replication_factor=1,
+                        topic_configs=dict(s.configs),
+                    )
+                    for s in missing
+                ]
+            )
+            for entry in response.topic_errors:
+                code = int(entry[1])
+                if code not in (0, _TOPIC_EXISTS):
+                    raise BrokerError(f"creating topic {entry[0]} failed with error code {code}")
+        # Metadata can lag a create by a moment: wait until every topic is visible.
+        deadline = time.monotonic() + 30.0
+        while True:
+            counts = await _partition_counts(admin, list(wanted))
+            if len(counts) == len(wanted) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        absent = sorted(set(wanted) - set(counts))
+        if absent:
+            raise BrokerError(f"topics still missing after creation: {', '.join(absent)}")
+        return counts
+    finally:
+        await admin.close()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine from synchronous code (the CLI, the stack)."""
+    return asyncio.run(coro)
+
+
+async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """The end offset of every partition of ``topics`` (missing topics are skipped)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    counts = await partition_counts(bootstrap, topics)
+    tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        return {(tp.topic, tp.partition): int(off) for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group_id: str) -> int:
+    """Records the consumer group has not committed yet, over the topics it committed on.
+
+    -1 when the group has committed nothing yet.
+    """
+    admin = await _admin(bootstrap)
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    if not committed:
+        return -1
+    ends = await end_offsets(bootstrap, sorted({tp.topic for tp in committed}))
+    lag = 0
+    for (topic, partition), end in ends.items():
+        meta = next(
+            (m for tp, m in committed.items() if tp.topic == topic and tp.partition == partition),
+            None,
+        )
+        done = int(meta.offset) if meta is not None and meta.offset >= 0 else 0
+        lag += max(end - done, 0)
+    return lag
+
+
+async def wait_quiet(
+    bootstrap: str,
+    topic: str,
+    quiet_for: float,
+    *,
+    group_id: str | None = None,
+    timeout: float = 600.0,
+    poll: float = 0.5,
+) -> bool:
+    """Wait until ``topic`` has not grown for ``quiet_for`` seconds.
+
+    With ``group_id``, the group must also have caught up (no lag on the topics it
+    commits). Returns False when ``timeout`` passes first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: dict[tuple[str, int], int] | None = None
+    since = loop.time()
+    while loop.time() < deadline:
+        ends = await end_offsets(bootstrap, [topic])
+        caught_up = True
+        if group_id is not None:
+            caught_up = await group_lag(bootstrap, group_id) == 0
+        now = loop.time()
+        if ends != last or not caught_up:
+            last, since = ends, now
+        elif now - since >= quiet_for:
+            return True
+        await asyncio.sleep(poll)
+    return False

@@ -1,0 +1,267 @@
+"""The faust application of ``tunnelwatch worker``: agents ``parse`` and ``correlate``.
+
+::
+
+    syslog.raw ──parse──▶ syslog.events (keyed by device) ──correlate──▶ vpn.incidents
+                  └─────▶ syslog.deadletter                   │
+                                                  table device_state (changelog-backed)
+
+Event time only: ``step`` advances a device on its own clock, and a timer calls
+``advance`` with :func:`~streams.core.engine.device_watermark` (the fleet clock is the
+newest synced event time this worker has seen). No faust windowed tables: they count
+in wall-clock time.
+
+At-least-once, with idempotent state: ``correlate`` works in batches under one lock
+with the timer; for each batch it (1) applies the events, (2) publishes the incident
+records and waits until Kafka has them, (3) writes the touched devices' states, each
+with the offset of its last event, to the table. Offsets are committed only after that
+(faust flushes the producer before committing). A crash anywhere means a replay from
+the last commit, in which events at or before a state's stored offset are skipped and
+the others give the very records they gave before (duplicates of identical records,
+harmless for readers that keep the latest record per ``incident_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+import weakref
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.streams import _current_event  # the context the table reads the partition from
+from faust.types import TP
+
+from streams.core.kb import default_kb
+from streams.shell.topics import STATE_TABLE
+from streams.shell.worker.config import WorkerConfig
+from streams.shell.worker.stages import ParseStage, Shard, decode_event
+
+
+def say(msg: str) -> None:
+    """One log line on stderr (faust's own logging stays at the configured level)."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    print(f"[{stamp}] tunnelwatch worker: {msg}", file=sys.stderr, flush=True)
+
+
+def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
+    """The faust app with both agents, the table and the timers wired up."""
+    app = faust.App(
+        cfg.app_id,
+        broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap.split(",") if b.strip()],
+        store=cfg.store_url,
+        datadir=str(cfg.data_dir),
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_commit_interval=cfg.commit_interval,
+        stream_recovery_delay=0.0,
+        table_standby_replicas=0,
+        producer_acks=-1,
+        # A replay pushes thousands of records a second: let them share produce requests.
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
+        key_serializer="raw",
+        value_serializer="raw",
+        # A worker killed with SIGKILL holds its partitions until the session times out:
+        # keep that short so that a restarted (or another) worker takes over quickly.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+    )
+    names = cfg.topics
+
+    def topic(name: str) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
+
+    raw_topic = topic(names.raw)
+    events_topic = topic(names.events)
+    topic(names.deadletter)  # declared, written through the producer
+    incidents_topic = topic(names.incidents)
+    table = app.Table(
+        STATE_TABLE,
+        default=None,
+        partitions=partitions,
+        key_type=bytes,  # bytes means the raw codec, for the changelog and its recovery
+        value_type=bytes,
+        extra_topic_configs={"cleanup.policy": "compact"},
+    )
+
+    stage = ParseStage(year=cfg.year, device=cfg.device)
+    shard = Shard(default_kb())
+    counters = {"raw": 0, "published": 0}
+    lock = asyncio.Lock()
+    ready = {"done": False}
+
+    def highwater(partition: int) -> int | None:
+        try:
+            end = app.consumer.highwater(TP(names.events, partition))
+        except Exception:  # revoked, or not fetched yet
+            return None
+        return None if end is None else int(end)
+
+    async def publish(records: list[dict[str, Any]]) -> None:
+        """Send incident records and wait until Kafka acknowledged every one."""
+        if not records:
+            return
+        pending = [
+            await incidents_topic.send(
+                key=rec["incident_id"].encode("ascii"), value=orjson.dumps(rec)
+            )
+            for rec in records
+        ]
+        for fut in pending:
+            await fut
+        shard.note_published(records)
+        counters["published"] += len(records)
+
+    async def quiet_logs() -> None:
+        # faust filters at its handlers only: without a root level, every aiokafka debug
+        # call would still build a log record (a quarter of the CPU on a replay).
+        logging.getLogger().setLevel(max(logging.getLevelName(cfg.loglevel.upper()), 10))
+
+    app.task(quiet_logs)
+
+    @app.agent(raw_topic, name="parse")
+    async def parse(stream: Any) -> None:
+        # Batches, and the producer directly: faust's per-record Topic.send machinery
+        # costs more than parsing. The batch is acknowledged after the loop body, and
+        # faust flushes the producer before it commits: at-least-once holds.
+        producer = app.producer
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
+            for event in batch:
+                msg = event.message
+                counters["raw"] += 1
+                routed = stage.handle(
+                    msg.value,
+                    msg.key,
+                    msg.headers,
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                )
+                target = names.deadletter if routed.deadletter else names.events
+                await producer.send(target, routed.key, routed.value, None, None, None)
+
+    @app.agent(events_topic, name="correlate")
+    async def correlate(stream: Any) -> None:
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
+            async with lock:
+                now = time.monotonic()
+                out: list[dict[str, Any]] = []
+                touched: dict[bytes, Any] = {}
+                for event in batch:
+                    msg = event.message
+                    key: bytes = msg.key or b"unknown"
+                    device = key.decode("utf-8", errors="replace")
+                    slot = shard.slots.get(device)
+                    if slot is None:
+                        slot = shard.restore(device, table.get(key), msg.partition)
+                    recs = shard.apply(
+                        slot, decode_event(msg.value), msg.partition, msg.offset, now
+                    )
+                    if recs is None:
+                        continue
+                    out.extend(recs)
+                    touched[key] = event
+                await publish(out)
+                for key, event in touched.items():
+                    # Write in the context of the device's own last event, so that the
+                    # changelog (and a RocksDB store) file it under that event's partition.
+                    token = _current_event.set(weakref.ref(event))
+                    try:
+                        table[key] = shard.slots[key.decode("utf-8", errors="replace")].dump()
+                    finally:
+                        _current_event.reset(token)
+
+    async def tick() -> None:
+        if not _settled(app):
+            return
+        if not ready["done"]:
+            ready["done"] = True
+            _announce_ready(app, cfg, len(table))
+        async with lock:
+            # Devices known only from the table (after a restart or a rebalance) need
+            # their watermark too.
+            for key in list(table.keys()):
+                device = key.decode("utf-8", errors="replace")
+                if device not in shard.slots:
+                    shard.restore(device, table.get(key), -1)
+            records = shard.tick(highwater)
+            records.extend(shard.pending_updates(time.monotonic() - cfg.flush_idle))
+            await publish(records)
+
+    app.timer(interval=cfg.tick_interval)(tick)
+
+    if cfg.stats_interval > 0:
+        last = {"t": time.monotonic(), "applied": 0}
+
+        async def stats() -> None:
+            now = time.monotonic()
+            rate = (shard.applied - last["applied"]) / max(now - last["t"], 1e-9)
+            if shard.applied != last["applied"]:
+                say(
+                    f"raw={counters['raw']} events={stage.events} "
+                    f"deadletter={stage.deadletters} applied={shard.applied} "
+                    f"duplicates={shard.duplicates} incidents_published={counters['published']} "
+                    f"devices={len(shard.slots)} rate={rate:,.0f} events/s"
+                )
+            last["t"], last["applied"] = now, shard.applied
+
+        app.timer(interval=cfg.stats_interval)(stats)
+
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        parts = {tp.partition for tp in revoked if tp.topic == names.events}
+        dropped = shard.drop_partitions(parts)
+        if dropped:
+            say(f"partitions {sorted(parts)} revoked: {dropped} device states handed over")
+
+    app.on_partitions_revoked.connect(on_revoked)
+
+    # Keep references for introspection (tests, debugging).
+    app.tunnelwatch = {"stage": stage, "shard": shard, "table": table}  # type: ignore[attr-defined]
+    _ = (parse, correlate)
+    return app
+
+
+def _settled(app: Any) -> bool:
+    """Partitions assigned, tables recovered, no rebalance in progress."""
+    try:
+        recovery = app.tables.recovery
+        return (
+            not app.rebalancing and recovery.completed.is_set() and bool(app.consumer.assignment())
+        )
+    except Exception:  # not started yet
+        return False
+
+
+def _announce_ready(app: Any, cfg: WorkerConfig, restored: int) -> None:
+    assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+    say(
+        f"ready: group {cfg.app_id} assigned {len(assigned)} partitions "
+        f"({', '.join(assigned)}); restored {restored} device states from the changelog"
+    )
+    if cfg.ready_file is not None:
+        cfg.ready_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cfg.ready_file.with_suffix(".tmp")
+        tmp.write_bytes(
+            orjson.dumps(
+                {"pid": os.getpid(), "app_id": cfg.app_id, "assigned": assigned},
+            )
+        )
+        tmp.replace(cfg.ready_file)

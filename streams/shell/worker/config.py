@@ -1,0 +1,41 @@
+"""Settings of one worker process (``tunnelwatch worker``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.shell.broker import REPO_ROOT
+from streams.shell.topics import (
+    DEFAULT_APP_ID,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_PARTITIONS,
+    TopicNames,
+)
+
+DEFAULT_DATA_DIR = REPO_ROOT / ".state" / "worker"
+STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    bootstrap: str = DEFAULT_BOOTSTRAP
+    partitions: int = DEFAULT_PARTITIONS
+    data_dir: Path = DEFAULT_DATA_DIR
+    app_id: str = DEFAULT_APP_ID
+    topics: TopicNames = field(default_factory=TopicNames)
+    store: str = "memory"  # a key of STORES
+    year: int | None = None  # year of year-less stamps (archive replays); else received_at
+    device: str | None = None  # device of lines that name none (else the record's source)
+    ready_file: Path | None = None  # written once partitions are assigned and recovered
+    tick_interval: float = 1.0  # seconds between two watermark ticks
+    flush_idle: float = 2.0  # publish pending incident state after this long without events
+    batch_max: int = 2000  # events per correlate batch
+    batch_within: float = 0.2  # seconds to wait for a batch to fill
+    commit_interval: float = 1.0  # seconds between offset commits
+    stats_interval: float = 10.0  # seconds between two throughput log lines (0: never)
+    loglevel: str = "warning"
+
+    @property
+    def store_url(self) -> str:
+        return STORES[self.store]

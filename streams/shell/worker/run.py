@@ -1,0 +1,60 @@
+"""Start one worker process: create the topics, then run the faust worker until stopped."""
+
+from __future__ import annotations
+
+from streams.errors import BrokerError
+from streams.shell.topics import changelog_topic, ensure_topics, run_sync, stack_topics
+from streams.shell.worker.config import WorkerConfig
+
+
+def prepare_topics(cfg: WorkerConfig) -> int:
+    """Create the missing topics; return the partition count the worker must use.
+
+    ``syslog.events`` and the state changelog must agree (a device's state lives in the
+    changelog partition of its events): an existing events topic decides, and an
+    existing changelog with another count is an error.
+    """
+    names = cfg.topics
+    counts: dict[str, int] = run_sync(
+        ensure_topics(
+            cfg.bootstrap,
+            [s for s in stack_topics(names, cfg.app_id, cfg.partitions) if s.name == names.events],
+        )
+    )
+    partitions = counts[names.events]
+    counts = run_sync(ensure_topics(cfg.bootstrap, stack_topics(names, cfg.app_id, partitions)))
+    changelog = changelog_topic(cfg.app_id)
+    if counts[changelog] != partitions:
+        raise BrokerError(
+            f"topic {changelog} has {counts[changelog]} partitions but {names.events} has "
+            f"{partitions}: they must agree (delete the changelog or use another --app-id)"
+        )
+    return partitions
+
+
+def run_worker(cfg: WorkerConfig) -> int:
+    """Run until SIGTERM/SIGINT; the exit code of the faust worker."""
+    partitions = prepare_topics(cfg)
+    # faust is imported here, not at module level: the CLI and the tests import this
+    # package without paying for (or being warned by) faust.
+    import faust
+
+    from streams.shell.worker.app import build_app, say
+
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(cfg, partitions)
+    say(
+        f"starting: app {cfg.app_id}, broker {cfg.bootstrap}, {partitions} partitions, "
+        f"{cfg.topics.raw} -> {cfg.topics.events} -> {cfg.topics.incidents}, store {cfg.store}"
+    )
+    worker = faust.Worker(
+        app,
+        loglevel=cfg.loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        workdir=str(cfg.data_dir),
+    )
+    try:
+        worker.execute_from_commandline()  # returns only by raising SystemExit
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 1

@@ -1,0 +1,450 @@
+"""The streaming worker (``tunnelwatch worker``): its stages alone, then on a real Kafka.
+
+The Kafka proofs run the worker as a subprocess (faust must not run under pytest's
+``filterwarnings = error``), each with its own topics and app id:
+
+(a) determinism: the records of every scenario archive and of the sample archive, keyed by
+    device as the receiver keys them, go through the worker; the incidents it publishes
+    (latest state per incident_id) are the ones ``tunnelwatch analyze`` prints for the same
+    files with the same ``--year``;
+(b) crash: the worker is killed with SIGKILL in the middle of a synthetic archive and
+    started again; nothing is lost, the latest states equal analyze's, and the state came
+    back from the table's changelog;
+(c) records that are not syslog land on the dead-letter topic with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+from kafka_support import KafkaNames, unique_topic
+
+from streams.cli.main import main
+from streams.core.engine import DeviceState
+from streams.core.event import Event
+from streams.core.framing import iter_records
+from streams.core.kb import default_kb
+from streams.core.parse import Parser
+from streams.shell import incidents as incident_reader
+from streams.shell.topics import (
+    TopicNames,
+    TopicSpec,
+    changelog_topic,
+    end_offsets,
+    ensure_topics,
+    stack_topics,
+    wait_quiet,
+)
+from streams.shell.worker.stages import ParseStage, Shard, Slot, parse_received_at
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = REPO / "tests" / "scenarios"
+SCHEMAS = REPO / "schemas"
+SAMPLE = REPO / "streams" / "data" / "sample.log"
+YEAR = 2024
+# The one scenario whose lines name no device takes it from --device (args.json): the
+# receiver's key plays that part on the stream.
+DEVICE = "br-rtr9"
+JUNK = [b"just some text", b"\x00\x01 binary junk", b"   "]
+# ASA lines without any time stamp (``<164>10.30.0.4 %ASA-4-402119: ...``).
+STAMPLESS = re.compile(r"^<\d+>[\d.]+ %ASA-")
+
+
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / name).read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------- no Kafka
+
+
+def test_parse_stage_keys_events_by_device_and_dead_letters_the_rest() -> None:
+    stage = ParseStage(year=YEAR)
+    line = (
+        b"Mar  5 10:00:00 rtr-1 12: Mar  5 10:00:00.123: %CRYPTO-4-IKMP_NO_SA: IKE message "
+        b"from 198.51.100.1 has no SA and is not an initialization offer"
+    )
+    routed = stage.handle(line, b"rtr-1", [("source", b"10.0.0.1:514")], partition=2, offset=7)
+    assert not routed.deadletter and routed.key == b"rtr-1"
+    rec = orjson.loads(routed.value)
+    assert _validator("event.schema.json").is_valid(rec)
+    assert rec["timestamp"].startswith("2024-03-05T10:00:00")
+
+    junk = stage.handle(b"just some text", None, [("source", b"10.0.0.9:514")], offset=3)
+    assert junk.deadletter
+    letter = orjson.loads(junk.value)
+    assert letter["reason"] and letter["raw"] == "just some text"
+    assert letter["source"] == "10.0.0.9:514" and letter["offset"] == 3
+    assert _validator("deadletter.schema.json").is_valid(letter)
+
+
+def test_parse_stage_takes_the_year_from_received_at() -> None:
+    stage = ParseStage()
+    line = b"Dec 31 23:59:58 rtr-1 5: Dec 31 23:59:58: %SYS-5-CONFIG_I: Configured from console"
+    routed = stage.handle(line, b"rtr-1", [("received_at", b"2025-01-01T00:00:03.000Z")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2024-12-31T23:59:58")
+    assert parse_received_at("2025-01-01T00:00:03Z") == parse_received_at("2025-01-01T00:00:03")
+    assert parse_received_at("not a time") is None
+
+
+def test_a_redelivered_event_changes_nothing() -> None:
+    shard = Shard(default_kb())
+    slot = shard.restore("rtr-1", None, 0)
+    ev = Event(device="rtr-1", ts=1_700_000_000.0, raw="x", message="x")
+    assert shard.apply(slot, ev, 0, 5) == []
+    before = slot.state.to_dict()
+    assert shard.apply(slot, ev, 0, 5) is None
+    assert shard.apply(slot, ev, 0, 4) is None
+    assert slot.state.to_dict() == before and shard.duplicates == 2
+    again = Slot.load(slot.dump())
+    assert again.offset == 5 and again.partition == 0
+    assert again.state.to_dict() == DeviceState.from_dict(before).to_dict()
+
+
+def test_the_fleet_clock_waits_for_partitions_that_are_behind() -> None:
+    shard = Shard(default_kb())
+    for partition, ts in ((0, 1000.0), (1, 5000.0)):
+        slot = shard.restore(f"d{partition}", None, partition)
+        shard.apply(slot, Event(device=slot.state.device, ts=ts, raw="", message=""), partition, 0)
+    # Partition 0 has more to read: its newest time holds the fleet back.
+    assert shard.fleet_clock(lambda p: 10) == 1000.0
+    # Everything read: the newest time of all.
+    assert shard.fleet_clock(lambda p: 1) == 5000.0
+
+
+# --------------------------------------------------------------------------- Kafka helpers
+
+
+@dataclass
+class Run:
+    names: TopicNames
+    app_id: str
+    data_dir: Path
+    log: Path
+
+    @property
+    def ready_file(self) -> Path:
+        return self.data_dir / "ready.json"
+
+
+def _new_run(kafka_names: KafkaNames, tmp_path: Path, tag: str) -> Run:
+    prefix = f"{kafka_names.prefix}-{tag}"
+    return Run(
+        names=TopicNames(
+            raw=unique_topic(f"{prefix}-raw"),
+            events=unique_topic(f"{prefix}-events"),
+            deadletter=unique_topic(f"{prefix}-dl"),
+            incidents=unique_topic(f"{prefix}-incidents"),
+        ),
+        app_id=unique_topic(f"{prefix}-app"),
+        data_dir=tmp_path / tag,
+        log=tmp_path / f"{tag}.log",
+    )
+
+
+def _keyed_records(files: Sequence[Path]) -> tuple[list[tuple[bytes | None, bytes]], int]:
+    """The records of ``files`` in order, keyed by their device as the receiver keys them;
+    and how many of them are not syslog."""
+    parser = Parser(year=YEAR, device=DEVICE)
+    out: list[tuple[bytes | None, bytes]] = []
+    unparsed = 0
+    for path in files:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for record in iter_records(fh):
+                device = getattr(parser.parse(record), "device", None)
+                unparsed += device is None
+                out.append((device.encode() if device else None, record.encode("utf-8")))
+    return out, unparsed
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` the group has committed (summed over partitions)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
+
+
+async def _publish(bootstrap: str, run: Run, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    await ensure_topics(bootstrap, stack_topics(run.names, run.app_id))
+    topic = run.names.raw
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    try:
+        headers = [("received_at", b"2024-12-31T12:00:00.000Z")]
+        for key, value in records:
+            await producer.send(topic, value, key=key, headers=headers)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends = await end_offsets(bootstrap, [topic])
+    tps = [TopicPartition(t, p) for (t, p) in ends]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    out: list[tuple[bytes | None, bytes]] = []
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(
+                pos >= ends[(tp.topic, tp.partition)]
+                for pos, tp in zip(positions, tps, strict=True)
+            ):
+                return out
+            for messages in (await consumer.getmany(*tps, timeout_ms=500)).values():
+                out.extend((m.key, m.value) for m in messages)
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    run: Run
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop(signal.SIGKILL)
+
+
+def _worker_argv(bootstrap: str, run: Run) -> list[str]:
+    return [
+        sys.executable, "-m", "streams.cli.main", "worker",
+        "--bootstrap", bootstrap,
+        "--app-id", run.app_id,
+        "--raw-topic", run.names.raw,
+        "--events-topic", run.names.events,
+        "--deadletter-topic", run.names.deadletter,
+        "--incidents-topic", run.names.incidents,
+        "--data-dir", str(run.data_dir),
+    ]  # fmt: skip
+
+
+def _start(workers: list[Worker], bootstrap: str, run: Run) -> Worker:
+    run.ready_file.unlink(missing_ok=True)
+    cmd = [
+        *_worker_argv(bootstrap, run),
+        "--ready-file", str(run.ready_file),
+        "--year", str(YEAR),
+        "--tick", "0.5",
+        "--flush-idle", "1.0",
+    ]  # fmt: skip
+    with run.log.open("ab") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    worker = Worker(proc, run)
+    workers.append(worker)
+    deadline = time.monotonic() + 60
+    while not run.ready_file.is_file():
+        if proc.poll() is not None:
+            pytest.fail(f"the worker exited ({proc.returncode}):\n{run.log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the worker was not ready in 60 s:\n{run.log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return worker
+
+
+def _wait_done(bootstrap: str, run: Run) -> None:
+    quiet = asyncio.run(
+        wait_quiet(bootstrap, run.names.incidents, 3.0, group_id=run.app_id, timeout=120)
+    )
+    assert quiet, f"the worker did not finish in time:\n{run.log.read_text()[-3000:]}"
+
+
+def _analyze(files: Sequence[Path], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    args = ["analyze", "--format", "jsonl", "--year", str(YEAR), "--device", DEVICE]
+    rc = main([*args, *map(str, files)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return {r["incident_id"]: r for r in map(json.loads, out.splitlines())}
+
+
+def _assert_same_incidents(analyzed: dict[str, Any], streamed: dict[str, Any]) -> None:
+    def keys(recs: dict[str, Any]) -> set[tuple[str, str, str | None, str]]:
+        return {(r["incident_id"], r["device"], r["peer"], r["cause"]) for r in recs.values()}
+
+    assert keys(streamed) == keys(analyzed)
+    for iid, a in analyzed.items():
+        w = streamed[iid]
+        # Joining both ends of a tunnel (related, and a sentence added to the summary) is a
+        # whole-archive step of analyze; the worker publishes each device's own view.
+        assert a["summary"].startswith(w["summary"]), iid
+        strip = {"related", "summary"}
+        assert {k: v for k, v in w.items() if k not in strip} == {
+            k: v for k, v in a.items() if k not in strip
+        }, iid
+
+
+# --------------------------------------------------------------------------- Kafka proofs
+
+
+@pytest.fixture(scope="module")
+def archives() -> list[Path]:
+    names = sorted(d for d in SCENARIOS.iterdir() if (d / "archive.log").is_file())
+    return [*(d / "archive.log" for d in names), SAMPLE]
+
+
+@pytest.mark.kafka
+def test_worker_publishes_the_incidents_analyze_finds_and_dead_letters_junk(
+    kafka_bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+    archives: list[Path],
+) -> None:
+    run = _new_run(kafka_names, tmp_path, "det")
+    records, unparsed_in_archives = _keyed_records(archives)
+    junk: list[tuple[bytes | None, bytes]] = [(None, j) for j in JUNK]
+    asyncio.run(_publish(kafka_bootstrap, run, records[:100] + junk + records[100:]))
+    _start(workers, kafka_bootstrap, run)
+    _wait_done(kafka_bootstrap, run)
+
+    # (a) the same incidents as analyze, in their final state.
+    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
+    analyzed = _analyze(archives, capsys)
+    assert len(analyzed) > 30
+    _assert_same_incidents(analyzed, streamed)
+
+    # Every published record (not only the latest) is a full, valid incident, keyed by id.
+    incident_schema = _validator("incident.schema.json")
+    published = asyncio.run(_read_all(kafka_bootstrap, run.names.incidents))
+    assert len(published) >= len(streamed)
+    for key, value in published:
+        rec = orjson.loads(value)
+        assert key == rec["incident_id"].encode()
+        assert incident_schema.is_valid(rec), rec
+
+    # Events: valid, keyed by device, one device on one partition.
+    event_schema = _validator("event.schema.json")
+    events = asyncio.run(_read_all(kafka_bootstrap, run.names.events))
+    assert len(events) == len(records) - unparsed_in_archives
+    parsed = [orjson.loads(v) for _, v in events]
+    assert all(event_schema.is_valid(e) for e in parsed)
+    assert all(
+        k == (e["device"] or "unknown").encode() for (k, _), e in zip(events, parsed, strict=True)
+    )
+
+    # (c) what is not syslog is on the dead-letter topic, whole, with the reason.
+    letters = [
+        orjson.loads(v) for _, v in asyncio.run(_read_all(kafka_bootstrap, run.names.deadletter))
+    ]
+    letter_schema = _validator("deadletter.schema.json")
+    raws = {letter["raw"] for letter in letters}
+    assert {j.decode() for j in JUNK if j.strip()} <= raws
+    for letter in letters:
+        assert letter_schema.is_valid(letter), letter
+        assert letter["reason"]
+        assert letter["topic"] == run.names.raw and letter["offset"] >= 0
+    assert len(letters) == len(JUNK) + unparsed_in_archives
+
+
+@pytest.mark.kafka
+def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
+    kafka_bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+) -> None:
+    from load.scenario import default_scenario
+    from load.synth import write_archive
+
+    # A day of synthetic fleet traffic, without the ASA lines that carry no time stamp at
+    # all (their time is the previous line's, which only a single ordered reader shares).
+    synth = tmp_path / "synth.log"
+    write_archive(default_scenario(), synth, lines=20_000, seed=3)
+    archive = tmp_path / "fleet.log"
+    lines = synth.read_text(encoding="utf-8").splitlines(keepends=True)
+    archive.write_text("".join(x for x in lines if not STAMPLESS.match(x)), encoding="utf-8")
+    run = _new_run(kafka_names, tmp_path, "crash")
+    records, unparsed = _keyed_records([archive])
+    asyncio.run(_publish(kafka_bootstrap, run, records))
+
+    first = _start(workers, kafka_bootstrap, run)
+    changelog = changelog_topic(run.app_id)
+    total = len(records) - unparsed
+    deadline = time.monotonic() + 60
+    while True:  # kill it once it has committed part, not all, of the events
+        done = asyncio.run(_committed(kafka_bootstrap, run.app_id, run.names.events))
+        if 0 < done < total:
+            break
+        assert done < total, "the worker finished before it could be killed"
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.05)
+    first.stop(signal.SIGKILL)
+    assert first.proc.returncode == -signal.SIGKILL
+    state_records = sum(asyncio.run(end_offsets(kafka_bootstrap, [changelog])).values())
+    assert state_records > 0, "nothing in the changelog"
+
+    _start(workers, kafka_bootstrap, run)
+    _wait_done(kafka_bootstrap, run)
+    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
+    _assert_same_incidents(_analyze([archive], capsys), streamed)
+    # The second worker started mid-stream, from the state it found in the changelog.
+    log = run.log.read_text(encoding="utf-8", errors="replace")
+    ready = [line for line in log.splitlines() if "ready:" in line]
+    assert len(ready) == 2
+    restored = int(ready[1].split(" device states")[0].rsplit(" ", 1)[-1])
+    assert restored > 0, ready[1]
+
+
+@pytest.mark.kafka
+def test_worker_refuses_a_changelog_with_another_partition_count(
+    kafka_bootstrap: str, kafka_names: KafkaNames, tmp_path: Path
+) -> None:
+    run = _new_run(kafka_names, tmp_path, "parts")
+    specs = stack_topics(run.names, run.app_id, 2)
+    asyncio.run(ensure_topics(kafka_bootstrap, [TopicSpec(changelog_topic(run.app_id), 3)]))
+    asyncio.run(ensure_topics(kafka_bootstrap, specs))
+    proc = subprocess.run(
+        _worker_argv(kafka_bootstrap, run),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "must agree" in proc.stderr
