@@ -23,8 +23,7 @@ def iter_parsed(args: argparse.Namespace, parser: Parser) -> Iterator[Event | Un
     for name in args.files:
         with open_archive(name) as (stream, mtime):
             if args.year is None:
-                parser.reference_ts = mtime
-                parser.__post_init__()
+                parser.set_reference(mtime)
             for record in iter_records(stream):
                 yield parser.parse(record)
 

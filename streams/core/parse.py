@@ -76,6 +76,12 @@ class Parser:
     def __post_init__(self) -> None:
         self._years = YearTracker(year=self.year, reference_ts=self.reference_ts)
 
+    def set_reference(self, ts: float | None) -> None:
+        """The reference time of year-less stamps: an archive's modification time, or
+        the receiver's clock for a streamed record. Kept per-device year state stays."""
+        self.reference_ts = ts
+        self._years.reference_ts = ts
+
     # -- public -------------------------------------------------------------------
 
     def parse(

@@ -114,11 +114,11 @@ class ParseStage:
             parser = self.parser(partition)
             ref = parse_received_at(received_at)
             if ref is not None and self.year is None:
-                # The receiver's clock is the reference for year-less stamps (and for
-                # lines without any stamp), as an archive's modification time is for analyze.
-                parser.reference_ts = ref
-                parser._years.reference_ts = ref
-            out = parser.parse(value, source=source)
+                # The receiver's clock is the reference for year-less stamps, as an
+                # archive's modification time is for analyze.
+                parser.set_reference(ref)
+            # A line without any stamp takes the time it was received.
+            out = parser.parse(value, source=source, received=ref)
         if isinstance(out, Unparsed):
             self.deadletters += 1
             letter = {
