@@ -14,7 +14,7 @@ from streams.core.engine import Correlator
 from streams.core.event import Unparsed
 from streams.core.kb import default_kb
 from streams.core.parse import Parser
-from streams.core.stories import device_addresses, join_stories
+from streams.core.stories import join_stories
 from streams.errors import InputError
 
 TICK_EVERY = 4096
@@ -34,7 +34,6 @@ def analyze(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser]:
     parser = Parser(year=args.year, device=args.device)
     corr = Correlator(kb)
     latest: dict[str, dict[str, Any]] = {}
-    locals_seen: set[tuple[str, str]] = set()
     n = 0
     for item in iter_parsed(args, parser):
         n += 1
@@ -43,15 +42,13 @@ def analyze(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser]:
         # Every event moves its device's clock, which may resolve or fire incidents.
         for rec in corr.feed(item):
             latest[rec["incident_id"]] = rec
-        if item.kind is not None and item.local and item.device:
-            locals_seen.add((item.device, item.local))
         if n % TICK_EVERY == 0:
             for rec in corr.tick():
                 latest[rec["incident_id"]] = rec
     for rec in corr.finish():
         latest[rec["incident_id"]] = rec
     records = sorted(latest.values(), key=lambda r: (r["first_seen"], r["device"], r["cause"]))
-    join_stories(records, device_addresses(sorted(locals_seen)))
+    join_stories(records)
     return records, parser
 
 

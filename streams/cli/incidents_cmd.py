@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from streams.core.stories import join_stories
 from streams.errors import BrokerError
 from streams.shell import incidents as reader
 from streams.shell.topics import DEFAULT_BOOTSTRAP, INCIDENTS_TOPIC, wait_quiet
@@ -85,6 +86,8 @@ async def _run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if not args.follow:
         records = reader.ordered(await reader.snapshot(args.bootstrap, args.topic))
+        # Both ends of a tunnel, as analyze joins them (the records carry device addresses).
+        join_stories(records)
         if args.format == "jsonl":
             for rec in records:
                 out.write(orjson.dumps(rec).decode("utf-8") + "\n")

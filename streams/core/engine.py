@@ -21,10 +21,12 @@ from typing import Any
 
 from streams.core.event import Event, iso_utc
 from streams.core.kb import KnowledgeBase, Rule
+from streams.core.stories import is_address
 
 INCIDENT_SCHEMA_VERSION = 2
 MAX_CONN_IDS = 4096
 MAX_RECENT = 256
+MAX_ADDRESSES = 16
 EMIT_EVERY = 300.0  # seconds of event time between two updates of one incident
 SEP = "\x1f"
 
@@ -95,6 +97,7 @@ class Incident:
             "recommended_actions": list(cause.actions),
             "evidence": self.evidence_head + self.evidence_tail,
             "related": [],
+            "device_addresses": [],
         }
 
 
@@ -110,6 +113,9 @@ class DeviceState:
     pending: dict[str, tuple[float, str, str, int]] = field(default_factory=dict)
     recent: dict[str, list[tuple[float, str | None]]] = field(default_factory=dict)
     incidents: dict[str, Incident] = field(default_factory=dict)
+    # The device's own addresses, learned from the `local` field of its events (bounded):
+    # published with its incidents so that consumers can join both ends of a tunnel.
+    addresses: list[str] = field(default_factory=list)
     # A lower bound of the watermark at which advance() has work to do (not persisted:
     # -inf only costs one recomputation).
     due: float = field(default=float("-inf"), compare=False, repr=False)
@@ -131,7 +137,14 @@ class DeviceState:
             pending={k: tuple(v) for k, v in d.get("pending", {}).items()},
             recent={k: [tuple(e) for e in v] for k, v in d.get("recent", {}).items()},
             incidents={k: Incident(**v) for k, v in d.get("incidents", {}).items()},
+            addresses=list(d.get("addresses", [])),
         )
+
+
+def _with_addresses(state: DeviceState, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for rec in out:
+        rec["device_addresses"] = list(state.addresses)
+    return out
 
 
 def _wkey(rule: Rule, peer: str | None) -> str:
@@ -274,7 +287,14 @@ def step(
         state.max_ts = ts
     kind = ev.kind
     if kind is None:
-        return state, out
+        return state, _with_addresses(state, out)
+    if (
+        ev.local
+        and ev.local not in state.addresses
+        and len(state.addresses) < MAX_ADDRESSES
+        and is_address(ev.local)
+    ):
+        state.addresses.append(ev.local)
     peer = ev.peer
     if ev.conn_id:
         if peer:
@@ -340,7 +360,7 @@ def step(
                 state.due = min(state.due, ts + r.window)
             else:
                 state.pending[wkey] = (p[0], p[1], p[2], p[3] + 1)
-    return state, out
+    return state, _with_addresses(state, out)
 
 
 def _quiet(kb: KnowledgeBase, inc: Incident) -> float:
@@ -395,12 +415,12 @@ def advance(
         if inc.last_seen + quiet <= watermark:
             del state.incidents[ikey]
             out.append(_resolve(inc, inc.last_seen + quiet, "quiet period elapsed", kb))
-    return state, out
+    return state, _with_addresses(state, out)
 
 
 def flush(state: DeviceState, kb: KnowledgeBase) -> list[dict[str, Any]]:
     """Current records of every active incident (end of an archive)."""
-    return [inc.to_record(kb) for inc in state.incidents.values()]
+    return _with_addresses(state, [inc.to_record(kb) for inc in state.incidents.values()])
 
 
 CLOCK_SKEW_LIMIT = 3600.0

@@ -10,11 +10,11 @@ names that are addresses.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
 from typing import Any
 
 
-def _is_ip(text: str) -> bool:
+def is_address(text: str) -> bool:
+    """True for an IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -47,20 +47,21 @@ def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
-def device_addresses(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Map address -> device from (device, local address) pairs."""
-    out: dict[str, str] = {}
-    for device, local in pairs:
-        if local and _is_ip(local):
-            out.setdefault(local, device)
-    return out
+def join_stories(
+    records: list[dict[str, Any]], addresses: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Fill ``related`` and extend ``summary`` where both ends of a tunnel have incidents.
 
-
-def join_stories(records: list[dict[str, Any]], addresses: dict[str, str]) -> list[dict[str, Any]]:
-    """Fill ``related`` and extend ``summary`` where both ends of a tunnel have incidents."""
-    addr = dict(addresses)
+    A device's addresses come from its records' ``device_addresses`` (what the engine
+    learned from its events), from ``addresses``, and from device names that are addresses.
+    Works on any set of records: an archive's, or what a consumer read from the topic.
+    """
+    addr = dict(addresses or {})
     for rec in records:
-        if _is_ip(rec["device"]):
+        for a in rec.get("device_addresses") or ():
+            addr.setdefault(a, rec["device"])
+    for rec in records:
+        if is_address(rec["device"]):
             addr.setdefault(rec["device"], rec["device"])
     by_device: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
