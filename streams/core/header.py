@@ -190,35 +190,29 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
                 pos = m5.end()
                 h.tokens += 1
                 continue
+        stamp_at: tuple[Stamp, int] | None = None
         if c in "*." or c.isupper():
             mb = _BSD.match(s, pos)
             if mb and mb.end() <= end:
                 st = _bsd_stamp(mb)
                 strong = mb.group(8) is not None or not st.synced or h.counter is not None
-                pos = _read_tz(s, mb.end(), st, strong)
-                ms = _SEP_COLON.match(s, pos)
-                followed_by_host = ms is None
-                if ms:
-                    pos = ms.end()
-                stamps.append((st, followed_by_host and not stamps))
-                h.tokens += 1
-                if not stamps[:-1]:
-                    after_first_stamp = followed_by_host
-                continue
-        if c.isdigit() or c in "*.":
+                stamp_at = (st, _read_tz(s, mb.end(), st, strong))
+        if stamp_at is None and (c.isdigit() or c in "*."):
             mi = _ISO.match(s, pos)
             if mi and mi.end() <= end:
-                st = _iso_stamp(mi)
-                pos = mi.end()
-                ms = _SEP_COLON.match(s, pos)
-                followed_by_host = ms is None
-                if ms:
-                    pos = ms.end()
-                stamps.append((st, followed_by_host and not stamps))
-                h.tokens += 1
-                if len(stamps) == 1:
-                    after_first_stamp = followed_by_host
-                continue
+                stamp_at = (_iso_stamp(mi), mi.end())
+        if stamp_at is not None:
+            st, pos = stamp_at
+            ms = _SEP_COLON.match(s, pos)
+            followed_by_host = ms is None
+            if ms:
+                pos = ms.end()
+            stamps.append((st, followed_by_host and not stamps))
+            h.tokens += 1
+            if len(stamps) == 1:
+                after_first_stamp = followed_by_host
+            continue
+        if c.isdigit() or c in "*.":
             mu = _UPTIME.match(s, pos)
             if mu and mu.end() <= end:
                 h.uptime = True
