@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck pytest bench clean
-.PHONY: bench-ingest
+.PHONY: bench-ingest bench-load
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 # Highest zero-loss UDP rate into Kafka: tunnelwatch receive vs rsyslog (imudp → omkafka).
 bench-ingest: $(STAMP)
 	$(BIN)/python -m load.bench_ingest
+
+# Highest sustainable `tunnelwatch load run` rate (UDP) with 1 and with 2 workers.
+bench-load: $(STAMP)
+	$(BIN)/python -m load.bench_load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "worker_cmd",
     "incidents_cmd",
     "stack_cmd",
+    "load_cmd",
 )
 
 

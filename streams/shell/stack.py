@@ -220,6 +220,7 @@ def up(
     controller_port: int = broker.DEFAULT_CONTROLLER_PORT,
     partitions: int = DEFAULT_PARTITIONS,
     listen: str = DEFAULT_LISTEN,
+    metrics: str = DEFAULT_METRICS,
     say: Callable[[str], None] = print,
 ) -> bool:
     """Start what is not running; True when every part is up and ready."""
@@ -254,7 +255,7 @@ def up(
     say(f"worker    ready, {verb} (pid {pid}, log {paths.log('worker')})")
 
     host, _, port_text = listen.rpartition(":")
-    argv = receiver_argv(listen, bootstrap, names.raw, paths)
+    argv = receiver_argv(listen, bootstrap, names.raw, paths, metrics)
     if argv is None:
         say(
             "receiver  NOT STARTED: this build has no `tunnelwatch receive` command yet "
@@ -268,13 +269,15 @@ def up(
         verb = "started"
     else:
         verb = "already running"
-    metrics = DEFAULT_METRICS if "--metrics" in argv else None
+    shown_metrics = metrics if "--metrics" in argv else None
 
     def receiver_ready() -> bool:
-        return _tcp_open(host, int(port_text)) and (metrics is None or _metrics_answer(metrics))
+        return _tcp_open(host, int(port_text)) and (
+            shown_metrics is None or _metrics_answer(shown_metrics)
+        )
 
     _wait("the receiver", pid, paths.log("receiver"), receiver_ready)
-    shown = f", metrics http://{metrics}/metrics" if metrics else ""
+    shown = f", metrics http://{shown_metrics}/metrics" if shown_metrics else ""
     say(f"receiver  udp+tcp {listen} ready{shown}, {verb} (pid {pid}, log {paths.log('receiver')})")
     return True
 

@@ -1,0 +1,162 @@
+"""``tunnelwatch load``: deterministic archives, and a short paced run against a real stack."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.cli.main import main
+from streams.shell import stack
+
+REPO = Path(__file__).resolve().parent.parent
+STACK_PORT, STACK_CONTROLLER = 29192, 29193
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_load_generate_writes_the_same_bytes_for_the_same_seed(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    for out in (a, b):
+        assert main(["load", "generate", "default", "--out", str(out), "--lines", "3000"]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert Path(f"{a}.truth.jsonl").read_bytes() == Path(f"{b}.truth.jsonl").read_bytes()
+    assert len(a.read_text().splitlines()) == 3000
+    c = tmp_path / "c.log"
+    assert (
+        main(["load", "generate", "default", "--out", str(c), "--lines", "3000", "--seed", "1"])
+        == 0
+    )
+    assert c.read_bytes() != a.read_bytes()
+
+
+def test_load_generate_rejects_an_unknown_scenario_file(tmp_path: Path) -> None:
+    assert (
+        main(["load", "generate", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x")]) == 2
+    )
+
+
+@pytest.fixture(scope="module")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A whole stack (Kafka, worker, receiver) on test ports; (bootstrap, udp listen)."""
+    state = tmp_path_factory.mktemp("load-stack")
+    listen = f"127.0.0.1:{_free_port()}"
+    metrics = f"127.0.0.1:{_free_port()}"
+    try:
+        stack.up(
+            state,
+            port=STACK_PORT,
+            controller_port=STACK_CONTROLLER,
+            listen=listen,
+            metrics=metrics,
+            say=lambda _: None,
+        )
+        yield f"127.0.0.1:{STACK_PORT}", listen
+    finally:
+        stack.down(state, say=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def load_report(
+    live_stack: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, object]:
+    bootstrap, listen = live_stack
+    out = tmp_path_factory.mktemp("load-report")
+    rc = main(
+        [
+            "load", "run", "default",
+            "--target", f"udp://{listen}",
+            "--rate", "500", "--duration", "5",
+            "--bootstrap", bootstrap,
+            "--report", str(out),
+            "--clock-file", str(out / "clock.json"),
+        ]
+    )  # fmt: skip
+    report: dict[str, object] = json.loads((out / "report.json").read_text())
+    report["_rc"] = rc
+    report["_dir"] = str(out)
+    return report
+
+
+@pytest.mark.kafka
+def test_a_short_load_run_at_500_msgs_loses_nothing_and_finds_every_fault(
+    load_report: dict[str, object],
+) -> None:
+    assert load_report["sent"] == 2500
+    assert load_report["lost"] == 0
+    assert load_report["received"] == 2500
+    assert load_report["recall"] == 1.0
+    assert load_report["decoy_hits"] == []
+    assert load_report["drained"] is True
+    assert load_report["_rc"] == 0
+    faults = load_report["faults"]
+    assert isinstance(faults, list)
+    assert all(f["latency_s"] is not None and f["latency_s"] < 30 for f in faults)
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        if shutil.which(name):
+            return shutil.which(name)
+    script = REPO / "load" / "install-chromium.sh"
+    subprocess.run(["sh", str(script)], capture_output=True, timeout=600, check=False)
+    return shutil.which("chromium")
+
+
+@pytest.mark.kafka
+def test_the_html_report_renders_its_charts_in_headless_chromium(
+    load_report: dict[str, object], tmp_path: Path
+) -> None:
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("Debian chromium is not installed and load/install-chromium.sh could not")
+    page = Path(str(load_report["_dir"])) / "report.html"
+    text = page.read_text()
+    assert text.count('class="chart"') == 3
+    # A copy of the page that, once loaded, marks how many charts decoded with a size.
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        text.replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => {"
+            "const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0);"
+            "document.body.setAttribute('data-charts-ok', String(ok.length));});</script></body>",
+        )
+    )
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]  # fmt: skip
+    dom = subprocess.run(
+        [chromium, *flags, "--virtual-time-budget=3000", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    m = re.search(r'data-charts-ok="(\d+)"', dom.stdout)
+    assert m is not None, dom.stderr[-2000:]
+    assert int(m.group(1)) == 3
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert shot.exists()
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # A blank page compresses to almost nothing; three charts do not.
+    assert len(data) > 20_000, len(data)
