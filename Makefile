@@ -51,5 +51,9 @@ bench-ingest: $(STAMP)
 bench-load: $(STAMP)
 	$(BIN)/python -m load.bench_load
 
+# Detection latency of the whole stack (up on other ports) under 10k msg/s of UDP for 30 s.
+bench-latency: $(STAMP)
+	$(BIN)/python -m load.bench_ingest latency
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

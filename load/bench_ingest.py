@@ -21,6 +21,17 @@ if that is impossible its half is skipped with a message.
 
 Everything runs on this machine: sender, receiver and the broker share its cores, so the
 numbers are those of this box, not of a receiver alone.
+
+``python -m load.bench_ingest latency [--rate 10000] [--seconds 30] [--faults 20]``
+(``make bench-latency``) measures detection latency instead: the whole stack
+(``tunnelwatch up``: broker, worker, receiver) in ``.state/bench-latency`` on ports
+29492/29493 and a free UDP port, background traffic at ``--rate`` over UDP, and
+``--faults`` devices that each send three engine errors (a ``crypto_engine_fault``
+threshold) spread over the run. Per fault: wall time from sending the third line to the
+first record of its incident on ``vpn.incidents`` (consumed with a receipt time stamp).
+It prints p50/p95/p99, the worker's events/s (its 10 s stats lines) and its CPU time, and
+writes ``bench-out/bench-latency.json``. The stack's metrics port (127.0.0.1:9514) must be
+free.
 """
 
 from __future__ import annotations
@@ -389,6 +400,174 @@ def _ensure_rsyslog() -> str | None:
     return binary or _rsyslogd()
 
 
+# --------------------------------------------------------------------------- latency
+
+LATENCY_STATE = REPO / ".state" / "bench-latency"
+LATENCY_KAFKA_PORT, LATENCY_CONTROLLER_PORT = 29492, 29493
+#: Three engine errors within 10 minutes open a ``crypto_engine_fault`` incident.
+FAULT_LINE = (
+    "<185>{stamp} {device}: {seq}: {stamp}: %MOTCR-1-PKTENGRET_ERROR: MOTCR PktEng Return "
+    "Value = 0x20000,  PktEngReturn_MACMiscompare"
+)
+FAULT_THRESHOLD = 3
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%b %e %H:%M:%S", time.gmtime(t))
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+async def _latency_run(
+    bootstrap: str, port: int, rate: float, seconds: float, faults: int, drain: float
+) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.shell.topics import INCIDENTS_TOPIC, RAW_TOPIC, end_offsets
+
+    tag = uuid.uuid4().hex[:6]
+    devices = [f"lat-{tag}-{i:02d}" for i in range(faults)]
+    completed: dict[str, float] = {}  # device -> wall time the threshold-th line was sent
+    seen: dict[str, float] = {}  # device -> wall time its first incident record arrived
+
+    consumer = AIOKafkaConsumer(
+        INCIDENTS_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, group_id=None,
+    )  # fmt: skip
+    await consumer.start()
+
+    async def consume() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                for rec in records:
+                    try:
+                        device = json.loads(rec.value or b"{}").get("device")
+                    except ValueError:
+                        continue
+                    if device in completed and device not in seen:
+                        seen[device] = now
+
+    async def inject() -> None:
+        # The faults spread over the run, from 10 % to 90 % of it; 0.2 s between the lines
+        # of one fault, stamped with the wall clock (UTC) as a device would.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for i, device in enumerate(devices):
+            at = t0 + seconds * (0.1 + 0.8 * i / max(faults - 1, 1))
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            for seq in range(1, FAULT_THRESHOLD + 1):
+                now = time.time()
+                line = FAULT_LINE.format(stamp=_stamp(now), device=device, seq=seq)
+                sock.sendto(line.encode(), (HOST, port))
+                if seq == FAULT_THRESHOLD:
+                    completed[device] = now
+                else:
+                    await asyncio.sleep(0.2)
+        sock.close()
+
+    raw_before = sum((await end_offsets(bootstrap, [RAW_TOPIC])).values())
+    consumer_task = asyncio.create_task(consume())
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "load.bench_ingest", "send", "--port", str(port),
+        "--rate", str(rate), "--seconds", str(seconds),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await inject()
+    out, _ = await sender.communicate()
+    sent: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    send_end = time.time()
+    deadline = time.monotonic() + drain
+    while len(seen) < faults and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    drained_at = time.time()
+    raw_after = sum((await end_offsets(bootstrap, [RAW_TOPIC])).values())
+    consumer_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await consumer_task
+    await consumer.stop()
+    lat = [seen[d] - completed[d] for d in devices if d in seen]
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "sent": sent,
+        "raw_records": raw_after - raw_before,
+        "faults": faults,
+        "detected": len(lat),
+        "latencies_s": lat,
+        "p50_s": _percentile(lat, 50) if lat else None,
+        "p95_s": _percentile(lat, 95) if lat else None,
+        "p99_s": _percentile(lat, 99) if lat else None,
+        "max_s": max(lat) if lat else None,
+        "all_detected_after_send_end_s": drained_at - send_end if len(lat) == faults else None,
+    }
+
+
+def _worker_rates(log: Path) -> list[float]:
+    rates: list[float] = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "tunnelwatch worker:" in line and " rate=" in line:
+            with contextlib.suppress(ValueError):
+                rates.append(float(line.rsplit(" rate=", 1)[1].split()[0].replace(",", "")))
+    return rates
+
+
+def latency(rate: float, seconds: float, faults: int, drain: float, out: Path) -> int:
+    """``make bench-latency``: detection latency of the whole stack under background load."""
+    from streams.shell import stack
+
+    metrics_host, _, metrics_port = stack.DEFAULT_METRICS.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        if s.connect_ex((metrics_host, int(metrics_port))) == 0:
+            print(f"bench-latency: {stack.DEFAULT_METRICS} is taken (a stack is up?): "
+                  "`tunnelwatch down` first", file=sys.stderr)  # fmt: skip
+            return 2
+    shutil.rmtree(LATENCY_STATE, ignore_errors=True)
+    port = _free_port()
+    listen = f"{HOST}:{port}"
+    print(f"bench-latency: stack in {LATENCY_STATE} (Kafka :{LATENCY_KAFKA_PORT}, UDP {listen})")
+    try:
+        if not stack.up(
+            LATENCY_STATE, port=LATENCY_KAFKA_PORT, controller_port=LATENCY_CONTROLLER_PORT,
+            listen=listen, say=lambda m: print(f"  {m}", flush=True),
+        ):  # fmt: skip
+            return 1
+        bootstrap = f"{HOST}:{LATENCY_KAFKA_PORT}"
+        worker_pid = stack.running_pid(stack.StackPaths(LATENCY_STATE.resolve()), "worker") or 0
+        cpu0 = _cpu_seconds(worker_pid)
+        t0 = time.monotonic()
+        print(f"bench-latency: {rate:,.0f} msg/s over UDP for {seconds:.0f} s, {faults} faults")
+        result = asyncio.run(_latency_run(bootstrap, port, rate, seconds, faults, drain))
+        result["worker_cpu_s"] = _cpu_seconds(worker_pid) - cpu0
+        result["wall_s"] = time.monotonic() - t0
+        rates = _worker_rates(stack.StackPaths(LATENCY_STATE.resolve()).log("worker"))
+        result["worker_rates"] = rates
+    finally:
+        stack.down(LATENCY_STATE, say=lambda m: print(f"  {m}", flush=True))
+    sent = result["sent"]
+    print(f"sent {sent['sent']:,} lines at {sent['rate']:,.0f} msg/s; "
+          f"{result['raw_records']:,} on syslog.raw")  # fmt: skip
+    if rates:
+        print(f"worker: {max(rates):,.0f} events/s at best, "
+              f"{sum(rates) / len(rates):,.0f} on average (10 s stats lines)")  # fmt: skip
+    print(f"worker CPU {result['worker_cpu_s']:.1f} s over {result['wall_s']:.1f} s")
+    print(f"faults detected {result['detected']}/{faults}")
+    if result["p50_s"] is not None:
+        print(f"detection latency p50 {result['p50_s']:.2f} s  p95 {result['p95_s']:.2f} s  "
+              f"p99 {result['p99_s']:.2f} s  max {result['max_s']:.2f} s")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"details: {out}")
+    return 0 if result["detected"] == faults else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m load.bench_ingest", description=__doc__)
     sub = ap.add_subparsers(dest="cmd")
@@ -396,6 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     snd.add_argument("--port", type=int, required=True)
     snd.add_argument("--rate", type=float, required=True)
     snd.add_argument("--seconds", type=float, required=True)
+    lat = sub.add_parser("latency", help="detection latency of the whole stack under load")
+    lat.add_argument("--rate", type=float, default=10_000)
+    lat.add_argument("--seconds", type=float, default=30.0)
+    lat.add_argument("--faults", type=int, default=20)
+    lat.add_argument("--drain", type=float, default=300.0, help="longest wait after sending")
+    lat.add_argument("--out", type=Path, default=REPO / "bench-out" / "bench-latency.json")
     ap.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--skip-rsyslog", action="store_true")
@@ -405,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "send":
         print(json.dumps(send(args.port, args.rate, args.seconds)))
         return 0
+    if args.cmd == "latency":
+        return latency(args.rate, args.seconds, args.faults, args.drain, args.out)
 
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     rsyslogd = None if args.skip_rsyslog else _ensure_rsyslog()

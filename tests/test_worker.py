@@ -114,6 +114,32 @@ def test_a_redelivered_event_changes_nothing() -> None:
     assert again.state.to_dict() == DeviceState.from_dict(before).to_dict()
 
 
+def test_rerouted_events_keep_their_own_offsets() -> None:
+    # An event read from syslog.raw and one that came through the reroute topic have
+    # offsets in different topics: neither makes the other look like a re-delivery.
+    shard = Shard(default_kb())
+    slot = shard.restore("rtr-1", None, 2)
+    ev = Event(device="rtr-1", ts=1_700_000_000.0, raw="x", message="x")
+    assert shard.apply(slot, ev, 2, 50) == []
+    assert shard.apply(slot, ev, 2, 3, rerouted=True) == []
+    assert shard.apply(slot, ev, 2, 3, rerouted=True) is None
+    assert shard.apply(slot, ev, 2, 50) is None
+    again = Slot.load(slot.dump())
+    assert (again.partition, again.offset, again.reroute_offset) == (2, 50, 3)
+    # A stored state of an older worker has no reroute offset.
+    old = orjson.loads(slot.dump())
+    del old["reroute_offset"]
+    assert Slot.load(orjson.dumps(old)).reroute_offset == -1
+    assert shard.applied == 2 and shard.duplicates == 2
+
+
+def test_the_parse_stage_hands_over_the_event_it_parsed() -> None:
+    line = b"Mar  5 10:00:00 rtr-1 12: Mar  5 10:00:00: %SYS-5-CONFIG_I: Configured from console"
+    routed = ParseStage(year=YEAR).handle(line, b"rtr-1", None)
+    assert routed.event is not None and routed.event.device == "rtr-1"
+    assert routed.event.to_record() == orjson.loads(routed.value)
+
+
 def test_the_fleet_clock_waits_for_partitions_that_are_behind() -> None:
     shard = Shard(default_kb())
     for partition, ts in ((0, 1000.0), (1, 5000.0)):
@@ -398,15 +424,16 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
     lines = synth.read_text(encoding="utf-8").splitlines(keepends=True)
     archive.write_text("".join(x for x in lines if not STAMPLESS.match(x)), encoding="utf-8")
     run = _new_run(kafka_names, tmp_path, "crash")
-    records, unparsed = _keyed_records([archive])
+    records, _ = _keyed_records([archive])
     asyncio.run(_publish(kafka_bootstrap, run, records))
 
     first = _start(workers, kafka_bootstrap, run)
     changelog = changelog_topic(run.app_id)
-    total = len(records) - unparsed
+    # The worker parses and correlates as it reads syslog.raw (keyed by device, as here).
+    total = len(records)
     deadline = time.monotonic() + 60
-    while True:  # kill it once it has committed part, not all, of the events
-        done = asyncio.run(_committed(kafka_bootstrap, run.app_id, run.names.events))
+    while True:  # kill it once it has committed part, not all, of the records
+        done = asyncio.run(_committed(kafka_bootstrap, run.app_id, run.names.raw))
         if 0 < done < total:
             break
         assert done < total, "the worker finished before it could be killed"

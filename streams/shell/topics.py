@@ -8,9 +8,13 @@ This is the ONE place where the streaming layout is defined::
     syslog.deadletter  worker (parse)        {"reason", "raw", ...} for unparseable records
     vpn.incidents      worker (correlate)    full incident records, keyed by incident_id
     <app-id>-device_state-changelog          the worker's per-device engine state (compacted)
+    <app-id>-reroute   worker -> worker      events whose raw record was keyed by another
+                                             name than their device (rare): to the worker
+                                             that owns the device's partition
 
-``syslog.events`` and the changelog must have the same partition count (the state of a
-device lives in the changelog partition of its events). Everything is created with
+``syslog.events``, the reroute topic and the changelog must have the same partition count
+(the state of a device lives in the changelog partition of its events); ``syslog.raw`` too,
+for the worker to correlate as it parses. Everything is created with
 :data:`DEFAULT_PARTITIONS` unless told otherwise.
 
 aiokafka is imported lazily so that importing this module (the CLI does) stays cheap.
@@ -50,6 +54,11 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-{STATE_TABLE}-changelog"
 
 
+def reroute_topic(app_id: str) -> str:
+    """The worker's internal topic for events correlated on another partition than read."""
+    return f"{app_id}-reroute"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicNames:
     """The topics one worker (or stack) uses."""
@@ -70,12 +79,13 @@ class TopicSpec:
 def stack_topics(
     names: TopicNames, app_id: str, partitions: int = DEFAULT_PARTITIONS
 ) -> list[TopicSpec]:
-    """Every topic of a stack: the four data topics and the state changelog (compacted)."""
+    """Every topic of a stack: the four data topics, the reroute topic and the changelog."""
     return [
         TopicSpec(names.raw, partitions),
         TopicSpec(names.events, partitions),
         TopicSpec(names.deadletter, partitions),
         TopicSpec(names.incidents, partitions),
+        TopicSpec(reroute_topic(app_id), partitions),
         TopicSpec(changelog_topic(app_id), partitions, {"cleanup.policy": "compact"}),
     ]
 

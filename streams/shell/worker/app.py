@@ -34,11 +34,13 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context the table reads the partition from
 from faust.types import TP
 
+from streams.core.event import Event
 from streams.core.kb import default_kb
-from streams.shell.topics import STATE_TABLE
+from streams.shell.topics import STATE_TABLE, reroute_topic
 from streams.shell.worker.config import WorkerConfig
 from streams.shell.worker.stages import ParseStage, Shard, decode_event
 
@@ -49,8 +51,23 @@ def say(msg: str) -> None:
     print(f"[{stamp}] tunnelwatch worker: {msg}", file=sys.stderr, flush=True)
 
 
-def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
-    """The faust app with both agents, the table and the timers wired up."""
+#: One event to correlate: the faust event it came in (for the table's partition context),
+#: the device key, the event, and the input partition and offset.
+_Item = tuple[Any, bytes, Event, int, int]
+
+
+def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = None) -> faust.App:
+    """The faust app with both agents, the table and the timers wired up.
+
+    When ``syslog.raw`` has as many partitions as ``syslog.events`` (the stack creates
+    them so), ``parse`` correlates an event right away if its device's events partition
+    is the raw partition it was read from (always, when the raw record is keyed by the
+    device, as the receiver keys it): that partition's changelog holds the state either
+    way, and the event skips a round trip through Kafka and JSON. The others go through
+    the reroute topic to ``correlate``. ``syslog.events`` is published in both cases.
+    Otherwise ``correlate`` reads ``syslog.events`` as before.
+    """
+    inline = raw_partitions is None or raw_partitions == partitions
     app = faust.App(
         cfg.app_id,
         broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap.split(",") if b.strip()],
@@ -91,6 +108,10 @@ def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
     raw_topic = topic(names.raw)
     events_topic = topic(names.events)
     topic(names.deadletter)  # declared, written through the producer
+    reroute_name = reroute_topic(cfg.app_id)
+    correlate_topic = topic(reroute_name) if inline else events_topic
+    # Offsets of the topic correlated from (for the fleet clock and revocations).
+    input_name = names.raw if inline else names.events
     incidents_topic = topic(names.incidents)
     table = app.Table(
         STATE_TABLE,
@@ -109,7 +130,7 @@ def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
 
     def highwater(partition: int) -> int | None:
         try:
-            end = app.consumer.highwater(TP(names.events, partition))
+            end = app.consumer.highwater(TP(input_name, partition))
         except Exception:  # revoked, or not fetched yet
             return None
         return None if end is None else int(end)
@@ -136,6 +157,36 @@ def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
 
     app.task(quiet_logs)
 
+    def home(key: bytes) -> int:
+        """The syslog.events partition of ``key`` (aiokafka's default partitioner)."""
+        return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+    async def correlate_batch(items: list[_Item], *, rerouted: bool) -> None:
+        """Apply events, publish their incident records, then store the touched states."""
+        async with lock:
+            now = time.monotonic()
+            out: list[dict[str, Any]] = []
+            touched: dict[bytes, Any] = {}
+            for event, key, ev, partition, offset in items:
+                device = key.decode("utf-8", errors="replace")
+                slot = shard.slots.get(device)
+                if slot is None:
+                    slot = shard.restore(device, table.get(key), partition)
+                recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
+                if recs is None:
+                    continue
+                out.extend(recs)
+                touched[key] = event
+            await publish(out)
+            for key, event in touched.items():
+                # Write in the context of the device's own last record, so that the
+                # changelog (and a RocksDB store) file it under that record's partition.
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    table[key] = shard.slots[key.decode("utf-8", errors="replace")].dump()
+                finally:
+                    _current_event.reset(token)
+
     @app.agent(raw_topic, name="parse")
     async def parse(stream: Any) -> None:
         # Batches, and the producer directly: faust's per-record Topic.send machinery
@@ -143,6 +194,7 @@ def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
         # faust flushes the producer before it commits: at-least-once holds.
         producer = app.producer
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
+            items: list[_Item] = []
             for event in batch:
                 msg = event.message
                 counters["raw"] += 1
@@ -154,39 +206,31 @@ def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
                     partition=msg.partition,
                     offset=msg.offset,
                 )
-                target = names.deadletter if routed.deadletter else names.events
-                await producer.send(target, routed.key, routed.value, None, None, None)
+                if routed.deadletter:
+                    await producer.send(
+                        names.deadletter, routed.key, routed.value, None, None, None
+                    )
+                    continue
+                await producer.send(names.events, routed.key, routed.value, None, None, None)
+                if not inline:
+                    continue
+                key = routed.key or b"unknown"
+                if routed.event is not None and home(key) == msg.partition:
+                    items.append((event, key, routed.event, msg.partition, msg.offset))
+                else:
+                    await producer.send(reroute_name, key, routed.value, None, None, None)
+            if items:
+                await correlate_batch(items, rerouted=False)
 
-    @app.agent(events_topic, name="correlate")
+    @app.agent(correlate_topic, name="correlate")
     async def correlate(stream: Any) -> None:
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
-            async with lock:
-                now = time.monotonic()
-                out: list[dict[str, Any]] = []
-                touched: dict[bytes, Any] = {}
-                for event in batch:
-                    msg = event.message
-                    key: bytes = msg.key or b"unknown"
-                    device = key.decode("utf-8", errors="replace")
-                    slot = shard.slots.get(device)
-                    if slot is None:
-                        slot = shard.restore(device, table.get(key), msg.partition)
-                    recs = shard.apply(
-                        slot, decode_event(msg.value), msg.partition, msg.offset, now
-                    )
-                    if recs is None:
-                        continue
-                    out.extend(recs)
-                    touched[key] = event
-                await publish(out)
-                for key, event in touched.items():
-                    # Write in the context of the device's own last event, so that the
-                    # changelog (and a RocksDB store) file it under that event's partition.
-                    token = _current_event.set(weakref.ref(event))
-                    try:
-                        table[key] = shard.slots[key.decode("utf-8", errors="replace")].dump()
-                    finally:
-                        _current_event.reset(token)
+            items: list[_Item] = []
+            for event in batch:
+                msg = event.message
+                key: bytes = msg.key or b"unknown"
+                items.append((event, key, decode_event(msg.value), msg.partition, msg.offset))
+            await correlate_batch(items, rerouted=inline)
 
     async def tick() -> None:
         if not _settled(app):
@@ -226,7 +270,7 @@ def build_app(cfg: WorkerConfig, partitions: int) -> faust.App:
 
     async def on_revoked(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        parts = {tp.partition for tp in revoked if tp.topic == names.events}
+        parts = {tp.partition for tp in revoked if tp.topic == input_name}
         dropped = shard.drop_partitions(parts)
         if dropped:
             say(f"partitions {sorted(parts)} revoked: {dropped} device states handed over")

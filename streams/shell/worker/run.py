@@ -7,8 +7,9 @@ from streams.shell.topics import changelog_topic, ensure_topics, run_sync, stack
 from streams.shell.worker.config import WorkerConfig
 
 
-def prepare_topics(cfg: WorkerConfig) -> int:
-    """Create the missing topics; return the partition count the worker must use.
+def prepare_topics(cfg: WorkerConfig) -> tuple[int, int]:
+    """Create the missing topics; return the partition count the worker must use and the
+    raw topic's (parsing and correlating in one pass needs the two to be equal).
 
     ``syslog.events`` and the state changelog must agree (a device's state lives in the
     changelog partition of its events): an existing events topic decides, and an
@@ -29,12 +30,12 @@ def prepare_topics(cfg: WorkerConfig) -> int:
             f"topic {changelog} has {counts[changelog]} partitions but {names.events} has "
             f"{partitions}: they must agree (delete the changelog or use another --app-id)"
         )
-    return partitions
+    return partitions, counts[names.raw]
 
 
 def run_worker(cfg: WorkerConfig) -> int:
     """Run until SIGTERM/SIGINT; the exit code of the faust worker."""
-    partitions = prepare_topics(cfg)
+    partitions, raw_partitions = prepare_topics(cfg)
     # faust is imported here, not at module level: the CLI and the tests import this
     # package without paying for (or being warned by) faust.
     import faust
@@ -42,7 +43,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from streams.shell.worker.app import build_app, say
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    app = build_app(cfg, partitions)
+    app = build_app(cfg, partitions, raw_partitions)
     say(
         f"starting: app {cfg.app_id}, broker {cfg.bootstrap}, {partitions} partitions, "
         f"{cfg.topics.raw} -> {cfg.topics.events} -> {cfg.topics.incidents}, store {cfg.store}"

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from streams.core.engine import DeviceState, advance, device_watermark, step
+from streams.core.engine import DeviceState, advance, device_watermark, flush, step
 from streams.core.event import Event, Unparsed
 from streams.core.kb import KnowledgeBase
 from streams.core.parse import Parser
@@ -75,6 +75,7 @@ class Routed:
     key: bytes | None
     value: bytes
     device: str | None = None
+    event: Event | None = None  # the parsed event (spares correlation a JSON round trip)
 
 
 class ParseStage:
@@ -134,7 +135,7 @@ class ParseStage:
             return Routed(True, key, orjson.dumps(letter))
         self.events += 1
         device = out.device or UNKNOWN_DEVICE
-        return Routed(False, device.encode("utf-8"), orjson.dumps(out.to_record()), device)
+        return Routed(False, device.encode("utf-8"), orjson.dumps(out.to_record()), device, out)
 
 
 def fingerprint(rec: dict[str, Any]) -> tuple[Any, ...]:
@@ -156,6 +157,9 @@ class Slot:
     state: DeviceState
     partition: int
     offset: int = -1  # offset of the last event applied (-1: none)
+    # The same for events that reached the device's partition through the reroute topic
+    # (their raw record was keyed by another name than the device's: see app.py).
+    reroute_offset: int = -1
     synced_max: float = float("-inf")  # newest synced device-clock time (the fleet clock)
     touched: float = 0.0  # monotonic wall time of the last event (for idle flushes)
 
@@ -165,6 +169,7 @@ class Slot:
                 "format": STATE_FORMAT,
                 "partition": self.partition,
                 "offset": self.offset,
+                "reroute_offset": self.reroute_offset,
                 "synced_max": None if self.synced_max == float("-inf") else self.synced_max,
                 "state": self.state.to_dict(),
             }
@@ -178,6 +183,7 @@ class Slot:
             state=DeviceState.from_dict(d["state"]),
             partition=int(d["partition"]),
             offset=int(d["offset"]),
+            reroute_offset=int(d.get("reroute_offset", -1)),
             synced_max=float("-inf") if sm is None else float(sm),
         )
 
@@ -251,16 +257,40 @@ class Shard:
     # -- processing ----------------------------------------------------------------
 
     def apply(
-        self, slot: Slot, ev: Event, partition: int, offset: int, now: float = 0.0
+        self,
+        slot: Slot,
+        ev: Event,
+        partition: int,
+        offset: int,
+        now: float = 0.0,
+        *,
+        rerouted: bool = False,
     ) -> list[dict[str, Any]] | None:
-        """Feed one event; None when it was applied before (a re-delivery)."""
-        if offset > self.part_offset.get(partition, -1):
-            self.part_offset[partition] = offset
-        if slot.partition == partition and offset <= slot.offset:
-            self.duplicates += 1
-            return None
-        slot.partition = partition
-        slot.offset = offset
+        """Feed one event; None when it was applied before (a re-delivery).
+
+        ``partition``/``offset``: where the event was read (the input topic whose
+        highwater :meth:`fleet_clock` is given); ``rerouted``: read from the reroute
+        topic instead, whose offsets are tracked apart and do not move the fleet clock's
+        progress.
+        """
+        if rerouted:
+            if slot.partition == partition and offset <= slot.reroute_offset:
+                self.duplicates += 1
+                return None
+            if slot.partition != partition:
+                slot.offset = -1
+            slot.partition = partition
+            slot.reroute_offset = offset
+        else:
+            if offset > self.part_offset.get(partition, -1):
+                self.part_offset[partition] = offset
+            if slot.partition == partition and offset <= slot.offset:
+                self.duplicates += 1
+                return None
+            if slot.partition != partition:
+                slot.reroute_offset = -1
+            slot.partition = partition
+            slot.offset = offset
         slot.touched = now
         if ev.clock_synced and ev.time_source != "inferred":
             if ev.ts > slot.synced_max:
@@ -295,9 +325,9 @@ class Shard:
         for slot in self.slots.values():
             if slot.touched > idle_before:
                 continue
-            for inc in slot.state.incidents.values():
-                rec = inc.to_record(self.kb)
-                if self.published.get(inc.incident_id) != fingerprint(rec):
+            # flush(): the records as step() gives them (with the device's addresses).
+            for rec in flush(slot.state, self.kb):
+                if self.published.get(rec["incident_id"]) != fingerprint(rec):
                     out.append(rec)
         return out
 
