@@ -51,24 +51,11 @@ from typing import Final
 
 import yaml
 
+from streams.core.kb import CAUSES as KB_CAUSES
 from streams.errors import ConfigError
 
-#: The closed vocabulary of fault causes.
-CAUSES: Final[tuple[str, ...]] = (
-    "crypto_engine_fault",
-    "qos_reordering",
-    "fragmentation_mtu",
-    "psk_mismatch",
-    "ike_policy_mismatch",
-    "transform_set_mismatch",
-    "crypto_acl_mismatch",
-    "peer_address_mismatch",
-    "local_address_misconfig",
-    "sa_out_of_sync",
-    "peer_unreachable",
-    "tunnel_flapping",
-    "hardware_unsupported",
-)
+#: The closed vocabulary of fault causes: the knowledge base's.
+CAUSES: Final[tuple[str, ...]] = KB_CAUSES
 
 #: Options every fault accepts: ``interval`` is the typical gap between repeated lines
 #: (never shorter than the message's rate limit).
