@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streams.errors import BrokerError, BrokerSetupError
+from streams.shell.process import spawn_detached
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_DIR = REPO_ROOT / "tools" / "kafka"
@@ -387,22 +388,10 @@ def _launch(java: str, lib: Path, p: _Paths) -> int:
         "kafka.Kafka",
         str(p.properties),
     ]
-    # `sh` backgrounds the JVM and exits at once, so the JVM is re-parented to init: no
-    # zombie and no "subprocess still running" ResourceWarning in long-lived callers.
-    script = 'out=$1; shift; "$@" </dev/null >>"$out" 2>&1 & echo $!'
-    proc = subprocess.run(
-        ["/bin/sh", "-c", script, "sh", str(p.out), *cmd],
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-    )
-    try:
-        return int(proc.stdout.strip())
-    except ValueError:
-        raise BrokerSetupError(
-            f"could not launch the broker: {proc.stderr.strip() or 'no pid reported'}"
-        ) from None
+    pid, error = spawn_detached(cmd, p.out)
+    if pid is None:
+        raise BrokerSetupError(f"could not launch the broker: {error or 'no pid reported'}")
+    return pid
 
 
 def _wait_ready(pid: int, p: _Paths, port: int, deadline: float) -> None:

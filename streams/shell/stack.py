@@ -20,7 +20,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from streams.errors import BrokerError, TunnelwatchError
 from streams.shell import broker
+from streams.shell.process import spawn_detached
 from streams.shell.topics import (
     DEFAULT_APP_ID,
     DEFAULT_PARTITIONS,
@@ -112,19 +112,10 @@ def part_command(part: str) -> str:
 
 def _launch(argv: Sequence[str], log: Path) -> int:
     """Start ``argv`` detached (own session, re-parented to init); return its pid."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    script = 'out=$1; shift; "$@" </dev/null >>"$out" 2>&1 & echo $!'
-    proc = subprocess.run(
-        ["/bin/sh", "-c", script, "sh", str(log), *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        start_new_session=True,
-    )
-    try:
-        return int(proc.stdout.strip())
-    except ValueError:
-        raise StackError(f"could not launch {argv[0]}: {proc.stderr.strip()}") from None
+    pid, error = spawn_detached(argv, log)
+    if pid is None:
+        raise StackError(f"could not launch {argv[0]}: {error}")
+    return pid
 
 
 def _tail(path: Path, lines: int = 15) -> str:
