@@ -241,13 +241,24 @@ class RunOptions:
     drain_timeout: float = 60.0
     settle: float = 3.0
     raw_topic: str = RAW_TOPIC
+    #: The sweep's lag bound: a rate is sustainable only if the worker group never fell
+    #: more than this many seconds of traffic behind (lag <= bound × offered rate).
+    max_lag_s: float = 5.0
 
 
 Progress = Callable[[str, int, int], None]  # phase, done, total
 
 
-def _score(plan: Plan, seen: Seen, marks: dict[str, float]) -> dict[str, Any]:
-    """Match incidents to ground truth: recall, precision, decoy hits, latencies."""
+def _score(
+    plan: Plan, seen: Seen, marks: dict[str, float], wall: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """Match incidents to ground truth: recall, precision, decoy hits, latencies.
+
+    Incidents of this run are those that began in the plan's event time, or, for
+    devices whose lines carry no stamp at all (their event time is when the receiver
+    got them), in ``wall``: the run's own wall-clock span. Updates of incidents of
+    earlier runs are left out.
+    """
     start = plan.start_ms / 1000
     incidents = {}
     for iid, rec in seen.latest.items():
@@ -255,7 +266,8 @@ def _score(plan: Plan, seen: Seen, marks: dict[str, float]) -> dict[str, Any]:
             first = datetime.fromisoformat(str(rec["first_seen"])).timestamp()
         except (KeyError, ValueError):
             continue
-        if first >= start - 1:  # leave out updates of incidents from earlier runs
+        in_wall = wall is not None and wall[0] - 1 <= first <= wall[1] + 1
+        if first >= start - 1 or in_wall:
             incidents[iid] = rec
     matched: set[str] = set()
     faults = []
@@ -414,11 +426,12 @@ async def _run(plan: Plan, opts: RunOptions, progress: Progress | None) -> dict[
         "lost": max(sent_total - received, 0),
         "loss_ratio": max(sent_total - received, 0) / sent_total if sent_total else 0.0,
         "max_lag": max(lags) if lags else None,
+        "max_lag_s": opts.max_lag_s,
         "drained": drained_at is not None,
         "drain_seconds": round(drained_at - last, 3) if drained_at is not None else None,
         "lag_samples": samples,
     }
-    result.update(_score(plan, seen, marks))
+    result.update(_score(plan, seen, marks, (start_at, time.time())))
     lat = sorted(f["latency_s"] for f in result["faults"] if f["latency_s"] is not None)
     result["latency_p50_s"] = lat[len(lat) // 2] if lat else None
     result["latency_max_s"] = lat[-1] if lat else None
@@ -476,11 +489,19 @@ def run_once(
     return asyncio.run(_run(plan, opts, progress))
 
 
+def lag_within_bound(result: dict[str, Any]) -> bool:
+    """The group never fell more than ``max_lag_s`` seconds of traffic behind."""
+    bound = float(result.get("max_lag_s", RunOptions.max_lag_s)) * result["offered_rate"]
+    return result["max_lag"] is None or result["max_lag"] <= bound
+
+
 def sustainable(result: dict[str, Any]) -> bool:
-    """No loss, the lag drained, and the sender kept (nearly) the offered rate."""
+    """No loss, the lag stayed within its bound and drained, and the sender kept
+    (nearly) the offered rate."""
     return bool(
         result["lost"] == 0
         and result["drained"]
+        and lag_within_bound(result)
         and result["achieved_rate"] >= 0.9 * result["offered_rate"]
     )
 
@@ -508,13 +529,14 @@ def sweep(
         if on_step is not None:
             on_step(result)
         if not result["sustainable"]:
-            stopped_by = (
-                "loss"
-                if result["lost"]
-                else "lag did not drain"
-                if not result["drained"]
-                else "sender could not keep the rate"
-            )
+            if result["lost"]:
+                stopped_by = "loss"
+            elif not result["drained"]:
+                stopped_by = "lag did not drain"
+            elif not lag_within_bound(result):
+                stopped_by = f"lag above {result['max_lag_s']:g} s of traffic"
+            else:
+                stopped_by = "sender could not keep the rate"
             break
         best = rate
         rate = round(rate * factor)

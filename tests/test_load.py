@@ -46,6 +46,57 @@ def test_load_generate_rejects_an_unknown_scenario_file(tmp_path: Path) -> None:
     )
 
 
+def _fault(fid: str, device: str, ip: str, cause: str, peer: str | None) -> object:
+    from load.synth import TruthFault
+
+    return TruthFault(fid, cause, device, ip, "asa", peer, "", "", 5, "t")
+
+
+def _plan(start_ms: int, truth: list[object]) -> object:
+    from load.live import Plan
+
+    return Plan("t", 0, start_ms, start_ms + 86_400_000, 10, [], [], truth, [])  # type: ignore[arg-type]
+
+
+def _incident(
+    iid: str, device: str, cause: str, peer: str | None, first: float
+) -> dict[str, object]:
+    from datetime import UTC, datetime
+
+    stamp = datetime.fromtimestamp(first, UTC).isoformat()
+    return {"incident_id": iid, "device": device, "cause": cause, "peer": peer, "first_seen": stamp}
+
+
+def test_a_run_counts_the_incidents_of_stampless_devices_that_began_during_its_wall_clock() -> None:
+    from load.live import Seen, _score
+
+    # The plan's event time starts a day after the wall clock (a later step of a sweep);
+    # fw-04 logs without any stamp, so its incident begins at the time it was received.
+    wall = (1_800_000_000.0, 1_800_000_030.0)
+    plan = _plan(
+        int((wall[0] + 86_400) * 1000), [_fault("F1", "fw-04", "10.30.0.4", "qos_reordering", "p")]
+    )
+    seen = Seen()
+    seen.latest["a"] = _incident("a", "10.30.0.4", "qos_reordering", "p", wall[0] + 5)
+    seen.latest["old"] = _incident("old", "10.30.0.4", "qos_reordering", "p", wall[0] - 600)
+    seen.first_seen_at = {"a": wall[0] + 6, "old": wall[0] + 1}
+    score = _score(plan, seen, {"F1": wall[0] + 4}, wall)  # type: ignore[arg-type]
+    assert score["recall"] == 1.0
+    assert score["faults"][0]["incidents"] == ["a"]  # the earlier run's incident is left out
+    assert score["faults"][0]["latency_s"] == 2.0
+    assert _score(plan, seen, {}, None)["recall"] == 0.0  # type: ignore[arg-type]
+
+
+def test_a_sweep_step_whose_lag_exceeded_its_bound_is_not_sustainable() -> None:
+    from load.live import sustainable
+
+    step = {"lost": 0, "drained": True, "achieved_rate": 3000.0, "offered_rate": 3000.0}
+    assert sustainable({**step, "max_lag": 14_999, "max_lag_s": 5.0})
+    assert not sustainable({**step, "max_lag": 15_001, "max_lag_s": 5.0})
+    assert sustainable({**step, "max_lag": 15_001, "max_lag_s": 10.0})
+    assert not sustainable({**step, "max_lag": 0, "max_lag_s": 5.0, "lost": 1})
+
+
 @pytest.fixture(scope="module")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A whole stack (Kafka, worker, receiver) on test ports; (bootstrap, udp listen)."""

@@ -79,6 +79,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=60.0,
         help="seconds the lag may take to drain after sending (default: %(default)s)",
     )
+    r.add_argument(
+        "--max-lag-seconds",
+        type=_positive,
+        default=5.0,
+        help="sweep bound: a rate is sustainable only if the workers' lag stays under "
+        "this many seconds of traffic (default: %(default)s)",
+    )
     r.add_argument("--report", type=Path, metavar="DIR", help="write report.json and report.html")
     r.add_argument("--sweep", action="store_true", help="step the rate up until it breaks")
     r.add_argument("--factor", type=_positive, default=1.5, help="sweep step (default: ×1.5)")
@@ -125,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
         group=args.group,
         senders=args.senders,
         drain_timeout=args.drain_timeout,
+        max_lag_s=args.max_lag_seconds,
     )
     err = Console(stderr=True)
     columns = (
