@@ -47,6 +47,8 @@ from streams.shell.topics import (
 
 #: Messages per second one sender process is trusted with before another one is added.
 PER_SENDER_RATE = 40_000
+#: Default sweep bound on the workers' lag, in seconds of offered traffic.
+DEFAULT_MAX_LAG_S = 5.0
 #: Lines per token-bucket take (and per progress update) in a sender.
 _BATCH = 64
 
@@ -243,7 +245,7 @@ class RunOptions:
     raw_topic: str = RAW_TOPIC
     #: The sweep's lag bound: a rate is sustainable only if the worker group never fell
     #: more than this many seconds of traffic behind (lag <= bound × offered rate).
-    max_lag_s: float = 5.0
+    max_lag_s: float = DEFAULT_MAX_LAG_S
 
 
 Progress = Callable[[str, int, int], None]  # phase, done, total
@@ -491,7 +493,7 @@ def run_once(
 
 def lag_within_bound(result: dict[str, Any]) -> bool:
     """The group never fell more than ``max_lag_s`` seconds of traffic behind."""
-    bound = float(result.get("max_lag_s", RunOptions.max_lag_s)) * result["offered_rate"]
+    bound = float(result.get("max_lag_s", DEFAULT_MAX_LAG_S)) * result["offered_rate"]
     return result["max_lag"] is None or result["max_lag"] <= bound
 
 
