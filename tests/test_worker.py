@@ -406,14 +406,6 @@ def test_worker_publishes_the_incidents_analyze_finds_and_dead_letters_junk(
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN REGRESSION (session 1, late): after kill -9 and restart the worker processes "
-        "every record but the consumer group shows no committed offsets, so the proof never "
-        "sees it catch up; to be fixed first next session"
-    ),
-)
 def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
     kafka_bootstrap: str,
     kafka_names: KafkaNames,

@@ -41,6 +41,7 @@ from faust.types import TP
 from streams.core.event import Event
 from streams.core.kb import default_kb
 from streams.shell.topics import STATE_TABLE, reroute_topic
+from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
 from streams.shell.worker.stages import ParseStage, Shard, decode_event
 
@@ -68,6 +69,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     Otherwise ``correlate`` reads ``syslog.events`` as before.
     """
     inline = raw_partitions is None or raw_partitions == partitions
+    faust_fixes.apply()
     app = faust.App(
         cfg.app_id,
         broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap.split(",") if b.strip()],
@@ -251,6 +253,14 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     app.timer(interval=cfg.tick_interval)(tick)
 
+    healer = faust_fixes.HoleHealer({names.raw, names.events, reroute_name}, say)
+
+    async def heal() -> None:
+        if _settled(app):
+            await healer.check(app.consumer)
+
+    app.timer(interval=5.0)(heal)
+
     if cfg.stats_interval > 0:
         last = {"t": time.monotonic(), "applied": 0}
 
@@ -262,7 +272,8 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     f"raw={counters['raw']} events={stage.events} "
                     f"deadletter={stage.deadletters} applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
-                    f"devices={len(shard.slots)} rate={rate:,.0f} events/s"
+                    f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
+                    f"rate={rate:,.0f} events/s"
                 )
             last["t"], last["applied"] = now, shard.applied
 

@@ -1,0 +1,112 @@
+"""Runtime fixes for faust-streaming defects that break the worker's guarantees.
+
+Applied once, before the app starts (:func:`apply`). Each fix names the symptom it
+removes and is covered by a test against the real broker.
+
+Duplicate acks stall offset commits
+    faust keeps, per partition, the list of acked offsets and commits the first run of
+    consecutive offsets in it (``Consumer._new_offset``). After a restart that recovers
+    a table, the same offset can be acked twice (measured here: every offset of the
+    partitions that had a committed offset, ``acked = [911, 912, 912, 913, 913, …]``).
+    A repeated offset ends the "consecutive" run, so each commit moved the group by one
+    or two offsets: the records were processed, but the group never caught up, and a
+    later restart would replay nearly everything. The fix removes repeated offsets
+    before faust looks for the run.
+
+A hole at the head of the acked offsets stalls commits for good
+    After two rebalances in a row (a worker restarted while the group still counted its
+    killed predecessor: one rebalance when it joins, one when the dead member's session
+    expires), records fetched before the second assignment can be delivered after it.
+    They move faust's read position past the committed offset, so the records between
+    the two are never delivered again in this generation: their acks are missing, faust
+    never commits past the hole (faust-streaming #318 / robinhood/faust #681, open), and
+    the group's lag never drains. :func:`heal_holes` finds such a hole when it has
+    outlived a whole check interval with nothing in flight below it, and seeks the
+    partition back to its committed offset: the records are delivered again, the acks
+    fill the hole, commits resume. Re-delivery is harmless here: device states skip
+    events at or before their stored offset, and incident records are idempotent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_applied = False
+#: Repeated acked offsets removed since the process started (for the stats line).
+duplicate_acks = 0
+
+
+def _dedupe_acks(new_offset: Any) -> Any:
+    def _new_offset(self: Any, tp: Any) -> Any:
+        global duplicate_acks
+        acked = self._acked[tp]
+        if acked:
+            unique = sorted(set(acked))
+            if len(unique) != len(acked):
+                duplicate_acks += len(acked) - len(unique)
+                acked[:] = unique
+        return new_offset(self, tp)
+
+    _new_offset.__wrapped__ = new_offset  # type: ignore[attr-defined]
+    return _new_offset
+
+
+def find_holes(consumer: Any, topics: set[str]) -> dict[Any, tuple[int, int]]:
+    """Partitions of ``topics`` whose acked offsets start above the committed offset
+    while no record below that start is still being processed: tp → (committed, first
+    acked)."""
+    holes: dict[Any, tuple[int, int]] = {}
+    for tp, acked in list(consumer._acked.items()):
+        if tp.topic not in topics or not acked:
+            continue
+        committed = consumer._committed_offset.get(tp)
+        if committed is None:
+            continue
+        first = min(acked)
+        if first <= committed:
+            continue
+        in_flight = any(
+            m.tp == tp and m.offset < first and not m.acked
+            for m in list(consumer._unacked_messages)
+        )
+        if not in_flight:
+            holes[tp] = (committed, first)
+    return holes
+
+
+class HoleHealer:
+    """Seeks a partition back to its committed offset when :func:`find_holes` reports
+    the same hole twice in a row (see the module docstring)."""
+
+    def __init__(self, topics: set[str], say: Any) -> None:
+        self.topics = topics
+        self.say = say
+        self.previous: dict[Any, tuple[int, int]] = {}
+        self.seeks = 0
+
+    async def check(self, consumer: Any) -> None:
+        holes = find_holes(consumer, self.topics)
+        for tp, (committed, first) in holes.items():
+            if self.previous.get(tp) != (committed, first):
+                continue
+            self.say(
+                f"{tp.topic}:{tp.partition}: offsets {committed}..{first - 1} were never "
+                f"acknowledged after a rebalance; reading them again from {committed}"
+            )
+            await consumer.seek(tp, committed)
+            self.seeks += 1
+        self.previous = holes
+
+
+def apply() -> None:
+    """Install the fixes (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    from faust.transport.consumer import Consumer
+
+    Consumer._new_offset = _dedupe_acks(Consumer._new_offset)  # type: ignore[method-assign]
+    _applied = True
+
+
+__all__ = ["HoleHealer", "apply", "duplicate_acks", "find_holes"]

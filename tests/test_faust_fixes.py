@@ -1,0 +1,107 @@
+"""The worker's fixes of faust-streaming's offset bookkeeping (streams/shell/worker/faust_fixes.py).
+
+These drive faust's own ``Consumer._new_offset`` and our hole finder on the consumer's
+real bookkeeping structures; the end-to-end proof is the worker crash test against the
+real broker (tests/test_worker.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams.shell.worker import faust_fixes
+
+
+@dataclass(eq=False)
+class _Msg:
+    tp: TP
+    offset: int
+    acked: bool = False
+
+
+@dataclass
+class _Books:
+    """The attributes of a faust Consumer that the offset bookkeeping reads."""
+
+    _acked: dict[TP, list[int]] = field(default_factory=lambda: defaultdict(list))
+    _acked_index: dict[TP, set[int]] = field(default_factory=lambda: defaultdict(set))
+    _committed_offset: dict[TP, int | None] = field(default_factory=lambda: defaultdict(None))
+    _gap: dict[TP, Any] = field(default_factory=lambda: defaultdict(IntervalTree))
+    _unacked_messages: set[_Msg] = field(default_factory=set)
+    seeks: list[tuple[TP, int]] = field(default_factory=list)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+RAW = TP("raw", 0)
+
+
+def _new_offset(books: _Books, tp: TP) -> int | None:
+    faust_fixes.apply()
+    return Consumer._new_offset(books, tp)  # type: ignore[arg-type]
+
+
+def test_repeated_acks_no_longer_stop_the_commit_after_two_offsets() -> None:
+    books = _Books()
+    books._committed_offset[RAW] = 911
+    books._acked[RAW] = [911, 912, 912, 913, 913, 914, 914, 915]
+    books._acked_index[RAW] = {911, 912, 913, 914, 915}
+    faust_fixes.apply()
+    # faust alone would commit 913 (the run 911, 912 ends at the repeated 912)
+    assert (
+        Consumer._new_offset.__wrapped__(  # type: ignore[attr-defined]
+            _copy(books), RAW
+        )
+        == 913
+    )
+    assert _new_offset(books, RAW) == 916
+    assert books._acked[RAW] == []
+
+
+def _copy(books: _Books) -> _Books:
+    c = _Books()
+    c._acked[RAW] = list(books._acked[RAW])
+    c._acked_index[RAW] = set(books._acked_index[RAW])
+    c._committed_offset[RAW] = books._committed_offset[RAW]
+    return c
+
+
+def test_a_hole_at_the_head_of_the_acks_is_found_only_when_nothing_below_is_in_flight() -> None:
+    books = _Books()
+    books._committed_offset[RAW] = 1225
+    books._acked[RAW] = [1286, 1287, 1288]
+    assert faust_fixes.find_holes(books, {"raw"}) == {RAW: (1225, 1286)}
+    assert faust_fixes.find_holes(books, {"other"}) == {}
+    pending = _Msg(RAW, 1240)
+    books._unacked_messages.add(pending)
+    assert faust_fixes.find_holes(books, {"raw"}) == {}  # still being processed
+    pending.acked = True
+    assert faust_fixes.find_holes(books, {"raw"}) == {RAW: (1225, 1286)}
+    books._acked[RAW] = [1225, 1226]
+    assert faust_fixes.find_holes(books, {"raw"}) == {}
+
+
+def test_the_healer_seeks_back_to_the_committed_offset_when_a_hole_outlives_one_check() -> None:
+    books = _Books()
+    books._committed_offset[RAW] = 1225
+    books._acked[RAW] = [1286, 1287]
+    said: list[str] = []
+    healer = faust_fixes.HoleHealer({"raw"}, said.append)
+    asyncio.run(healer.check(books))
+    assert books.seeks == []  # a fresh hole may be a batch still being acked
+    asyncio.run(healer.check(books))
+    assert books.seeks == [(RAW, 1225)]
+    assert "1225..1285" in said[0]
+    # a hole that moved (commits progressed) starts over
+    books._committed_offset[RAW] = 1300
+    books._acked[RAW] = [1310]
+    asyncio.run(healer.check(books))
+    assert books.seeks == [(RAW, 1225)]
