@@ -3,6 +3,10 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NATIVE := $(VENV)/.native
+NATIVE_SRC := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+# rustup installs cargo in ~/.cargo/bin, which a non-login shell may not have on its PATH.
+CARGO_PATH := $(PATH):$(HOME)/.cargo/bin
 
 .PHONY: install demo test lint typecheck pytest bench clean
 .PHONY: bench-ingest bench-load
@@ -13,9 +17,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The native hot loop of `tunnelwatch analyze` (Rust, pyo3 + maturin from PyPI). Optional:
+# without cargo, or when the build fails, analyze runs the pure Python path (same results,
+# several times slower) and this says so.
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	@if PATH="$(CARGO_PATH)" command -v cargo >/dev/null 2>&1; then \
+		echo "building native/ (tunnelwatch_native) with cargo"; \
+		if PATH="$(CARGO_PATH)" $(BIN)/pip install -q ./native; then touch $(NATIVE); \
+		else echo "WARNING: building native/ failed: tunnelwatch analyze will use the pure Python path" >&2; fi; \
+	else \
+		echo "WARNING: cargo not found: native/ not built; tunnelwatch analyze will use the pure Python path (install Rust with rustup for the fast path)" >&2; \
+	fi
 
-demo: $(STAMP)
+install: $(STAMP) $(NATIVE)
+
+demo: $(STAMP) $(NATIVE)
 	$(BIN)/tunnelwatch analyze --year 2024 streams/data/sample.log
 
 lint: $(STAMP)
@@ -26,7 +42,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy streams load
 
 # pytest exits 5 when it collected nothing: that is a failure here.
-pytest: $(STAMP)
+pytest: $(STAMP) $(NATIVE)
 	$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -40,7 +56,7 @@ demo-stream: $(STAMP)
 	$(BIN)/tunnelwatch incidents --wait-quiet 5 --group tunnelwatch
 	@echo "The stack is still up: tunnelwatch incidents --follow; tunnelwatch down to stop it."
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_analyze
 
 # Highest zero-loss UDP rate into Kafka: tunnelwatch receive vs rsyslog (imudp → omkafka).
@@ -56,4 +72,4 @@ bench-latency: $(STAMP)
 	$(BIN)/python -m load.bench_ingest latency
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info native/target

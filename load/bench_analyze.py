@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -272,6 +273,12 @@ def _print_score(name: str, s: Score) -> None:
         print(f"    missed {t.id} {t.cause} on {t.device} peer={t.peer} ({t.variant})")
 
 
+def _analyze_path(err: Path) -> str:
+    """Which path read the lines (``native`` or ``python``), from analyze's summary line."""
+    m = re.search(r"\bpath=(\w+)", err.read_text(errors="replace"))
+    return m.group(1) if m else "unknown"
+
+
 def _incidents(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -303,6 +310,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     results: dict[str, Run] = {}
     scores: dict[str, Score] = {}
     found: dict[str, int] = {}
+    paths: dict[str, str] = {}
     for label, path, lines in (("big", big, args.lines), ("small", small, args.small)):
         jsonl = out / f"{path.stem}.incidents.jsonl"
         cmd = [tw, "analyze", "--format", "jsonl", "--year", str(year), str(path)]
@@ -317,7 +325,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         results[label] = run
         scores[label] = score(incidents, truth, decoys)
         found[label] = len(incidents)
-        print(f"  {lines:,} lines in {run.seconds:.2f}s, peak RSS {run.peak_rss_mib:.1f} MiB")
+        paths[label] = _analyze_path(out / f"{path.stem}.analyze.err")
+        print(
+            f"  {lines:,} lines in {run.seconds:.2f}s, peak RSS {run.peak_rss_mib:.1f} MiB "
+            f"({paths[label]} path)"
+        )
 
     sec_run: Run | None = None
     sec_score: Score | None = None
@@ -352,6 +364,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     b, s = results["big"], results["small"]
     print()
     print(f"== tunnelwatch analyze vs SEC, {args.lines:,}-line archive ==")
+    print(
+        f"tunnelwatch analyze ran the {paths['big']} path"
+        + (
+            " (TUNNELWATCH_NATIVE=0 forces the Python path)"
+            if paths["big"] == "native"
+            else " (the native extension is not built: make install with cargo builds it)"
+        )
+    )
     print(f"{'':24}{'lines':>12}{'seconds':>10}{'lines/s':>12}{'peak RSS MiB':>14}")
     print(
         f"{'tunnelwatch analyze':24}{args.lines:>12,}{b.seconds:>10.2f}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,7 +25,9 @@ from streams.core.engine import (
     step,
 )
 from streams.core.event import Event, iso_utc
+from streams.core.framing import iter_records
 from streams.core.kb import default_kb
+from streams.core.parse import Parser
 
 KB = default_kb()
 T0 = 1_709_546_400.0  # 2024-03-04T10:00:00Z
@@ -457,3 +460,38 @@ def test_a_silent_device_with_a_skewed_clock_resolves_when_the_fleet_moves_on() 
         corr.feed(ev(3000, None, device=d))
     resolved = {r["device"] for r in corr.tick() if r["status"] == "resolved"}
     assert resolved == {"rtr-skewed"}
+
+
+def test_correlator_clock_of_a_kindless_event_does_what_feed_does() -> None:
+    # The native analyze path gives the engine (device, ts, time_source) rows for the lines
+    # outside the catalog; Correlator.clock/clocks must do exactly what feed() does.
+    archives = sorted((Path(__file__).parent / "scenarios").glob("*/archive.log"))
+    for path in archives:
+        parser = Parser(year=2024)
+        with path.open(encoding="utf-8", errors="replace") as f:
+            events = [e for e in map(parser.parse, iter_records(f)) if isinstance(e, Event)]
+        by_feed, by_clock, by_rows = Correlator(KB), Correlator(KB), Correlator(KB)
+        out_feed: list[Rec] = []
+        out_clock: list[Rec] = []
+        out_rows: list[Rec] = []
+        for i, ev in enumerate(events, 1):
+            out_feed.extend(by_feed.feed(ev))
+            if ev.kind is None:
+                out_clock.extend(by_clock.clock(ev.device, ev.ts, ev.time_source))
+                row = (ev.device, ev.ts, ev.time_source, ev.clock_synced, ev.tz_known)
+                out_rows.extend(by_rows.clocks([row]))
+            else:
+                out_clock.extend(by_clock.feed(ev))
+                out_rows.extend(by_rows.feed(ev))
+            if i % 7 == 0:
+                for c, out in ((by_feed, out_feed), (by_clock, out_clock), (by_rows, out_rows)):
+                    out.extend(c.tick())
+        for c, out in ((by_feed, out_feed), (by_clock, out_clock), (by_rows, out_rows)):
+            out.extend(c.finish())
+        assert out_clock == out_feed, path.parent.name
+        assert out_rows == out_feed, path.parent.name
+        for c in (by_clock, by_rows):
+            assert {d: s.to_dict() for d, s in c.states.items()} == {
+                d: s.to_dict() for d, s in by_feed.states.items()
+            }
+            assert c.skew == by_feed.skew

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Iterator
 
@@ -10,6 +11,8 @@ from streams.core.event import Event, Unparsed
 from streams.core.framing import iter_records
 from streams.core.parse import Parser
 from streams.shell.archive import open_archive
+
+CHUNK = 1 << 20
 
 
 def add_input_options(p: argparse.ArgumentParser) -> None:
@@ -26,6 +29,23 @@ def iter_parsed(args: argparse.Namespace, parser: Parser) -> Iterator[Event | Un
                 parser.set_reference(mtime)
             for record in iter_records(stream):
                 yield parser.parse(record)
+
+
+def iter_chunks(args: argparse.Namespace, parser: Parser) -> Iterator[bytes | None]:
+    """The raw bytes of every file in order, in chunks; None after each file's last chunk.
+
+    Sets the parser's reference time per file as :func:`iter_parsed` does; the bytes are
+    read here, inside the archive's context, so read errors become InputError.
+    """
+    for name in args.files:
+        with open_archive(name) as (stream, mtime):
+            if args.year is None:
+                parser.set_reference(mtime)
+            assert isinstance(stream, io.TextIOWrapper)
+            raw = stream.buffer
+            while chunk := raw.read(CHUNK):
+                yield chunk
+        yield None
 
 
 def error(msg: str) -> int:

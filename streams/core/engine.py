@@ -264,15 +264,17 @@ def _resolve(inc: Incident, at: float, how: str, kb: KnowledgeBase) -> dict[str,
     return _emit(inc, kb)
 
 
-def step(
-    state: DeviceState, ev: Event, kb: KnowledgeBase
-) -> tuple[DeviceState, list[dict[str, Any]]]:
-    """Feed one event of ``state.device``; return the state and the incident records it changed."""
-    ts = ev.ts
+_NOTHING: tuple[dict[str, Any], ...] = ()
+
+
+def _move_clock(
+    state: DeviceState, ts: float, kb: KnowledgeBase
+) -> list[dict[str, Any]] | tuple[dict[str, Any], ...] | None:
+    """What every event does first: count it late (None), or move the device's clock to
+    ``ts`` and return the records that moving it resolved or fired (usually none)."""
     if ts < state.max_ts - kb.lateness:
         state.late += 1
-        return state, []
-    out: list[dict[str, Any]] = []
+        return None
     if ts > state.max_ts:
         # The device's own clock moved on: first do what advance() would have done by now
         # (quiet incidents resolve, absences fire), so that an episode hours later is a new
@@ -280,14 +282,36 @@ def step(
         wm = ts - kb.lateness
         if state.max_ts != float("-inf") and wm >= state.due:
             due = _next_due(state, kb)
+            out: list[dict[str, Any]] | tuple[dict[str, Any], ...] = _NOTHING
             if wm >= due:
                 _, out = advance(state, wm, kb)
                 due = _next_due(state, kb)
             state.due = due
+            state.max_ts = ts
+            return out
         state.max_ts = ts
+    return _NOTHING
+
+
+def clock(state: DeviceState, ts: float, kb: KnowledgeBase) -> list[dict[str, Any]]:
+    """``step`` for an event without a kind (a message outside the catalog): it only
+    moves the device's clock. The incident records that changed."""
+    moved = _move_clock(state, ts, kb)
+    return _with_addresses(state, list(moved)) if moved else []
+
+
+def step(
+    state: DeviceState, ev: Event, kb: KnowledgeBase
+) -> tuple[DeviceState, list[dict[str, Any]]]:
+    """Feed one event of ``state.device``; return the state and the incident records it changed."""
+    ts = ev.ts
     kind = ev.kind
     if kind is None:
-        return state, _with_addresses(state, out)
+        return state, clock(state, ts, kb)
+    moved = _move_clock(state, ts, kb)
+    if moved is None:
+        return state, []
+    out = list(moved)
     if (
         ev.local
         and ev.local not in state.addresses
@@ -463,14 +487,37 @@ class Correlator:
     skew: dict[str, float] = field(default_factory=dict)
     unknown_device: str = "unknown"
 
-    def feed(self, ev: Event) -> list[dict[str, Any]]:
-        device = ev.device or self.unknown_device
+    def _enter(self, device: str | None, ts: float, time_source: str) -> DeviceState:
+        """The state of the device an event comes from; measures the device's skew."""
+        device = device or self.unknown_device
         st = self.states.get(device)
         if st is None:
             st = self.states[device] = DeviceState(device)
-        if ev.time_source != "inferred" and self.fleet != float("-inf"):
-            self.skew[device] = ev.ts - self.fleet
+        if time_source != "inferred" and self.fleet != float("-inf"):
+            self.skew[device] = ts - self.fleet
+        return st
+
+    def feed(self, ev: Event) -> list[dict[str, Any]]:
+        st = self._enter(ev.device, ev.ts, ev.time_source)
         _, out = step(st, ev, self.kb)
+        return out
+
+    def clock(self, device: str | None, ts: float, time_source: str) -> list[dict[str, Any]]:
+        """``feed`` of an event without a kind, given only what the engine reads of it."""
+        return clock(self._enter(device, ts, time_source), ts, self.kb)
+
+    def clocks(
+        self, rows: Iterable[tuple[str | None, float, str, Any, Any]]
+    ) -> list[dict[str, Any]]:
+        """``clock`` of each row ``(device, ts, time_source, ...)`` in order (the native
+        scanner's clock rows): the incident records that changed."""
+        out: list[dict[str, Any]] = []
+        enter = self._enter
+        kb = self.kb
+        for device, ts, source, _, _ in rows:
+            recs = clock(enter(device, ts, source), ts, kb)
+            if recs:
+                out.extend(recs)
         return out
 
     def _fleet_clock(self) -> float:

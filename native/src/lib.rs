@@ -1,0 +1,1356 @@
+//! The per-line hot loop of `tunnelwatch analyze`, as a Python extension.
+//!
+//! A [`Scanner`] takes the bytes of an archive chunk by chunk and does, for each line,
+//! what the pure Python path does with `framing.iter_records` and `Parser.parse`, but
+//! only where it is sure to give the same answer:
+//!
+//! - framing: universal newlines (`\r\n`, `\r`, `\n`), continuation lines and relay
+//!   header lines joined to the next one, exactly as `iter_records`;
+//! - a single-line, pure ASCII record whose message tag is *not* in the catalog and whose
+//!   header is one of the shapes `header.fast_prefix` reads gives a *clock row*
+//!   `(device, ts, time_source, clock_synced, tz_known)`: the whole effect of such a line
+//!   on the engine is moving its device's clock;
+//! - every other record (catalog messages, untagged lines, continuation or non-ASCII
+//!   records, headers the fast path does not read) is handed back to Python as text, and
+//!   the Python parser parses it.
+//!
+//! The parser's state stays in the Python `Parser`: year inference reads and, when a
+//! device's month changes, calls its `YearTracker`; the last event time and the last relay
+//! stamp (the time of a line without a stamp) are read from the parser when a scan starts
+//! and written back when it returns, so a record handed back is parsed with the state the
+//! pure Python path would have. The parse counters are added to `parser.stats`.
+//!
+//! The header regexes are the Python ones (`_FAST`, `_FAST_BARE`, `_HEADER_ONLY`,
+//! `_TAIL_STARTS`), rewritten by `streams/core/native.py` for ASCII bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use memchr::{memchr, memchr2};
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use regex::bytes::{CaptureLocations, Regex};
+
+/// `parse.MAX_LINE`: longer records go to Python (which truncates them).
+const MAX_LINE: usize = 65536;
+/// `framing.MAX_RECORD`.
+const MAX_RECORD: usize = 65536;
+/// `framing`: a relay header standing alone is shorter than this.
+const HEADER_ONLY_MAX: usize = 120;
+const DEVICE_CACHE_MAX: usize = 100_000;
+const TZ_CACHE_MAX: usize = 4096;
+
+const SRC_DEVICE: u8 = 0;
+const SRC_RELAY: u8 = 1;
+const SRC_INFERRED: u8 = 2;
+
+// -- small helpers -----------------------------------------------------------------------
+
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvBuild = BuildHasherDefault<Fnv>;
+
+/// Python's `\s` (and `str.isspace`) on ASCII.
+#[inline]
+fn is_space(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | 0x1c..=0x1f | b' ')
+}
+
+/// Python's `str.isspace` for one character.
+#[inline]
+fn is_py_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t'..='\r'
+            | '\x1c'..='\x1f'
+            | ' '
+            | '\u{85}'
+            | '\u{a0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200a}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}'
+    )
+}
+
+/// `not line or line.isspace()`.
+fn is_blank(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().all(is_space)
+    } else {
+        s.chars().all(is_py_space)
+    }
+}
+
+#[inline]
+fn is_upper(b: u8) -> bool {
+    b.is_ascii_uppercase()
+}
+
+#[inline]
+fn is_tag_char(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+}
+
+/// `str.isalpha()` on ASCII.
+fn is_alpha(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(u8::is_ascii_alphabetic)
+}
+
+/// `str.isdigit()` on ASCII.
+fn is_digits(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(u8::is_ascii_digit)
+}
+
+/// An integer of ASCII digits (the regex guarantees digits; at most 12 of them).
+fn int(s: &[u8]) -> i64 {
+    s.iter().fold(0i64, |n, b| n * 10 + i64::from(b - b'0'))
+}
+
+/// `float("0." + digits)`: n / 10^k is correctly rounded, as is Python's parse.
+fn frac_of(digits: &[u8]) -> f64 {
+    if digits.is_empty() {
+        return 0.0;
+    }
+    int(digits) as f64 / 10f64.powi(digits.len() as i32)
+}
+
+fn month_of(m: &[u8]) -> i64 {
+    match m {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => 0,
+    }
+}
+
+/// `h:mm:ss` or `hh:mm:ss`.
+fn hms(s: &[u8]) -> (i64, i64, i64) {
+    let n = s.len();
+    (int(&s[..n - 6]), int(&s[n - 5..n - 3]), int(&s[n - 2..]))
+}
+
+fn is_leap(y: i64) -> bool {
+    y.rem_euclid(4) == 0 && (y.rem_euclid(100) != 0 || y.rem_euclid(400) == 0)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(y) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `clock.epoch_of`: `Ok(None)` when the date does not exist; `Err(())` where Python's
+/// `calendar.timegm` raises (a year outside 1..=9999): that record goes to Python.
+fn epoch_of(year: i64, month: i64, day: i64, hh: i64, mm: i64, ss: i64) -> Result<Option<f64>, ()> {
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return Ok(None);
+    }
+    if !(1..=9999).contains(&year) {
+        return Err(());
+    }
+    if hh > 23 || mm > 59 || ss > 60 {
+        return Ok(None);
+    }
+    Ok(Some((days_from_civil(year, month, day) * 86_400 + hh * 3600 + mm * 60 + ss) as f64))
+}
+
+// -- the message tag ---------------------------------------------------------------------
+
+/// A match of `header.TAG_RE`.
+#[derive(Clone, Debug)]
+struct Tag {
+    start: usize,
+    fac: (usize, usize),
+    sev: u8,
+    mnem: (usize, usize),
+}
+
+/// `TAG_RE` at a '%': `%FAC(-SUB)*?-SEV-MNEMONIC\s*:`. The facility's lazy repetition is
+/// deterministic here: a segment is always maximal (a shorter one leaves a tag character
+/// where '-' must follow), and after a '-' either a severity digit or a new segment's
+/// capital follows, never both.
+fn tag_at(s: &[u8], at: usize) -> Option<Tag> {
+    let n = s.len();
+    let fac_start = at + 1;
+    if fac_start >= n || !is_upper(s[fac_start]) {
+        return None;
+    }
+    let mut p = fac_start + 1;
+    loop {
+        while p < n && is_tag_char(s[p]) {
+            p += 1;
+        }
+        if p >= n || s[p] != b'-' {
+            return None;
+        }
+        if p + 2 < n && (b'0'..=b'7').contains(&s[p + 1]) && s[p + 2] == b'-' {
+            let mstart = p + 3;
+            let mut q = mstart;
+            while q < n && is_tag_char(s[q]) {
+                q += 1;
+            }
+            if q > mstart {
+                let mend = q;
+                while q < n && is_space(s[q]) {
+                    q += 1;
+                }
+                if q < n && s[q] == b':' {
+                    return Some(Tag { start: at, fac: (fac_start, p), sev: s[p + 1] - b'0', mnem: (mstart, mend) });
+                }
+            }
+            return None;
+        }
+        if p + 1 < n && is_upper(s[p + 1]) {
+            p += 2;
+            continue;
+        }
+        return None;
+    }
+}
+
+/// `TAG_RE.search(line)` on ASCII bytes.
+fn find_tag(s: &[u8]) -> Option<Tag> {
+    let mut from = 0;
+    while let Some(i) = memchr(b'%', &s[from..]) {
+        let at = from + i;
+        if let Some(t) = tag_at(s, at) {
+            return Some(t);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+// -- stamps and headers ------------------------------------------------------------------
+
+/// `header.Stamp`, borrowing its timezone label.
+#[derive(Clone, Copy, Debug)]
+struct Stamp<'a> {
+    year: Option<i64>,
+    month: i64,
+    day: i64,
+    hh: i64,
+    mm: i64,
+    ss: i64,
+    frac: f64,
+    tz: Option<&'a [u8]>,
+    synced: bool,
+    offset_min: Option<i64>,
+}
+
+/// A `Stamp` kept across lines: the last relay stamp.
+#[derive(Clone, Debug)]
+struct OwnedStamp {
+    year: Option<i64>,
+    month: i64,
+    day: i64,
+    hh: i64,
+    mm: i64,
+    ss: i64,
+    frac: f64,
+    tz: Option<Vec<u8>>,
+    synced: bool,
+    offset_min: Option<i64>,
+}
+
+impl OwnedStamp {
+    fn of(st: &Stamp<'_>) -> Self {
+        OwnedStamp {
+            year: st.year,
+            month: st.month,
+            day: st.day,
+            hh: st.hh,
+            mm: st.mm,
+            ss: st.ss,
+            frac: st.frac,
+            tz: st.tz.map(<[u8]>::to_vec),
+            synced: st.synced,
+            offset_min: st.offset_min,
+        }
+    }
+
+    fn view(&self) -> Stamp<'_> {
+        Stamp {
+            year: self.year,
+            month: self.month,
+            day: self.day,
+            hh: self.hh,
+            mm: self.mm,
+            ss: self.ss,
+            frac: self.frac,
+            tz: self.tz.as_deref(),
+            synced: self.synced,
+            offset_min: self.offset_min,
+        }
+    }
+
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        let tz: Option<String> = obj.getattr(intern!(py, "tz"))?.extract()?;
+        Ok(OwnedStamp {
+            year: obj.getattr(intern!(py, "year"))?.extract()?,
+            month: obj.getattr(intern!(py, "month"))?.extract()?,
+            day: obj.getattr(intern!(py, "day"))?.extract()?,
+            hh: obj.getattr(intern!(py, "hh"))?.extract()?,
+            mm: obj.getattr(intern!(py, "mm"))?.extract()?,
+            ss: obj.getattr(intern!(py, "ss"))?.extract()?,
+            frac: obj.getattr(intern!(py, "frac"))?.extract()?,
+            tz: tz.map(String::into_bytes),
+            synced: obj.getattr(intern!(py, "synced"))?.extract()?,
+            offset_min: obj.getattr(intern!(py, "offset_min"))?.extract()?,
+        })
+    }
+}
+
+fn stamp_tuple<'py>(py: Python<'py>, st: &Stamp<'_>) -> PyResult<Bound<'py, PyTuple>> {
+    let tz = st.tz.map(|t| String::from_utf8_lossy(t).into_owned());
+    (st.year, st.month, st.day, st.hh, st.mm, st.ss, st.frac, tz, st.synced, st.offset_min).into_pyobject(py)
+}
+
+/// What `fast_prefix` reads of a header (the parts the event needs).
+#[derive(Debug)]
+struct Hdr<'a> {
+    host: Option<&'a [u8]>,
+    origin: Option<&'a [u8]>,
+    relay: Option<Stamp<'a>>,
+    device: Option<Stamp<'a>>,
+    clock_synced: bool,
+}
+
+/// Capture positions of one header prefix: `_FAST`'s groups (in `FastGroups` order), or
+/// `_FAST_BARE`'s name, or neither regex matches.
+#[derive(Clone, Copy)]
+enum Shape {
+    NoMatch,
+    Fast([(u32, u32); NG]),
+    Bare(u32, u32),
+}
+
+const NG: usize = 17;
+const UNSET: (u32, u32) = (u32::MAX, u32::MAX);
+/// Prefixes up to this long have their shape memoized.
+const SHAPE_KEY_MAX: usize = 192;
+const SHAPE_CACHE_MAX: usize = 65_536;
+
+/// Capture group numbers of `_FAST`.
+struct FastGroups {
+    rmon: usize,
+    rday: usize,
+    ryear: usize,
+    rhms: usize,
+    riso: usize,
+    host: usize,
+    counter: usize,
+    origin: usize,
+    seq: usize,
+    flag: usize,
+    mon: usize,
+    day: usize,
+    year: usize,
+    hms: usize,
+    frac: usize,
+    tz: usize,
+    dhost: usize,
+}
+
+impl FastGroups {
+    fn all(&self) -> [usize; NG] {
+        [
+            self.rmon,
+            self.rday,
+            self.ryear,
+            self.rhms,
+            self.riso,
+            self.host,
+            self.counter,
+            self.origin,
+            self.seq,
+            self.flag,
+            self.mon,
+            self.day,
+            self.year,
+            self.hms,
+            self.frac,
+            self.tz,
+            self.dhost,
+        ]
+    }
+}
+
+/// Where `_FAST` / `_FAST_BARE` match `p`, straight from the regexes.
+fn shape_of(cfg: &Config, cache: &mut Cache, p: &[u8]) -> Shape {
+    if cfg.fast.captures_read(&mut cache.fast_locs, p).is_some() {
+        let mut g = [UNSET; NG];
+        for (slot, idx) in g.iter_mut().zip(cfg.fg.all()) {
+            if let Some((a, b)) = cache.fast_locs.get(idx) {
+                *slot = (a as u32, b as u32);
+            }
+        }
+        return Shape::Fast(g);
+    }
+    if cfg.bare.captures_read(&mut cache.bare_locs, p).is_some() {
+        if let Some((a, b)) = cache.bare_locs.get(cfg.bare_name) {
+            return Shape::Bare(a as u32, b as u32);
+        }
+    }
+    Shape::NoMatch
+}
+
+/// `shape_of`, memoized by the prefix's skeleton (every digit read as '0'). Both regexes
+/// treat all ASCII digits alike (no digit literal, and every class holds all ten or
+/// none: checked when the scanner is built), so a prefix and its skeleton match with the
+/// same positions. A few skeletons per device cover an archive.
+fn shape(cfg: &Config, cache: &mut Cache, p: &[u8]) -> Shape {
+    if p.len() > SHAPE_KEY_MAX {
+        return shape_of(cfg, cache, p);
+    }
+    cache.skel.clear();
+    cache.skel.extend(p.iter().map(|&b| if b.is_ascii_digit() { b'0' } else { b }));
+    if let Some(sh) = cache.shapes.get(cache.skel.as_slice()) {
+        return *sh;
+    }
+    let sh = shape_of(cfg, cache, p);
+    if cache.shapes.len() < SHAPE_CACHE_MAX {
+        cache.shapes.insert(cache.skel.clone(), sh);
+    }
+    sh
+}
+
+/// Whether a regex (as `rust_pattern` writes it) treats every ASCII digit alike: every
+/// digit in it stands in a `0-9` range, a `{m,n}` repetition or a `\xNN` escape.
+fn digit_blind(pattern: &str) -> bool {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if b.get(i + 1) == Some(&b'x') => i += 4,
+            b'\\' => i += 2,
+            b'{' => {
+                while i < b.len() && b[i] != b'}' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'0' if b.get(i + 1) == Some(&b'-') && b.get(i + 2) == Some(&b'9') => i += 3,
+            c if c.is_ascii_digit() => return false,
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+fn group(re: &Regex, name: &str) -> PyResult<usize> {
+    re.capture_names()
+        .position(|n| n == Some(name))
+        .ok_or_else(|| PyValueError::new_err(format!("pattern has no group {name:?}")))
+}
+
+fn compile(pattern: &str) -> PyResult<Regex> {
+    Regex::new(pattern).map_err(|e| PyValueError::new_err(format!("bad pattern: {e}")))
+}
+
+/// `_iso_stamp(_ISO.match(riso))` for the relay ISO stamp `_FAST` accepts:
+/// `YYYY-MM-DDTHH:MM:SS(.f{1,6})?(Z|[+-]HH:MM)`.
+fn iso_stamp(t: &[u8]) -> Stamp<'_> {
+    let mut p = 19;
+    let mut frac = 0.0;
+    if t.get(p) == Some(&b'.') {
+        let start = p + 1;
+        p = start;
+        while p < t.len() && t[p].is_ascii_digit() {
+            p += 1;
+        }
+        frac = frac_of(&t[start..p.min(start + 6)]);
+    }
+    let off = &t[p..];
+    let offset = if off == b"Z" {
+        0
+    } else {
+        let m = int(&off[1..3]) * 60 + int(&off[4..6]);
+        if off[0] == b'-' {
+            -m
+        } else {
+            m
+        }
+    };
+    Stamp {
+        year: Some(int(&t[0..4])),
+        month: int(&t[5..7]),
+        day: int(&t[8..10]),
+        hh: int(&t[11..13]),
+        mm: int(&t[14..16]),
+        ss: int(&t[17..19]),
+        frac,
+        tz: Some(off),
+        synced: true,
+        offset_min: Some(offset),
+    }
+}
+
+// -- the scanner -------------------------------------------------------------------------
+
+/// Settings, fixed at construction.
+struct Config {
+    parser: Py<PyAny>,
+    tz_fn: Py<PyAny>,
+    header_only_fn: Py<PyAny>,
+    stamp_cls: Py<PyAny>,
+    tags: HashSet<Vec<u8>, FnvBuild>,
+    asa: Vec<Vec<u8>>,
+    wrappers: Vec<Vec<u8>>,
+    fast: Regex,
+    fg: FastGroups,
+    bare: Regex,
+    bare_name: usize,
+    header_only: Regex,
+    tail_starts: Regex,
+    with_text: bool,
+    src: [Py<PyString>; 3],
+    empty: Py<PyString>,
+}
+
+/// Memo tables and scratch space.
+struct Cache {
+    devices: HashMap<Vec<u8>, Py<PyString>, FnvBuild>,
+    tz: HashMap<Vec<u8>, (i64, bool), FnvBuild>,
+    fast_locs: CaptureLocations,
+    bare_locs: CaptureLocations,
+    shapes: HashMap<Vec<u8>, Shape, FnvBuild>,
+    skel: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Cache {
+    fn device<'py>(&mut self, py: Python<'py>, name: &[u8]) -> Bound<'py, PyString> {
+        if let Some(s) = self.devices.get(name) {
+            return s.bind(py).clone();
+        }
+        // The record is ASCII, so any slice of it is UTF-8.
+        let s = PyString::new(py, std::str::from_utf8(name).unwrap_or(""));
+        if self.devices.len() < DEVICE_CACHE_MAX {
+            self.devices.insert(name.to_vec(), s.clone().unbind());
+        }
+        s
+    }
+
+    /// `clock.tz_offset_minutes(label)`, asked of Python once per label.
+    fn tz(&mut self, py: Python<'_>, cfg: &Config, label: Option<&[u8]>) -> PyResult<(i64, bool)> {
+        let label = match label {
+            None | Some(b"") => return Ok((0, true)),
+            Some(l) => l,
+        };
+        if let Some(v) = self.tz.get(label) {
+            return Ok(*v);
+        }
+        let text = String::from_utf8_lossy(label);
+        let v: (i64, bool) = cfg.tz_fn.bind(py).call1((text.as_ref(),))?.extract()?;
+        if self.tz.len() < TZ_CACHE_MAX {
+            self.tz.insert(label.to_vec(), v);
+        }
+        Ok(v)
+    }
+
+    fn tz_known(&mut self, py: Python<'_>, cfg: &Config, label: &[u8]) -> PyResult<bool> {
+        Ok(self.tz(py, cfg, Some(label))?.1)
+    }
+}
+
+/// The parser state that outlives a record, mirrored from the Python `Parser`.
+struct ParseState {
+    last_ts: Option<f64>,
+    relay: Option<(OwnedStamp, Option<Py<PyString>>)>,
+    /// The `_last_relay` tuple the parser held when we last looked or wrote.
+    relay_obj: Option<Py<PyAny>>,
+    ts_dirty: bool,
+    relay_dirty: bool,
+}
+
+/// What one scan reads from the parser when it starts.
+struct Session<'py> {
+    tracker: Bound<'py, PyAny>,
+    last: Bound<'py, PyDict>,
+    device: Option<Bound<'py, PyString>>,
+    reference: f64,
+    rows: i64,
+    unknown_tz: i64,
+}
+
+enum Line {
+    Ascii(usize, usize),
+    Text(String),
+}
+
+enum Pending {
+    Ascii(usize, usize),
+    /// A record that is not one ASCII line of the buffer; its length in characters.
+    Text(String, usize),
+}
+
+struct Input {
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    pending: Option<Pending>,
+    pending_header_only: bool,
+}
+
+impl Input {
+    /// The next physical line (universal newlines); None when more input is needed or
+    /// the input is exhausted.
+    fn next_line(&mut self) -> Option<Line> {
+        let n = self.buf.len();
+        if self.pos >= n {
+            return None;
+        }
+        let start = self.pos;
+        match memchr2(b'\n', b'\r', &self.buf[start..]) {
+            Some(i) => {
+                let end = start + i;
+                let mut next = end + 1;
+                if self.buf[end] == b'\r' {
+                    if end + 1 < n {
+                        if self.buf[end + 1] == b'\n' {
+                            next = end + 2;
+                        }
+                    } else if !self.eof {
+                        return None; // is the '\r' followed by '\n'? wait for the next chunk
+                    }
+                }
+                self.pos = next;
+                Some(self.line(start, end))
+            }
+            None => {
+                if !self.eof {
+                    return None;
+                }
+                self.pos = n;
+                Some(self.line(start, n))
+            }
+        }
+    }
+
+    fn line(&self, start: usize, end: usize) -> Line {
+        let b = &self.buf[start..end];
+        if b.is_ascii() {
+            Line::Ascii(start, end)
+        } else {
+            Line::Text(String::from_utf8_lossy(b).into_owned())
+        }
+    }
+
+    fn text<'a>(&'a self, line: &'a Line) -> &'a str {
+        match line {
+            // SAFETY: `line()` made an Ascii line only of ASCII bytes, which are UTF-8.
+            Line::Ascii(a, b) => unsafe { std::str::from_utf8_unchecked(&self.buf[*a..*b]) },
+            Line::Text(s) => s,
+        }
+    }
+
+    fn pending_text(&self) -> (String, usize) {
+        match self.pending.as_ref() {
+            Some(Pending::Ascii(a, b)) => (String::from_utf8_lossy(&self.buf[*a..*b]).into_owned(), b - a),
+            Some(Pending::Text(s, n)) => (s.clone(), *n),
+            None => (String::new(), 0),
+        }
+    }
+
+    fn pending_chars(&self) -> usize {
+        match self.pending.as_ref() {
+            Some(Pending::Ascii(a, b)) => b - a,
+            Some(Pending::Text(_, n)) => *n,
+            None => 0,
+        }
+    }
+}
+
+struct Row<'py> {
+    device: Option<Bound<'py, PyString>>,
+    ts: f64,
+    source: u8,
+    synced: bool,
+    tz_known: bool,
+}
+
+/// How the time of a stamp came out.
+enum Ts {
+    At(f64, bool),
+    NoDate,
+}
+
+/// Scans archive bytes; see the module documentation.
+#[pyclass(module = "tunnelwatch_native")]
+struct Scanner {
+    cfg: Config,
+    cache: Cache,
+    state: ParseState,
+    input: Input,
+}
+
+fn year_for(
+    py: Python<'_>,
+    cfg: &Config,
+    sess: &Session<'_>,
+    device: Option<&Bound<'_, PyString>>,
+    month: i64,
+    day: i64,
+) -> PyResult<i64> {
+    // YearTracker.year_for keeps last[device or ""] = (year, month); while a device stays
+    // in one month the answer is that year and nothing changes, so only a month change
+    // needs the tracker itself.
+    let key = match device {
+        Some(d) => d.as_any().clone(),
+        None => cfg.empty.bind(py).clone().into_any(),
+    };
+    if let Some(v) = sess.last.get_item(&key)? {
+        if let Ok(t) = v.cast::<PyTuple>() {
+            if t.len() == 2 {
+                let m: i64 = t.get_item(1)?.extract()?;
+                if m == month {
+                    return t.get_item(0)?.extract();
+                }
+            }
+        }
+    }
+    sess.tracker.call_method1(intern!(py, "year_for"), (device, month, day))?.extract()
+}
+
+/// `Parser._stamp_ts`; `Ok(None)`: hand the record to Python.
+fn stamp_ts(
+    py: Python<'_>,
+    cfg: &Config,
+    cache: &mut Cache,
+    sess: &Session<'_>,
+    st: &Stamp<'_>,
+    device: Option<&Bound<'_, PyString>>,
+) -> PyResult<Option<Ts>> {
+    let year = match st.year {
+        Some(y) => y,
+        None => year_for(py, cfg, sess, device, st.month, st.day)?,
+    };
+    let base = match epoch_of(year, st.month, st.day, st.hh, st.mm, st.ss) {
+        Err(()) => return Ok(None),
+        Ok(None) => return Ok(Some(Ts::NoDate)),
+        Ok(Some(b)) => b,
+    };
+    if let Some(off) = st.offset_min {
+        return Ok(Some(Ts::At(base - (off * 60) as f64 + st.frac, true)));
+    }
+    let (off, known) = cache.tz(py, cfg, st.tz)?;
+    Ok(Some(Ts::At(base - (off * 60) as f64 + st.frac, known)))
+}
+
+/// `header.fast_prefix(s, len(s))`; `Ok(None)` where it returns None.
+fn fast_prefix<'a>(py: Python<'_>, cfg: &Config, cache: &mut Cache, p: &'a [u8]) -> PyResult<Option<Hdr<'a>>> {
+    let g = match shape(cfg, cache, p) {
+        Shape::NoMatch => return Ok(None),
+        Shape::Bare(a, b) => {
+            let name = &p[a as usize..b as usize];
+            if is_alpha(name) && cache.tz_known(py, cfg, name)? {
+                return Ok(None);
+            }
+            return Ok(Some(Hdr { host: None, origin: Some(name), relay: None, device: None, clock_synced: true }));
+        }
+        Shape::Fast(g) => g,
+    };
+    let get = |i: usize| {
+        let (a, b) = g[i];
+        if a == u32::MAX {
+            None
+        } else {
+            Some(&p[a as usize..b as usize])
+        }
+    };
+    let [rmon, rday, ryear, rhms, riso, host, counter, origin, seq, flag, mon, day, year, hmsg, frac, tz, dhost] =
+        std::array::from_fn(get);
+    if let Some(h) = host {
+        if (is_alpha(h) && cache.tz_known(py, cfg, h)?) || is_digits(h) {
+            return Ok(None);
+        }
+    }
+    if mon.is_none() && rmon.is_none() && riso.is_none() {
+        return Ok(None);
+    }
+    let mut hdr = Hdr { host: None, origin: None, relay: None, device: None, clock_synced: true };
+    let mut relay: Option<Stamp<'a>> = None;
+    if let Some(rm) = rmon {
+        let (hh, mm, ss) = hms(rhms.unwrap_or(b"0:00:00"));
+        relay = Some(Stamp {
+            year: ryear.map(int),
+            month: month_of(rm),
+            day: int(rday.unwrap_or(b"0")),
+            hh,
+            mm,
+            ss,
+            frac: 0.0,
+            tz: None,
+            synced: true,
+            offset_min: None,
+        });
+        hdr.host = host;
+    } else if let Some(ri) = riso {
+        relay = Some(iso_stamp(ri));
+        hdr.host = host;
+    }
+    if counter.is_some() && relay.is_some() && origin.is_none() && seq.is_none() && mon.is_none() {
+        return Ok(None);
+    }
+    if let Some(o) = origin {
+        if is_alpha(o) && cache.tz_known(py, cfg, o)? {
+            return Ok(None);
+        }
+        hdr.origin = Some(o);
+    }
+    if let Some(m) = mon {
+        if let Some(t) = tz {
+            if frac.is_none() && flag.is_none() && counter.is_none() && !cache.tz_known(py, cfg, t)? {
+                return Ok(None);
+            }
+        }
+        if let Some(d) = dhost {
+            if hdr.origin.is_some() || (tz.is_none() && is_alpha(d)) {
+                return Ok(None);
+            }
+            hdr.origin = Some(d);
+        }
+        let (hh, mm, ss) = hms(hmsg.unwrap_or(b"0:00:00"));
+        hdr.device = Some(Stamp {
+            year: year.map(int),
+            month: month_of(m),
+            day: int(day.unwrap_or(b"0")),
+            hh,
+            mm,
+            ss,
+            frac: frac.map_or(0.0, frac_of),
+            tz,
+            synced: flag.is_none(),
+            offset_min: None,
+        });
+        hdr.relay = relay;
+    } else {
+        hdr.device = relay;
+    }
+    hdr.clock_synced = hdr.device.is_some_and(|d| d.synced);
+    Ok(Some(hdr))
+}
+
+/// `Parser.parse` of one single-line ASCII record, when it is a clock row; `Ok(None)`
+/// hands the record to Python. Nothing of the parser's state changes before the record
+/// is known to be a row, but for `YearTracker.year_for`, which gives the same answer
+/// and state when Python asks again.
+fn clock_row<'py>(
+    py: Python<'py>,
+    cfg: &Config,
+    cache: &mut Cache,
+    state: &mut ParseState,
+    sess: &Session<'py>,
+    s: &[u8],
+) -> PyResult<Option<Row<'py>>> {
+    if s.len() > MAX_LINE {
+        return Ok(None);
+    }
+    let Some(tag) = find_tag(s) else {
+        return Ok(None); // untagged: catalog text patterns are Python's
+    };
+    let fac = &s[tag.fac.0..tag.fac.1];
+    let mnem = &s[tag.mnem.0..tag.mnem.1];
+    if cfg.wrappers.iter().any(|w| w.as_slice() == mnem) {
+        return Ok(None);
+    }
+    cache.key.clear();
+    if cfg.asa.iter().any(|a| a.as_slice() == fac) {
+        cache.key.extend_from_slice(b"ASA-");
+    } else {
+        cache.key.extend_from_slice(fac);
+        cache.key.push(b'-');
+    }
+    cache.key.extend_from_slice(mnem);
+    if cfg.tags.contains(cache.key.as_slice()) {
+        return Ok(None); // a catalog message
+    }
+    let Some(h) = fast_prefix(py, cfg, cache, &s[..tag.start])? else {
+        return Ok(None);
+    };
+    // Parser._event
+    let device: Option<Bound<'py, PyString>> = match h.host.or(h.origin) {
+        Some(name) => Some(cache.device(py, name)),
+        None => sess.device.clone(),
+    };
+    let mut stamp = h.device;
+    let mut source = SRC_DEVICE;
+    if let (Some(r), Some(d)) = (h.relay, h.device) {
+        if !d.synced {
+            stamp = Some(r);
+            source = SRC_RELAY;
+        }
+    }
+    // (fast_prefix never reads an uptime, so the relay-host-with-uptime case cannot occur.)
+    let mut ts: Option<f64> = None;
+    let mut tz_known = true;
+    if let Some(st) = stamp {
+        match stamp_ts(py, cfg, cache, sess, &st, device.as_ref())? {
+            None => return Ok(None),
+            Some(Ts::At(t, known)) => {
+                ts = Some(t);
+                tz_known = known;
+            }
+            Some(Ts::NoDate) => {}
+        }
+    }
+    let ts = match ts {
+        Some(t) => t,
+        None => {
+            // Parser._inferred_ts, with this record's relay stamp already the last one.
+            source = SRC_INFERRED;
+            let mut found: Option<f64> = None;
+            let relay_ts = match (h.relay.as_ref(), state.relay.as_ref()) {
+                (Some(r), _) => stamp_ts(py, cfg, cache, sess, r, device.as_ref())?,
+                (None, Some((r, rdev))) => {
+                    let rdev = rdev.as_ref().map(|d| d.bind(py).clone());
+                    stamp_ts(py, cfg, cache, sess, &r.view(), rdev.as_ref())?
+                }
+                (None, None) => Some(Ts::NoDate),
+            };
+            match relay_ts {
+                None => return Ok(None),
+                Some(Ts::At(t, _)) => found = Some(t),
+                Some(Ts::NoDate) => {}
+            }
+            found.or(state.last_ts).unwrap_or(sess.reference)
+        }
+    };
+    if let Some(r) = h.relay.as_ref() {
+        state.relay = Some((OwnedStamp::of(r), device.as_ref().map(|d| d.clone().unbind())));
+        state.relay_dirty = true;
+    }
+    if source != SRC_INFERRED {
+        state.last_ts = Some(ts);
+        state.ts_dirty = true;
+    }
+    Ok(Some(Row { device, ts, source, synced: h.clock_synced, tz_known }))
+}
+
+impl Scanner {
+    fn begin<'py>(&mut self, py: Python<'py>) -> PyResult<Session<'py>> {
+        let parser = self.cfg.parser.bind(py);
+        let tracker = parser.getattr(intern!(py, "_years"))?;
+        let last = tracker.getattr(intern!(py, "last"))?.cast_into::<PyDict>()?;
+        let device: Option<Bound<'py, PyString>> = {
+            let d = parser.getattr(intern!(py, "device"))?;
+            if d.is_none() {
+                None
+            } else {
+                Some(d.cast_into::<PyString>()?)
+            }
+        };
+        let reference: Option<f64> = parser.getattr(intern!(py, "reference_ts"))?.extract()?;
+        self.state.last_ts = parser.getattr(intern!(py, "_last_ts"))?.extract()?;
+        let relay = parser.getattr(intern!(py, "_last_relay"))?;
+        if relay.is_none() {
+            self.state.relay = None;
+            self.state.relay_obj = None;
+        } else if !self.state.relay_obj.as_ref().is_some_and(|o| relay.is(o)) {
+            let t = relay.cast::<PyTuple>()?;
+            let st = OwnedStamp::from_py(&t.get_item(0)?)?;
+            let dev = t.get_item(1)?;
+            let dev = if dev.is_none() { None } else { Some(dev.cast_into::<PyString>()?.unbind()) };
+            self.state.relay = Some((st, dev));
+            self.state.relay_obj = Some(relay.unbind());
+        }
+        self.state.ts_dirty = false;
+        self.state.relay_dirty = false;
+        Ok(Session {
+            tracker,
+            last,
+            device,
+            // `self.reference_ts or 0.0`: None, 0.0 and -0.0 all give 0.0.
+            reference: reference.filter(|r| *r != 0.0).unwrap_or(0.0),
+            rows: 0,
+            unknown_tz: 0,
+        })
+    }
+
+    fn end<'py>(&mut self, py: Python<'py>, sess: &Session<'py>) -> PyResult<()> {
+        let parser = self.cfg.parser.bind(py);
+        if sess.rows > 0 {
+            let stats = parser.getattr(intern!(py, "stats"))?;
+            for (name, add) in [
+                (intern!(py, "records"), sess.rows),
+                (intern!(py, "events"), sess.rows),
+                (intern!(py, "unknown_tz"), sess.unknown_tz),
+            ] {
+                if add > 0 {
+                    let v: i64 = stats.getattr(name)?.extract()?;
+                    stats.setattr(name, v + add)?;
+                }
+            }
+        }
+        if self.state.ts_dirty {
+            parser.setattr(intern!(py, "_last_ts"), self.state.last_ts)?;
+            self.state.ts_dirty = false;
+        }
+        if self.state.relay_dirty {
+            let obj: Option<Bound<'py, PyAny>> = match self.state.relay.as_ref() {
+                None => None,
+                Some((st, dev)) => {
+                    let v = st.view();
+                    let tz = v.tz.map(|t| String::from_utf8_lossy(t).into_owned());
+                    let stamp = self.cfg.stamp_cls.bind(py).call1((
+                        v.year,
+                        v.month,
+                        v.day,
+                        v.hh,
+                        v.mm,
+                        v.ss,
+                        v.frac,
+                        tz,
+                        v.synced,
+                        v.offset_min,
+                    ))?;
+                    let dev = dev.as_ref().map(|d| d.bind(py).clone());
+                    Some((stamp, dev).into_pyobject(py)?.into_any())
+                }
+            };
+            parser.setattr(intern!(py, "_last_relay"), obj.as_ref())?;
+            self.state.relay_obj = obj.map(Bound::unbind);
+            self.state.relay_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// A record out of framing: a row appended to `rows`, or the text for Python.
+    fn emit<'py>(
+        &mut self,
+        py: Python<'py>,
+        sess: &mut Session<'py>,
+        rows: &Bound<'py, PyList>,
+        rec: Pending,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
+        let (a, b) = match rec {
+            Pending::Text(s, _) => return Ok(Some(PyString::new(py, &s))),
+            Pending::Ascii(a, b) => (a, b),
+        };
+        let s = &self.input.buf[a..b];
+        match clock_row(py, &self.cfg, &mut self.cache, &mut self.state, sess, s)? {
+            None => Ok(Some(PyString::new(py, std::str::from_utf8(s).unwrap_or("")))),
+            Some(row) => {
+                sess.rows += 1;
+                if !row.tz_known {
+                    sess.unknown_tz += 1;
+                }
+                let device = match row.device {
+                    Some(d) => d.into_any(),
+                    None => py.None().into_bound(py),
+                };
+                let src = self.cfg.src[row.source as usize].bind(py).clone();
+                let t = if self.cfg.with_text {
+                    let text = PyString::new(py, std::str::from_utf8(s).unwrap_or(""));
+                    (device, row.ts, src, row.synced, row.tz_known, text).into_pyobject(py)?.into_any()
+                } else {
+                    (device, row.ts, src, row.synced, row.tz_known).into_pyobject(py)?.into_any()
+                };
+                rows.append(t)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn header_only(&self, py: Python<'_>, line: &Line) -> PyResult<bool> {
+        match line {
+            Line::Ascii(a, b) => {
+                let s = &self.input.buf[*a..*b];
+                Ok(s.len() < HEADER_ONLY_MAX && memchr(b'%', s).is_none() && self.cfg.header_only.is_match(s))
+            }
+            Line::Text(s) => {
+                if s.contains('%') || s.chars().count() >= HEADER_ONLY_MAX {
+                    return Ok(false);
+                }
+                self.cfg.header_only_fn.bind(py).call1((s.as_str(),))?.is_truthy()
+            }
+        }
+    }
+
+    fn run<'py>(
+        &mut self,
+        py: Python<'py>,
+        sess: &mut Session<'py>,
+        rows: &Bound<'py, PyList>,
+        limit: usize,
+    ) -> PyResult<Option<Bound<'py, PyString>>> {
+        let mut count = 0usize;
+        let mut handed: Option<Bound<'py, PyString>> = None;
+        while count < limit && handed.is_none() {
+            let Some(line) = self.input.next_line() else {
+                if self.input.eof {
+                    if let Some(p) = self.input.pending.take() {
+                        handed = self.emit(py, sess, rows, p)?;
+                    }
+                }
+                break;
+            };
+            let text = self.input.text(&line);
+            let blank = is_blank(text);
+            if self.input.pending.is_some() {
+                if self.input.pending_header_only && !blank {
+                    let (mut joined, n) = self.input.pending_text();
+                    let tail = text.trim_start_matches(is_py_space);
+                    joined.push(' ');
+                    joined.push_str(tail);
+                    let chars = n + 1 + tail.chars().count();
+                    self.input.pending = Some(Pending::Text(joined, chars));
+                    self.input.pending_header_only = false;
+                    continue;
+                }
+                let first = text.as_bytes().first().copied();
+                let continues = (matches!(first, Some(b' ' | b'\t')) && !blank)
+                    || (matches!(first, Some(b'c' | b'P' | b's')) && self.cfg.tail_starts.is_match(text.as_bytes()));
+                if continues {
+                    if self.input.pending_chars() < MAX_RECORD {
+                        let (mut joined, n) = self.input.pending_text();
+                        joined.push('\n');
+                        joined.push_str(text);
+                        let chars = n + 1 + text.chars().count();
+                        self.input.pending = Some(Pending::Text(joined, chars));
+                    }
+                    continue;
+                }
+                if let Some(p) = self.input.pending.take() {
+                    count += 1;
+                    handed = self.emit(py, sess, rows, p)?;
+                }
+            }
+            if blank {
+                continue;
+            }
+            self.input.pending_header_only = self.header_only(py, &line)?;
+            self.input.pending = Some(match line {
+                Line::Ascii(a, b) => Pending::Ascii(a, b),
+                Line::Text(s) => {
+                    let n = s.chars().count();
+                    Pending::Text(s, n)
+                }
+            });
+        }
+        Ok(handed)
+    }
+}
+
+#[pymethods]
+impl Scanner {
+    #[new]
+    #[pyo3(signature = (parser, *, tags, asa_facilities, wrapper_mnemonics, fast, fast_bare, header_only, tail_starts, tz_offset_minutes, header_only_match, stamp, with_text = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        parser: Py<PyAny>,
+        tags: Vec<String>,
+        asa_facilities: Vec<String>,
+        wrapper_mnemonics: Vec<String>,
+        fast: &str,
+        fast_bare: &str,
+        header_only: &str,
+        tail_starts: &str,
+        tz_offset_minutes: Py<PyAny>,
+        header_only_match: Py<PyAny>,
+        stamp: Py<PyAny>,
+        with_text: bool,
+    ) -> PyResult<Self> {
+        if !digit_blind(fast) || !digit_blind(fast_bare) {
+            return Err(PyValueError::new_err("the header patterns must treat all digits alike"));
+        }
+        let fast = compile(fast)?;
+        let bare = compile(fast_bare)?;
+        let fg = FastGroups {
+            rmon: group(&fast, "rmon")?,
+            rday: group(&fast, "rday")?,
+            ryear: group(&fast, "ryear")?,
+            rhms: group(&fast, "rhms")?,
+            riso: group(&fast, "riso")?,
+            host: group(&fast, "host")?,
+            counter: group(&fast, "counter")?,
+            origin: group(&fast, "origin")?,
+            seq: group(&fast, "seq")?,
+            flag: group(&fast, "flag")?,
+            mon: group(&fast, "mon")?,
+            day: group(&fast, "day")?,
+            year: group(&fast, "year")?,
+            hms: group(&fast, "hms")?,
+            frac: group(&fast, "frac")?,
+            tz: group(&fast, "tz")?,
+            dhost: group(&fast, "dhost")?,
+        };
+        let bare_name = group(&bare, "name")?;
+        let cache = Cache {
+            devices: HashMap::default(),
+            tz: HashMap::default(),
+            fast_locs: fast.capture_locations(),
+            bare_locs: bare.capture_locations(),
+            shapes: HashMap::default(),
+            skel: Vec::with_capacity(SHAPE_KEY_MAX),
+            key: Vec::with_capacity(64),
+        };
+        let cfg = Config {
+            parser,
+            tz_fn: tz_offset_minutes,
+            header_only_fn: header_only_match,
+            stamp_cls: stamp,
+            tags: tags.into_iter().map(String::into_bytes).collect(),
+            asa: asa_facilities.into_iter().map(String::into_bytes).collect(),
+            wrappers: wrapper_mnemonics.into_iter().map(String::into_bytes).collect(),
+            fast,
+            fg,
+            bare,
+            bare_name,
+            header_only: compile(header_only)?,
+            tail_starts: compile(tail_starts)?,
+            with_text,
+            src: [
+                PyString::intern(py, "device").unbind(),
+                PyString::intern(py, "relay").unbind(),
+                PyString::intern(py, "inferred").unbind(),
+            ],
+            empty: PyString::intern(py, "").unbind(),
+        };
+        Ok(Scanner {
+            cfg,
+            cache,
+            state: ParseState { last_ts: None, relay: None, relay_obj: None, ts_dirty: false, relay_dirty: false },
+            input: Input { buf: Vec::new(), pos: 0, eof: false, pending: None, pending_header_only: false },
+        })
+    }
+
+    /// Start a new input (a file): framing starts afresh, as `iter_records` does per file.
+    fn reset(&mut self) {
+        self.input = Input { buf: Vec::new(), pos: 0, eof: false, pending: None, pending_header_only: false };
+    }
+
+    /// Append bytes of the current input.
+    fn feed(&mut self, data: &[u8]) {
+        let inp = &mut self.input;
+        let keep = match inp.pending {
+            Some(Pending::Ascii(a, _)) => a.min(inp.pos),
+            _ => inp.pos,
+        };
+        if keep > 0 {
+            inp.buf.drain(..keep);
+            inp.pos -= keep;
+            if let Some(Pending::Ascii(a, b)) = inp.pending.as_mut() {
+                *a -= keep;
+                *b -= keep;
+            }
+        }
+        inp.buf.extend_from_slice(data);
+    }
+
+    /// The current input has no more bytes: its last line and record can be read.
+    fn close(&mut self) {
+        self.input.eof = true;
+    }
+
+    /// Read at most `limit` records. Returns `(rows, record)`: the clock rows read, in
+    /// order, and the text of a record Python must parse (it comes after the rows and
+    /// counts in `limit`), or None. Fewer than `limit` records and no text: the input
+    /// is exhausted (feed more, or it is closed and done).
+    fn scan<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: usize,
+    ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyString>>)> {
+        let rows = PyList::empty(py);
+        let mut sess = self.begin(py)?;
+        let out = self.run(py, &mut sess, &rows, limit);
+        let stored = self.end(py, &sess);
+        let handed = out?;
+        stored?;
+        Ok((rows, handed))
+    }
+
+    /// Test hook: what the fast header path reads of `line[:end]` (ASCII), as
+    /// `(host, origin, relay_stamp, device_stamp, clock_synced)` with stamps as tuples of
+    /// `Stamp`'s fields; None where `fast_prefix` returns None.
+    fn header<'py>(&mut self, py: Python<'py>, line: &str, end: usize) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let s = line.as_bytes();
+        if !s.is_ascii() || end > s.len() {
+            return Err(PyValueError::new_err("header() takes an ASCII line and an end within it"));
+        }
+        let Some(h) = fast_prefix(py, &self.cfg, &mut self.cache, &s[..end])? else {
+            return Ok(None);
+        };
+        let host = h.host.map(|b| String::from_utf8_lossy(b).into_owned());
+        let origin = h.origin.map(|b| String::from_utf8_lossy(b).into_owned());
+        let relay = h.relay.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
+        let device = h.device.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
+        Ok(Some((host, origin, relay, device, h.clock_synced).into_pyobject(py)?))
+    }
+}
+
+/// Test hook: `TAG_RE.search(line)` on an ASCII line, as `(start, facility, severity,
+/// mnemonic)`, or None.
+#[pyfunction]
+fn find_message_tag(line: &str) -> PyResult<Option<(usize, String, u8, String)>> {
+    let s = line.as_bytes();
+    if !s.is_ascii() {
+        return Err(PyValueError::new_err("find_message_tag() takes an ASCII line"));
+    }
+    Ok(find_tag(s).map(|t| {
+        (
+            t.start,
+            String::from_utf8_lossy(&s[t.fac.0..t.fac.1]).into_owned(),
+            t.sev,
+            String::from_utf8_lossy(&s[t.mnem.0..t.mnem.1]).into_owned(),
+        )
+    }))
+}
+
+#[pymodule]
+fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Scanner>()?;
+    m.add_function(wrap_pyfunction!(find_message_tag, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The interface `streams/core/native.py` expects; bump both together.
+    m.add("ABI", 1)?;
+    Ok(())
+}

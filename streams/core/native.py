@@ -1,0 +1,147 @@
+"""The optional native hot loop of ``tunnelwatch analyze`` (``native/``, a Rust extension).
+
+``tunnelwatch_native.Scanner`` frames archive bytes and reads, for every record that is
+one ASCII line with a common header and a message tag outside the catalog, a *clock row*
+``(device, ts, time_source, clock_synced, tz_known)``: what :class:`~streams.core.parse.Parser`
+would give for it, and all the engine needs of it. Every other record comes back as text
+for the Python parser. Parser state (years, last stamp, last relay stamp, counters) stays
+in the Python ``Parser``, so both paths give the same events in the same order.
+
+``TUNNELWATCH_NATIVE=0`` selects the pure Python path; ``1`` requires the extension;
+unset (or ``auto``) uses it when it is installed (``make install`` builds it when cargo
+is there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Protocol, cast
+
+from streams.core.catalog import ASA_FACILITIES
+from streams.core.clock import tz_offset_minutes
+from streams.core.framing import _HEADER_ONLY, _TAIL_STARTS
+from streams.core.header import _FAST, _FAST_BARE, WRAPPER_MNEMONICS, Stamp
+from streams.core.parse import Parser
+from streams.errors import ConfigError
+
+ENV = "TUNNELWATCH_NATIVE"
+MODULE = "tunnelwatch_native"
+#: The interface this module expects of the extension (``ABI`` in ``native/src/lib.rs``).
+ABI = 1
+
+#: A clock row: ``(device, ts, time_source, clock_synced, tz_known)``; with
+#: ``with_text=True`` the record's text follows.
+ClockRow = tuple[str | None, float, str, bool, bool]
+
+
+class Scanner(Protocol):
+    """``tunnelwatch_native.Scanner`` (see ``native/src/lib.rs``)."""
+
+    def reset(self) -> None: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def scan(self, limit: int) -> tuple[list[Any], str | None]: ...
+
+    def header(
+        self, line: str, end: int
+    ) -> (
+        tuple[str | None, str | None, tuple[Any, ...] | None, tuple[Any, ...] | None, bool] | None
+    ): ...
+
+
+class NativeModule(Protocol):
+    __version__: str
+    ABI: int
+
+    def Scanner(self, parser: Parser, **settings: Any) -> Scanner: ...
+
+    def find_message_tag(self, line: str) -> tuple[int, str, int, str] | None: ...
+
+
+class NativeUnavailable(ConfigError):
+    """TUNNELWATCH_NATIVE=1 but the extension is not installed."""
+
+
+_SPACE = r"\t\n\x0B\x0C\r \x1C-\x1F"  # Python's \s on ASCII (str.isspace)
+_CLASSES = {"s": _SPACE, "d": "0-9", "w": "0-9A-Za-z_"}
+
+
+def rust_pattern(pattern: str, *, full: bool) -> str:
+    """A Python ``re`` pattern (for ``str``), as the Rust ``regex`` crate reads it on ASCII
+    bytes: ``\\s``, ``\\d`` and ``\\w`` spelled out as Python's ASCII classes, anchored as
+    ``fullmatch`` (``full``) or ``match``."""
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1]
+            if nxt in _CLASSES:
+                out.append(_CLASSES[nxt] if in_class else f"[{_CLASSES[nxt]}]")
+            elif nxt.lower() in _CLASSES:
+                if in_class:
+                    raise ValueError(f"\\{nxt} inside a class: {pattern!r}")
+                out.append(f"[^{_CLASSES[nxt.lower()]}]")
+            else:
+                out.append(c + nxt)
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+            if pattern[i + 1 : i + 2] in ("]", "^"):
+                raise ValueError(f"class too clever to translate: {pattern!r}")
+        elif c == "]" and in_class:
+            in_class = False
+        out.append(c)
+        i += 1
+    body = "".join(out)
+    return f"(?-u)^(?:{body})$" if full else f"(?-u)^(?:{body})"
+
+
+def load() -> NativeModule | None:
+    """The extension module, or None for the pure Python path (see ``TUNNELWATCH_NATIVE``)."""
+    mode = os.environ.get(ENV, "auto").strip().lower()
+    if mode in ("0", "no", "off", "false", "python"):
+        return None
+    required = mode in ("1", "yes", "on", "true", "native")
+    try:
+        module = importlib.import_module(MODULE)
+    except ImportError as exc:
+        if required:
+            raise NativeUnavailable(
+                f"{ENV}={mode} but {MODULE} is not installed (make install builds it; "
+                f"it needs cargo): {exc}"
+            ) from exc
+        return None
+    abi = getattr(module, "ABI", None)
+    if abi != ABI:
+        msg = f"{MODULE} {getattr(module, '__version__', '?')} has ABI {abi}, not {ABI}: "
+        if required:
+            raise NativeUnavailable(msg + "rebuild it (make install)")
+        print(f"tunnelwatch: warning: {msg}using the Python path (make install)", file=sys.stderr)
+        return None
+    return cast(NativeModule, module)
+
+
+def make_scanner(module: NativeModule, parser: Parser, *, with_text: bool = False) -> Scanner:
+    """A scanner reading for ``parser`` (its catalog, its year tracker and state)."""
+    return module.Scanner(
+        parser,
+        tags=sorted(parser.catalog.by_tag),
+        asa_facilities=sorted(ASA_FACILITIES),
+        wrapper_mnemonics=sorted(WRAPPER_MNEMONICS),
+        fast=rust_pattern(_FAST.pattern, full=True),
+        fast_bare=rust_pattern(_FAST_BARE.pattern, full=True),
+        header_only=rust_pattern(_HEADER_ONLY.pattern, full=False),
+        tail_starts=rust_pattern(_TAIL_STARTS.pattern, full=False),
+        tz_offset_minutes=tz_offset_minutes,
+        header_only_match=_HEADER_ONLY.match,
+        stamp=Stamp,
+        with_text=with_text,
+    )
