@@ -105,3 +105,84 @@ def test_the_healer_seeks_back_to_the_committed_offset_when_a_hole_outlives_one_
     books._acked[RAW] = [1310]
     asyncio.run(healer.check(books))
     assert books.seeks == [(RAW, 1225)]
+
+
+class _FlowService:
+    """The attributes of a faust Consumer that its ``wait_first`` reads."""
+
+    def __init__(self) -> None:
+        self.suspend_flow = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+
+def test_a_hand_over_that_does_not_block_returns_without_any_task() -> None:
+    from faust.transport.consumer import Consumer
+
+    faust_fixes.apply()
+
+    async def scenario() -> tuple[Any, int]:
+        svc = _FlowService()
+        before = len(asyncio.all_tasks())
+
+        async def hand_over() -> str:
+            return "put"
+
+        result = await Consumer.wait_first(svc, hand_over(), svc.suspend_flow.wait())  # type: ignore[arg-type]
+        return result, len(asyncio.all_tasks()) - before
+
+    result, extra_tasks = asyncio.run(scenario())
+    assert result.results == ["put"]
+    assert not result.stopped
+    assert extra_tasks == 0
+
+
+def test_a_hand_over_that_blocks_is_still_abandoned_when_the_flow_is_suspended() -> None:
+    from faust.transport.consumer import Consumer
+
+    faust_fixes.apply()
+
+    async def scenario() -> tuple[Any, list[str]]:
+        svc = _FlowService()
+        steps: list[str] = []
+        never = asyncio.get_running_loop().create_future()
+
+        async def hand_over() -> str:
+            steps.append("started")
+            await never  # a full queue: blocks
+            steps.append("finished")
+            return "put"
+
+        async def rebalance() -> None:
+            await asyncio.sleep(0.01)
+            svc.suspend_flow.set()
+
+        asyncio.get_running_loop().create_task(rebalance())
+        result = await Consumer.wait_first(svc, hand_over(), svc.suspend_flow.wait())  # type: ignore[arg-type]
+        return result, steps
+
+    result, steps = asyncio.run(scenario())
+    assert steps == ["started"]  # started inline, then raced and abandoned
+    assert len(result.done) == 1 and result.results == [True]  # the suspension won
+
+
+def test_a_hand_over_that_blocks_then_completes_gives_its_result() -> None:
+    from faust.transport.consumer import Consumer
+
+    faust_fixes.apply()
+
+    async def scenario() -> Any:
+        svc = _FlowService()
+        gate = asyncio.Event()
+
+        async def hand_over() -> str:
+            await gate.wait()
+            await asyncio.sleep(0)
+            return "put"
+
+        asyncio.get_running_loop().call_later(0.01, gate.set)
+        return await Consumer.wait_first(svc, hand_over(), svc.suspend_flow.wait())  # type: ignore[arg-type]
+
+    result = asyncio.run(scenario())
+    assert "put" in result.results

@@ -30,11 +30,10 @@ import sys
 import time
 import weakref
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.streams import _current_event  # the context the table reads the partition from
 from faust.types import TP
 
@@ -43,6 +42,7 @@ from streams.core.kb import default_kb
 from streams.shell.topics import STATE_TABLE, reroute_topic
 from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
+from streams.shell.worker.outbox import Outbox
 from streams.shell.worker.stages import ParseStage, Shard, decode_event
 
 
@@ -159,10 +159,6 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     app.task(quiet_logs)
 
-    def home(key: bytes) -> int:
-        """The syslog.events partition of ``key`` (aiokafka's default partitioner)."""
-        return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
     async def correlate_batch(items: list[_Item], *, rerouted: bool) -> None:
         """Apply events, publish their incident records, then store the touched states."""
         async with lock:
@@ -191,11 +187,15 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     @app.agent(raw_topic, name="parse")
     async def parse(stream: Any) -> None:
-        # Batches, and the producer directly: faust's per-record Topic.send machinery
-        # costs more than parsing. The batch is acknowledged after the loop body, and
-        # faust flushes the producer before it commits: at-least-once holds.
-        producer = app.producer
+        # Batches in, batches out: faust's per-record Topic.send machinery costs more
+        # than parsing. The outbox waits until Kafka has the batch's records before the
+        # batch is acknowledged (after the loop body): at-least-once holds.
+        outbox: Outbox | None = None
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
+            if outbox is None:
+                # faust's own aiokafka producer: its flush before a commit covers these.
+                aio = cast(Any, app.producer)._ensure_producer()
+                outbox = Outbox(aio, partitions, say)
             items: list[_Item] = []
             for event in batch:
                 msg = event.message
@@ -209,18 +209,17 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     offset=msg.offset,
                 )
                 if routed.deadletter:
-                    await producer.send(
-                        names.deadletter, routed.key, routed.value, None, None, None
-                    )
-                    continue
-                await producer.send(names.events, routed.key, routed.value, None, None, None)
-                if not inline:
+                    outbox.add(names.deadletter, routed.key, routed.value, msg.partition)
                     continue
                 key = routed.key or b"unknown"
-                if routed.event is not None and home(key) == msg.partition:
+                outbox.add(names.events, key, routed.value)
+                if not inline:
+                    continue
+                if routed.event is not None and outbox.partition(key) == msg.partition:
                     items.append((event, key, routed.event, msg.partition, msg.offset))
                 else:
-                    await producer.send(reroute_name, key, routed.value, None, None, None)
+                    outbox.add(reroute_name, key, routed.value)
+            await outbox.deliver()
             if items:
                 await correlate_batch(items, rerouted=False)
 

@@ -38,9 +38,16 @@ def run_worker(cfg: WorkerConfig) -> int:
     partitions, raw_partitions = prepare_topics(cfg)
     # faust is imported here, not at module level: the CLI and the tests import this
     # package without paying for (or being warned by) faust.
+    import asyncio
+
     import faust
+    import uvloop
 
     from streams.shell.worker.app import build_app, say
+
+    # faust's consumer, streams and timers are event-loop bound: uvloop cut the worker's
+    # CPU per record (the receiver already runs on it).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(cfg, partitions, raw_partitions)
