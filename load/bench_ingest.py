@@ -519,9 +519,11 @@ def _worker_rates(log: Path) -> list[float]:
     return rates
 
 
-def latency(rate: float, seconds: float, faults: int, drain: float, out: Path) -> int:
+def latency(
+    rate: float, seconds: float, faults: int, drain: float, out: Path, workers: int = 1
+) -> int:
     """``make bench-latency``: detection latency of the whole stack under background load."""
-    from streams.shell import stack
+    from streams.shell import broker, stack
 
     metrics_host, _, metrics_port = stack.DEFAULT_METRICS.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -536,18 +538,29 @@ def latency(rate: float, seconds: float, faults: int, drain: float, out: Path) -
     try:
         if not stack.up(
             LATENCY_STATE, port=LATENCY_KAFKA_PORT, controller_port=LATENCY_CONTROLLER_PORT,
-            listen=listen, say=lambda m: print(f"  {m}", flush=True),
+            listen=listen, workers=workers, say=lambda m: print(f"  {m}", flush=True),
         ):  # fmt: skip
             return 1
         bootstrap = f"{HOST}:{LATENCY_KAFKA_PORT}"
-        worker_pid = stack.running_pid(stack.StackPaths(LATENCY_STATE.resolve()), "worker") or 0
-        cpu0 = _cpu_seconds(worker_pid)
+        paths = stack.StackPaths(LATENCY_STATE.resolve())
+        # Where the two cores go: CPU seconds of each part over the run.
+        pids = {part: stack.running_pid(paths, part) or 0 for part in paths.workers()}
+        pids["receiver"] = stack.running_pid(paths, "receiver") or 0
+        pids["kafka"] = broker.status(paths.kafka).pid or 0
+        cpu0 = {part: _cpu_seconds(pid) for part, pid in pids.items()}
         t0 = time.monotonic()
-        print(f"bench-latency: {rate:,.0f} msg/s over UDP for {seconds:.0f} s, {faults} faults")
+        print(f"bench-latency: {rate:,.0f} msg/s over UDP for {seconds:.0f} s, {faults} faults, "
+              f"{workers} worker(s)")  # fmt: skip
         result = asyncio.run(_latency_run(bootstrap, port, rate, seconds, faults, drain))
-        result["worker_cpu_s"] = _cpu_seconds(worker_pid) - cpu0
+        result["workers"] = workers
+        result["cpu_s"] = {part: _cpu_seconds(pid) - cpu0[part] for part, pid in pids.items()}
+        result["worker_cpu_s"] = sum(
+            v for k, v in result["cpu_s"].items() if k.startswith("worker")
+        )
         result["wall_s"] = time.monotonic() - t0
-        rates = _worker_rates(stack.StackPaths(LATENCY_STATE.resolve()).log("worker"))
+        per_worker = [_worker_rates(paths.log(part)) for part in paths.workers()]
+        # the workers' summed events/s, per 10 s stats line
+        rates = [sum(r) for r in zip(*per_worker, strict=False)]
         result["worker_rates"] = rates
     finally:
         stack.down(LATENCY_STATE, say=lambda m: print(f"  {m}", flush=True))
@@ -557,7 +570,9 @@ def latency(rate: float, seconds: float, faults: int, drain: float, out: Path) -
     if rates:
         print(f"worker: {max(rates):,.0f} events/s at best, "
               f"{sum(rates) / len(rates):,.0f} on average (10 s stats lines)")  # fmt: skip
-    print(f"worker CPU {result['worker_cpu_s']:.1f} s over {result['wall_s']:.1f} s")
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_s"].items())
+    print(f"worker CPU {result['worker_cpu_s']:.1f} s over {result['wall_s']:.1f} s "
+          f"(CPU seconds by part: {parts})")  # fmt: skip
     print(f"faults detected {result['detected']}/{faults}")
     if result["p50_s"] is not None:
         print(f"detection latency p50 {result['p50_s']:.2f} s  p95 {result['p95_s']:.2f} s  "
@@ -580,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lat.add_argument("--seconds", type=float, default=30.0)
     lat.add_argument("--faults", type=int, default=20)
     lat.add_argument("--drain", type=float, default=300.0, help="longest wait after sending")
+    lat.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     lat.add_argument("--out", type=Path, default=REPO / "bench-out" / "bench-latency.json")
     ap.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES))
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -591,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(send(args.port, args.rate, args.seconds)))
         return 0
     if args.cmd == "latency":
-        return latency(args.rate, args.seconds, args.faults, args.drain, args.out)
+        return latency(args.rate, args.seconds, args.faults, args.drain, args.out, args.workers)
 
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     rsyslogd = None if args.skip_rsyslog else _ensure_rsyslog()

@@ -9,7 +9,6 @@ and prints both rates. Reports: ``.state/bench-load/workers-N/report.html``.
 from __future__ import annotations
 
 import shutil
-import sys
 
 from load.live import RunOptions, resolve_scenario, run_once, sweep
 from load.report import print_report, write_reports
@@ -20,27 +19,17 @@ PORT, CONTROLLER = 49192, 49193
 LISTEN, METRICS = "127.0.0.1:49614", "127.0.0.1:49615"
 
 
-def _second_worker(paths: stack.StackPaths, bootstrap: str) -> int:
-    extra = stack.StackPaths(paths.state / "worker2")
-    extra.state.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "streams.cli.main", *stack.worker_argv(extra, bootstrap, 4)]
-    pid = stack._launch(argv, extra.log("worker"))
-    stack._wait("worker 2", pid, extra.log("worker"), extra.worker_ready.exists)
-    return pid
-
-
 def main() -> int:
     shutil.rmtree(STATE, ignore_errors=True)
     paths = stack.StackPaths(STATE)
     bootstrap = f"127.0.0.1:{PORT}"
     scenario = resolve_scenario("default")
     rates: dict[int, float | None] = {}
-    extra_pid: int | None = None
     try:
         stack.up(STATE, port=PORT, controller_port=CONTROLLER, listen=LISTEN, metrics=METRICS)
         for workers in (1, 2):
             if workers == 2:
-                extra_pid = _second_worker(paths, bootstrap)
+                stack.start_worker(paths, bootstrap, 4, stack.worker_part(2))
                 # the group rebalances and the new worker restores its table: warm up first
                 warm = RunOptions(f"udp://{LISTEN}", 1000, 5, bootstrap, drain_timeout=120)
                 run_once(scenario, warm, clock_file=STATE / "clock.json")
@@ -58,8 +47,6 @@ def main() -> int:
             write_reports(report, STATE / f"workers-{workers}")
             rates[workers] = report["sustainable_rate"]
     finally:
-        if extra_pid is not None:
-            stack._stop_pid(extra_pid)
         stack.down(STATE)
     for workers, rate in rates.items():
         shown = "none" if rate is None else f"{rate:.0f} msg/s"

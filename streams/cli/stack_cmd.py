@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
     p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the partitions (default: %(default)s)",
+    )
+    p.add_argument(
         "--listen", default=DEFAULT_LISTEN, help="receiver UDP+TCP address (default: %(default)s)"
     )
     p.set_defaults(func=_up)
@@ -64,6 +70,7 @@ def _up(args: argparse.Namespace) -> int:
             controller_port=args.controller_port,
             partitions=args.partitions,
             listen=args.listen,
+            workers=args.workers,
         )
     except TunnelwatchError as exc:
         print(f"tunnelwatch up: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ Parts, in start order: the Kafka broker (:mod:`streams.shell.broker`), the topic
     worker.pid  worker.log     the worker process, its output
     worker.ready               written by the worker once its partitions are assigned
     worker-data/               the worker's --data-dir
+    worker-2.pid …             more workers (``up --workers N``), same files, same group
     receiver.pid receiver.log  the receiver process, its output
 
 Both are idempotent: ``up`` leaves running parts alone, ``down`` ignores stopped ones.
@@ -63,13 +64,29 @@ class StackPaths:
     def log(self, part: str) -> Path:
         return self.state / f"{part}.log"
 
+    def ready(self, part: str) -> Path:
+        return self.state / f"{part}.ready"
+
+    def data(self, part: str) -> Path:
+        return self.state / f"{part}-data"
+
     @property
     def worker_ready(self) -> Path:
-        return self.state / "worker.ready"
+        return self.ready("worker")
 
     @property
     def worker_data(self) -> Path:
-        return self.state / "worker-data"
+        return self.data("worker")
+
+    def workers(self) -> list[str]:
+        """The worker parts that have a pid file: ``worker``, ``worker-2``, …"""
+        names = {p.stem for p in self.state.glob("worker*.pid")}
+        return sorted(names, key=lambda n: (n != "worker", len(n), n))
+
+
+def worker_part(index: int) -> str:
+    """The part name of the ``index``-th worker (1-based): worker, worker-2, worker-3…"""
+    return "worker" if index == 1 else f"worker-{index}"
 
 
 # --------------------------------------------------------------------------- processes
@@ -101,13 +118,13 @@ def running_pid(paths: StackPaths, part: str) -> int | None:
     cmd = _cmdline(pid)
     if cmd is None or "streams.cli.main" not in cmd or part_command(part) not in cmd:
         return None
-    if part == "worker" and str(paths.state) not in " ".join(cmd):  # another stack's
+    if part.startswith("worker") and str(paths.state) not in " ".join(cmd):  # another stack's
         return None
     return pid
 
 
 def part_command(part: str) -> str:
-    return {"worker": "worker", "receiver": "receive"}[part]
+    return "worker" if part.startswith("worker") else {"receiver": "receive"}[part]
 
 
 def _launch(argv: Sequence[str], log: Path) -> int:
@@ -194,14 +211,45 @@ def _metrics_answer(address: str) -> bool:
         return False
 
 
-def worker_argv(paths: StackPaths, bootstrap: str, partitions: int) -> list[str]:
+def worker_argv(
+    paths: StackPaths, bootstrap: str, partitions: int, part: str = "worker"
+) -> list[str]:
     return [
         "worker",
         "--bootstrap", bootstrap,
         "--partitions", str(partitions),
-        "--data-dir", str(paths.worker_data),
-        "--ready-file", str(paths.worker_ready),
+        "--data-dir", str(paths.data(part)),
+        "--ready-file", str(paths.ready(part)),
     ]  # fmt: skip
+
+
+def start_worker(
+    paths: StackPaths, bootstrap: str, partitions: int, part: str = "worker"
+) -> tuple[int, str]:
+    """Start worker ``part`` unless it runs; wait until it is ready. (pid, what was done)."""
+    pid = running_pid(paths, part)
+    if pid is None:
+        paths.ready(part).unlink(missing_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "streams.cli.main",
+            *worker_argv(paths, bootstrap, partitions, part),
+        ]
+        pid = _launch(argv, paths.log(part))
+        paths.pid(part).write_text(f"{pid}\n", encoding="utf-8")
+        verb = "started"
+    else:
+        verb = "already running"
+
+    def ready() -> bool:
+        try:
+            return f'"pid":{pid},' in paths.ready(part).read_text(encoding="utf-8")
+        except OSError:
+            return False
+
+    _wait(f"the {part}", pid, paths.log(part), ready)
+    return pid, verb
 
 
 def up(
@@ -212,9 +260,13 @@ def up(
     partitions: int = DEFAULT_PARTITIONS,
     listen: str = DEFAULT_LISTEN,
     metrics: str = DEFAULT_METRICS,
+    workers: int = 1,
     say: Callable[[str], None] = print,
 ) -> bool:
-    """Start what is not running; True when every part is up and ready."""
+    """Start what is not running; True when every part is up and ready.
+
+    ``workers``: worker processes in one consumer group (they share the partitions;
+    more than ``partitions`` would leave some idle)."""
     paths = StackPaths(Path(state_dir).resolve())
     paths.state.mkdir(parents=True, exist_ok=True)
     python = [sys.executable, "-m", "streams.cli.main"]
@@ -227,23 +279,10 @@ def up(
     counts = run_sync(ensure_topics(bootstrap, stack_topics(names, DEFAULT_APP_ID, partitions)))
     say(f"topics    {', '.join(f'{t}[{n}]' for t, n in sorted(counts.items()))}")
 
-    pid = running_pid(paths, "worker")
-    if pid is None:
-        paths.worker_ready.unlink(missing_ok=True)
-        pid = _launch([*python, *worker_argv(paths, bootstrap, partitions)], paths.log("worker"))
-        paths.pid("worker").write_text(f"{pid}\n", encoding="utf-8")
-        verb = "started"
-    else:
-        verb = "already running"
-
-    def worker_ready() -> bool:
-        try:
-            return f'"pid":{pid},' in paths.worker_ready.read_text(encoding="utf-8")
-        except OSError:
-            return False
-
-    _wait("the worker", pid, paths.log("worker"), worker_ready)
-    say(f"worker    ready, {verb} (pid {pid}, log {paths.log('worker')})")
+    for index in range(1, max(1, workers) + 1):
+        part = worker_part(index)
+        wpid, wverb = start_worker(paths, bootstrap, partitions, part)
+        say(f"{part:<9} ready, {wverb} (pid {wpid}, log {paths.log(part)})")
 
     host, _, port_text = listen.rpartition(":")
     argv = receiver_argv(listen, bootstrap, names.raw, paths, metrics)
@@ -276,7 +315,7 @@ def up(
 def down(state_dir: Path = DEFAULT_STATE_DIR, *, say: Callable[[str], None] = print) -> None:
     """Stop the receiver, the worker and the broker (whatever of them runs)."""
     paths = StackPaths(Path(state_dir).resolve())
-    for part in ("receiver", "worker"):
+    for part in ("receiver", *(paths.workers() or ["worker"])):
         pid = running_pid(paths, part)
         if pid is None:
             say(f"{part:<9} not running")
@@ -284,7 +323,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, *, say: Callable[[str], None] = pr
             _stop_pid(pid)
             say(f"{part:<9} stopped (pid {pid})")
         paths.pid(part).unlink(missing_ok=True)
-    paths.worker_ready.unlink(missing_ok=True)
+        if part != "receiver":
+            paths.ready(part).unlink(missing_ok=True)
     try:
         was = broker.stop(paths.kafka)
     except BrokerError as exc:
