@@ -98,8 +98,9 @@ def test_a_sweep_step_whose_lag_exceeded_its_bound_is_not_sustainable() -> None:
 
 
 @pytest.fixture(scope="module")
-def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A whole stack (Kafka, worker, receiver) on test ports; (bootstrap, udp listen)."""
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """A whole stack (Kafka, two workers in one group, receiver) on test ports;
+    (bootstrap, udp listen)."""
     state = tmp_path_factory.mktemp("load-stack")
     listen = f"127.0.0.1:{_free_port()}"
     metrics = f"127.0.0.1:{_free_port()}"
@@ -110,18 +111,19 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
             controller_port=STACK_CONTROLLER,
             listen=listen,
             metrics=metrics,
+            workers=2,
             say=lambda _: None,
         )
-        yield f"127.0.0.1:{STACK_PORT}", listen
+        yield f"127.0.0.1:{STACK_PORT}", listen, state
     finally:
         stack.down(state, say=lambda _: None)
 
 
 @pytest.fixture(scope="module")
 def load_report(
-    live_stack: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+    live_stack: tuple[str, str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, object]:
-    bootstrap, listen = live_stack
+    bootstrap, listen, _ = live_stack
     out = tmp_path_factory.mktemp("load-report")
     rc = main(
         [
@@ -153,6 +155,21 @@ def test_a_short_load_run_at_500_msgs_loses_nothing_and_finds_every_fault(
     faults = load_report["faults"]
     assert isinstance(faults, list)
     assert all(f["latency_s"] is not None and f["latency_s"] < 30 for f in faults)
+
+
+@pytest.mark.kafka
+def test_up_with_two_workers_gives_each_a_share_of_the_partitions(
+    live_stack: tuple[str, str, Path], load_report: dict[str, object]
+) -> None:
+    _, _, state = live_stack
+    paths = stack.StackPaths(state)
+    assert paths.workers() == ["worker", "worker-2"]
+    # The second worker joined the group last: its assignment is the group's final one.
+    assigned = json.loads(paths.ready("worker-2").read_text())["assigned"]
+    raw = [tp for tp in assigned if tp.startswith("syslog.raw:")]
+    assert 0 < len(raw) < 4, assigned
+    # ... and the load run above still lost nothing and found every fault
+    assert load_report["lost"] == 0 and load_report["recall"] == 1.0
 
 
 def _chromium() -> str | None:
