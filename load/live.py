@@ -100,15 +100,40 @@ class Plan:
     marks: list[dict[int, str]]  # per shard: index in shard → fault id (its first line)
     truth: list[TruthFault]
     decoys: list[TruthDecoy]
+    stamped: list[str] = field(default_factory=list)  # see stamped_for_live
 
 
 def senders_for(rate: float) -> int:
     return max(1, math.ceil(rate / PER_SENDER_RATE))
 
 
+def stamped_for_live(scenario: Scenario) -> tuple[Scenario, list[str]]:
+    """The scenario with a stamp on every line, and the devices that needed one.
+
+    A live run compresses the scenario's span (a day) into seconds. A line with no stamp
+    at all (an ASA with ``no logging timestamp`` sending straight to the receiver) takes
+    the time it was received, which that compression cannot scale: the device's re-keys
+    of a whole day would arrive within seconds (flapping, to the engine) and its faults
+    would merge across the steps of a sweep. Such devices send ``logging timestamp``
+    stamps in live runs; the worker's handling of stamp-less lines is proven apart
+    (tests/test_worker.py).
+    """
+    devices = []
+    changed: list[str] = []
+    for dev in scenario.devices:
+        st = dev.style
+        if dev.kind == "asa" and st.timestamp == "none" and st.framing in ("wire", "bare"):
+            dev = dataclasses.replace(dev, style=dataclasses.replace(st, timestamp="legacy_year"))
+            changed.append(dev.name)
+        devices.append(dev)
+    return dataclasses.replace(scenario, devices=tuple(devices)), changed
+
+
 def make_plan(scenario: Scenario, *, lines: int, seed: int, start_ms: int, senders: int) -> Plan:
-    """Generate ``lines`` lines starting at ``start_ms`` and shard them by device."""
+    """Generate ``lines`` lines starting at ``start_ms`` and shard them by device (every
+    line stamped: see :func:`stamped_for_live`)."""
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
+    scenario, stamped = stamped_for_live(scenario)
     shifted = dataclasses.replace(scenario, start=start)
     synth = generate(shifted, lines=lines, seed=seed)
     shards: list[list[str]] = [[] for _ in range(senders)]
@@ -135,6 +160,7 @@ def make_plan(scenario: Scenario, *, lines: int, seed: int, start_ms: int, sende
         marks,
         list(synth.ground_truth),
         list(synth.decoys),
+        stamped,
     )
 
 
@@ -420,6 +446,7 @@ async def _run(plan: Plan, opts: RunOptions, progress: Progress | None) -> dict[
         "duration_s": opts.duration,
         "event_time_start": datetime.fromtimestamp(plan.start_ms / 1000, UTC).isoformat(),
         "event_time_end": datetime.fromtimestamp(plan.end_ms / 1000, UTC).isoformat(),
+        "stamped_devices": plan.stamped,
         "lines": total,
         "sent": sent_total,
         "send_seconds": round(elapsed, 3),

@@ -97,6 +97,29 @@ def test_a_sweep_step_whose_lag_exceeded_its_bound_is_not_sustainable() -> None:
     assert not sustainable({**step, "max_lag": 0, "max_lag_s": 5.0, "lost": 1})
 
 
+def test_live_runs_stamp_the_devices_that_log_without_any_time_stamp() -> None:
+    from load.live import make_plan, stamped_for_live
+    from load.scenario import default_scenario
+
+    scenario = default_scenario()
+    bare = {
+        d.name
+        for d in scenario.devices
+        if d.style.timestamp == "none" and d.style.framing in ("wire", "bare")
+    }
+    assert bare  # the default scenario has some (fw-04, fw-10)
+    live, changed = stamped_for_live(scenario)
+    assert set(changed) == bare
+    assert all(live.device(n).style.timestamp == "legacy_year" for n in changed)
+    untouched = [d for d in scenario.devices if d.name not in bare]
+    assert all(live.device(d.name) == d for d in untouched)
+    plan = make_plan(scenario, lines=3000, seed=1, start_ms=1_800_000_000_000, senders=1)
+    assert plan.stamped == changed
+    ip = scenario.device(changed[0]).mgmt_ip
+    lines = [x for x in plan.shards[0] if f" {ip} : %ASA" in x]
+    assert lines and all(re.search(r"\d\d:\d\d:\d\d", x) for x in lines)
+
+
 @pytest.fixture(scope="module")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
     """A whole stack (Kafka, two workers in one group, receiver) on test ports;

@@ -100,6 +100,27 @@ def test_parse_stage_takes_the_year_from_received_at() -> None:
     assert parse_received_at("not a time") is None
 
 
+def test_a_streamed_stamp_days_ahead_of_its_receive_time_stays_in_this_year() -> None:
+    # A device clock a week fast (or a replay whose event time runs ahead): the nearest
+    # year is this one, not last year (which is right for an archive's first line).
+    stage = ParseStage()
+    line = b"Dec  4 10:00:00 rtr-2 5: Dec  4 10:00:00: %SYS-5-CONFIG_I: Configured from console"
+    routed = stage.handle(line, b"rtr-2", [("received_at", b"2026-11-27T10:00:00.000Z")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2026-12-04T10:00:00")
+    # ... and a Jan 2 stamp received on Dec 31 belongs to the next year
+    early = b"Jan  2 00:00:01 rtr-3 5: Jan  2 00:00:01: %SYS-5-CONFIG_I: Configured from console"
+    routed = stage.handle(early, b"rtr-3", [("received_at", b"2026-12-31T23:00:00.000Z")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2027-01-02T00:00:01")
+
+
+def test_an_archive_line_dated_after_the_file_takes_last_year() -> None:
+    from streams.core.parse import Parser
+
+    parser = Parser(reference_ts=parse_received_at("2026-11-27T10:00:00Z"))
+    ev = parser.parse("Dec  4 10:00:00 rtr-2 %SYS-5-CONFIG_I: Configured from console")
+    assert isinstance(ev, Event) and ev.timestamp.startswith("2025-12-04T10:00:00")
+
+
 def test_a_redelivered_event_changes_nothing() -> None:
     shard = Shard(default_kb())
     slot = shard.restore("rtr-1", None, 0)

@@ -85,14 +85,19 @@ class YearTracker:
     """Chooses the year of year-less stamps, monotonic per device.
 
     ``year`` (``--year``) is the year of each device's first year-less stamp.
-    Without it, ``reference_ts`` (the archive's modification time) is used: the
-    first stamp gets the latest year that does not put it more than a day after
-    the reference. After that a device's month going backwards by more than six
-    months (Dec -> Jan) moves that device to the next year.
+    Without it, ``reference_ts`` is used. For an archive (the file's modification
+    time, after its last line) the first stamp gets the latest year that does not
+    put it more than a day after the reference. For a live stream (``nearest``: the
+    reference is the time the line was received) it gets the year that puts it
+    nearest to the reference: a device whose clock runs days ahead stays in this
+    year, and a stamp of Jan 2 received on Dec 31 is next year's. After that a
+    device's month going backwards by more than six months (Dec -> Jan) moves that
+    device to the next year.
     """
 
     year: int | None = None
     reference_ts: float | None = None
+    nearest: bool = False
     last: dict[str, tuple[int, int]] = field(default_factory=dict)  # device -> (year, month)
 
     def year_for(self, device: str | None, month: int, day: int) -> int:
@@ -117,7 +122,20 @@ class YearTracker:
             return self.year
         if self.reference_ts is not None:
             ryear, rmonth, rday = civil_of(self.reference_ts)
+            if self.nearest:
+                return _nearest_year(self.reference_ts, ryear, month, day)
             if (month, day) > (rmonth, rday + 1):
                 return ryear - 1
             return ryear
         return 1970
+
+
+def _nearest_year(reference: float, ryear: int, month: int, day: int) -> int:
+    """The year among the reference's and its neighbours that puts month/day nearest
+    to ``reference`` (the reference's own year when the date exists in none)."""
+    best, best_gap = ryear, float("inf")
+    for year in (ryear, ryear - 1, ryear + 1):
+        at = epoch_of(year, month, day, 12, 0, 0)
+        if at is not None and abs(at - reference) < best_gap:
+            best, best_gap = year, abs(at - reference)
+    return best

@@ -58,13 +58,16 @@ class Parser:
 
     ``year``: year of year-less stamps (``--year``); ``reference_ts``: the
     archive's reference time, used when ``year`` is not given; ``device``:
-    the device name when a line names none (``--device``).
+    the device name when a line names none (``--device``); ``stream``: the lines
+    are received live and the reference is their receive time (year-less stamps
+    take the year nearest to it: see :class:`~streams.core.clock.YearTracker`).
     """
 
     catalog: Catalog = field(default_factory=default_catalog)
     year: int | None = None
     reference_ts: float | None = None
     device: str | None = None
+    stream: bool = False
     stats: ParseStats = field(default_factory=ParseStats)
     _years: YearTracker = field(init=False)
     _last_ts: float | None = field(init=False, default=None)
@@ -74,7 +77,9 @@ class Parser:
     _received: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self._years = YearTracker(year=self.year, reference_ts=self.reference_ts)
+        self._years = YearTracker(
+            year=self.year, reference_ts=self.reference_ts, nearest=self.stream
+        )
 
     def set_reference(self, ts: float | None) -> None:
         """The reference time of year-less stamps: an archive's modification time, or

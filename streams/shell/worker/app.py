@@ -42,7 +42,7 @@ from streams.core.kb import default_kb
 from streams.shell.topics import STATE_TABLE, reroute_topic
 from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
-from streams.shell.worker.outbox import Outbox
+from streams.shell.worker.outbox import Outbox, partition_of
 from streams.shell.worker.stages import ParseStage, Shard, decode_event
 
 
@@ -233,16 +233,24 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 items.append((event, key, decode_event(msg.value), msg.partition, msg.offset))
             await correlate_batch(items, rerouted=inline)
 
+    def owned_keys() -> list[bytes]:
+        """The table's keys whose partition this worker owns now. faust's memory store
+        keeps the keys of revoked partitions: ticking those stale states would publish
+        records of devices another worker owns (and overwrite its newer records)."""
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_name}
+        return [k for k in list(table.keys()) if partition_of(k, partitions) in mine]
+
     async def tick() -> None:
         if not _settled(app):
             return
+        owned = owned_keys()
         if not ready["done"]:
             ready["done"] = True
-            _announce_ready(app, cfg, len(table))
+            _announce_ready(app, cfg, len(owned))
         async with lock:
             # Devices known only from the table (after a restart or a rebalance) need
             # their watermark too.
-            for key in list(table.keys()):
+            for key in owned:
                 device = key.decode("utf-8", errors="replace")
                 if device not in shard.slots:
                     shard.restore(device, table.get(key), -1)

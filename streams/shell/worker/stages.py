@@ -91,7 +91,7 @@ class ParseStage:
     def parser(self, partition: int) -> Parser:
         p = self._parsers.get(partition)
         if p is None:
-            p = self._parsers[partition] = Parser(year=self.year, device=self.device)
+            p = self._parsers[partition] = Parser(year=self.year, device=self.device, stream=True)
         return p
 
     def handle(
