@@ -23,6 +23,11 @@
 //! The header regexes are the Python ones (`_FAST`, `_FAST_BARE`, `_HEADER_ONLY`,
 //! `_TAIL_STARTS`), rewritten by `streams/core/native.py` for ASCII bytes.
 
+mod kafka;
+// recvmmsg, eventfd and ppoll: Linux only (elsewhere the receiver keeps its Python UDP path).
+#[cfg(target_os = "linux")]
+mod receiver;
+
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -422,7 +427,7 @@ impl FastGroups {
 }
 
 /// Where `_FAST` / `_FAST_BARE` match `p`, straight from the regexes.
-fn shape_of(cfg: &Config, cache: &mut Cache, p: &[u8]) -> Shape {
+fn shape_of(cfg: &HeaderCfg, cache: &mut HeaderMemo, p: &[u8]) -> Shape {
     if cfg.fast.captures_read(&mut cache.fast_locs, p).is_some() {
         let mut g = [UNSET; NG];
         for (slot, idx) in g.iter_mut().zip(cfg.fg.all()) {
@@ -444,7 +449,7 @@ fn shape_of(cfg: &Config, cache: &mut Cache, p: &[u8]) -> Shape {
 /// treat all ASCII digits alike (no digit literal, and every class holds all ten or
 /// none: checked when the scanner is built), so a prefix and its skeleton match with the
 /// same positions. A few skeletons per device cover an archive.
-fn shape(cfg: &Config, cache: &mut Cache, p: &[u8]) -> Shape {
+fn shape(cfg: &HeaderCfg, cache: &mut HeaderMemo, p: &[u8]) -> Shape {
     if p.len() > SHAPE_KEY_MAX {
         return shape_of(cfg, cache, p);
     }
@@ -533,19 +538,75 @@ fn iso_stamp(t: &[u8]) -> Stamp<'_> {
 
 // -- the scanner -------------------------------------------------------------------------
 
+/// What `fast_prefix` needs: the two header regexes and `clock.tz_offset_minutes`.
+pub(crate) struct HeaderCfg {
+    tz_fn: Py<PyAny>,
+    fast: Regex,
+    fg: FastGroups,
+    bare: Regex,
+    bare_name: usize,
+}
+
+impl HeaderCfg {
+    /// `fast` and `fast_bare` as `native.rust_pattern` writes `_FAST` and `_FAST_BARE`.
+    pub(crate) fn new(fast: &str, fast_bare: &str, tz_offset_minutes: Py<PyAny>) -> PyResult<Self> {
+        if !digit_blind(fast) || !digit_blind(fast_bare) {
+            return Err(PyValueError::new_err("the header patterns must treat all digits alike"));
+        }
+        let fast = compile(fast)?;
+        let bare = compile(fast_bare)?;
+        let fg = FastGroups {
+            rmon: group(&fast, "rmon")?,
+            rday: group(&fast, "rday")?,
+            ryear: group(&fast, "ryear")?,
+            rhms: group(&fast, "rhms")?,
+            riso: group(&fast, "riso")?,
+            host: group(&fast, "host")?,
+            counter: group(&fast, "counter")?,
+            origin: group(&fast, "origin")?,
+            seq: group(&fast, "seq")?,
+            flag: group(&fast, "flag")?,
+            mon: group(&fast, "mon")?,
+            day: group(&fast, "day")?,
+            year: group(&fast, "year")?,
+            hms: group(&fast, "hms")?,
+            frac: group(&fast, "frac")?,
+            tz: group(&fast, "tz")?,
+            dhost: group(&fast, "dhost")?,
+        };
+        let bare_name = group(&bare, "name")?;
+        Ok(HeaderCfg { tz_fn: tz_offset_minutes, fast, fg, bare, bare_name })
+    }
+
+    pub(crate) fn memo(&self) -> HeaderMemo {
+        HeaderMemo {
+            tz: HashMap::default(),
+            fast_locs: self.fast.capture_locations(),
+            bare_locs: self.bare.capture_locations(),
+            shapes: HashMap::default(),
+            skel: Vec::with_capacity(SHAPE_KEY_MAX),
+        }
+    }
+}
+
+/// `fast_prefix`'s memo tables and scratch space.
+pub(crate) struct HeaderMemo {
+    tz: HashMap<Vec<u8>, (i64, bool), FnvBuild>,
+    fast_locs: CaptureLocations,
+    bare_locs: CaptureLocations,
+    shapes: HashMap<Vec<u8>, Shape, FnvBuild>,
+    skel: Vec<u8>,
+}
+
 /// Settings, fixed at construction.
 struct Config {
     parser: Py<PyAny>,
-    tz_fn: Py<PyAny>,
     header_only_fn: Py<PyAny>,
     stamp_cls: Py<PyAny>,
     tags: HashSet<Vec<u8>, FnvBuild>,
     asa: Vec<Vec<u8>>,
     wrappers: Vec<Vec<u8>>,
-    fast: Regex,
-    fg: FastGroups,
-    bare: Regex,
-    bare_name: usize,
+    hdr: HeaderCfg,
     header_only: Regex,
     tail_starts: Regex,
     with_text: bool,
@@ -556,11 +617,7 @@ struct Config {
 /// Memo tables and scratch space.
 struct Cache {
     devices: HashMap<Vec<u8>, Py<PyString>, FnvBuild>,
-    tz: HashMap<Vec<u8>, (i64, bool), FnvBuild>,
-    fast_locs: CaptureLocations,
-    bare_locs: CaptureLocations,
-    shapes: HashMap<Vec<u8>, Shape, FnvBuild>,
-    skel: Vec<u8>,
+    hdr: HeaderMemo,
     key: Vec<u8>,
 }
 
@@ -576,9 +633,11 @@ impl Cache {
         }
         s
     }
+}
 
+impl HeaderMemo {
     /// `clock.tz_offset_minutes(label)`, asked of Python once per label.
-    fn tz(&mut self, py: Python<'_>, cfg: &Config, label: Option<&[u8]>) -> PyResult<(i64, bool)> {
+    fn tz(&mut self, py: Python<'_>, cfg: &HeaderCfg, label: Option<&[u8]>) -> PyResult<(i64, bool)> {
         let label = match label {
             None | Some(b"") => return Ok((0, true)),
             Some(l) => l,
@@ -594,7 +653,7 @@ impl Cache {
         Ok(v)
     }
 
-    fn tz_known(&mut self, py: Python<'_>, cfg: &Config, label: &[u8]) -> PyResult<bool> {
+    fn tz_known(&mut self, py: Python<'_>, cfg: &HeaderCfg, label: &[u8]) -> PyResult<bool> {
         Ok(self.tz(py, cfg, Some(label))?.1)
     }
 }
@@ -779,12 +838,17 @@ fn stamp_ts(
     if let Some(off) = st.offset_min {
         return Ok(Some(Ts::At(base - (off * 60) as f64 + st.frac, true)));
     }
-    let (off, known) = cache.tz(py, cfg, st.tz)?;
+    let (off, known) = cache.hdr.tz(py, &cfg.hdr, st.tz)?;
     Ok(Some(Ts::At(base - (off * 60) as f64 + st.frac, known)))
 }
 
 /// `header.fast_prefix(s, len(s))`; `Ok(None)` where it returns None.
-fn fast_prefix<'a>(py: Python<'_>, cfg: &Config, cache: &mut Cache, p: &'a [u8]) -> PyResult<Option<Hdr<'a>>> {
+pub(crate) fn fast_prefix<'a>(
+    py: Python<'_>,
+    cfg: &HeaderCfg,
+    cache: &mut HeaderMemo,
+    p: &'a [u8],
+) -> PyResult<Option<Hdr<'a>>> {
     let g = match shape(cfg, cache, p) {
         Shape::NoMatch => return Ok(None),
         Shape::Bare(a, b) => {
@@ -911,7 +975,7 @@ fn clock_row<'py>(
     if cfg.tags.contains(cache.key.as_slice()) {
         return Ok(None); // a catalog message
     }
-    let Some(h) = fast_prefix(py, cfg, cache, &s[..tag.start])? else {
+    let Some(h) = fast_prefix(py, &cfg.hdr, &mut cache.hdr, &s[..tag.start])? else {
         return Ok(None);
     };
     // Parser._event
@@ -1198,52 +1262,16 @@ impl Scanner {
         stamp: Py<PyAny>,
         with_text: bool,
     ) -> PyResult<Self> {
-        if !digit_blind(fast) || !digit_blind(fast_bare) {
-            return Err(PyValueError::new_err("the header patterns must treat all digits alike"));
-        }
-        let fast = compile(fast)?;
-        let bare = compile(fast_bare)?;
-        let fg = FastGroups {
-            rmon: group(&fast, "rmon")?,
-            rday: group(&fast, "rday")?,
-            ryear: group(&fast, "ryear")?,
-            rhms: group(&fast, "rhms")?,
-            riso: group(&fast, "riso")?,
-            host: group(&fast, "host")?,
-            counter: group(&fast, "counter")?,
-            origin: group(&fast, "origin")?,
-            seq: group(&fast, "seq")?,
-            flag: group(&fast, "flag")?,
-            mon: group(&fast, "mon")?,
-            day: group(&fast, "day")?,
-            year: group(&fast, "year")?,
-            hms: group(&fast, "hms")?,
-            frac: group(&fast, "frac")?,
-            tz: group(&fast, "tz")?,
-            dhost: group(&fast, "dhost")?,
-        };
-        let bare_name = group(&bare, "name")?;
-        let cache = Cache {
-            devices: HashMap::default(),
-            tz: HashMap::default(),
-            fast_locs: fast.capture_locations(),
-            bare_locs: bare.capture_locations(),
-            shapes: HashMap::default(),
-            skel: Vec::with_capacity(SHAPE_KEY_MAX),
-            key: Vec::with_capacity(64),
-        };
+        let hdr = HeaderCfg::new(fast, fast_bare, tz_offset_minutes)?;
+        let cache = Cache { devices: HashMap::default(), hdr: hdr.memo(), key: Vec::with_capacity(64) };
         let cfg = Config {
             parser,
-            tz_fn: tz_offset_minutes,
             header_only_fn: header_only_match,
             stamp_cls: stamp,
             tags: tags.into_iter().map(String::into_bytes).collect(),
             asa: asa_facilities.into_iter().map(String::into_bytes).collect(),
             wrappers: wrapper_mnemonics.into_iter().map(String::into_bytes).collect(),
-            fast,
-            fg,
-            bare,
-            bare_name,
+            hdr,
             header_only: compile(header_only)?,
             tail_starts: compile(tail_starts)?,
             with_text,
@@ -1316,7 +1344,7 @@ impl Scanner {
         if !s.is_ascii() || end > s.len() {
             return Err(PyValueError::new_err("header() takes an ASCII line and an end within it"));
         }
-        let Some(h) = fast_prefix(py, &self.cfg, &mut self.cache, &s[..end])? else {
+        let Some(h) = fast_prefix(py, &self.cfg.hdr, &mut self.cache.hdr, &s[..end])? else {
             return Ok(None);
         };
         let host = h.host.map(|b| String::from_utf8_lossy(b).into_owned());
@@ -1349,8 +1377,18 @@ fn find_message_tag(line: &str) -> PyResult<Option<(usize, String, u8, String)>>
 fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Scanner>()?;
     m.add_function(wrap_pyfunction!(find_message_tag, m)?)?;
+    // `tunnelwatch receive`: the UDP hot loop and Kafka record batches.
+    #[cfg(target_os = "linux")]
+    {
+        m.add_class::<receiver::UdpReceiver>()?;
+        m.add_class::<receiver::DeviceKeys>()?;
+    }
+    m.add_class::<kafka::RecordBatch>()?;
+    m.add_function(wrap_pyfunction!(kafka::group_by_partition, m)?)?;
+    m.add_function(wrap_pyfunction!(kafka::kafka_murmur2, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The interface `streams/core/native.py` expects; bump both together.
-    m.add("ABI", 1)?;
+    // 2: the receiver's UdpReceiver, DeviceKeys, RecordBatch and group_by_partition.
+    m.add("ABI", 2)?;
     Ok(())
 }

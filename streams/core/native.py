@@ -7,6 +7,12 @@ would give for it, and all the engine needs of it. Every other record comes back
 for the Python parser. Parser state (years, last stamp, last relay stamp, counters) stays
 in the Python ``Parser``, so both paths give the same events in the same order.
 
+The same extension holds the UDP hot loop of ``tunnelwatch receive``
+(:class:`UdpReceiver`: ``recvmmsg`` batches, the allow-list, rate limit and size checks,
+the device key where :class:`~streams.shell.receiver.record.DeviceFinder`'s fast path
+reads it, records ready to queue) and its Kafka record batches (:class:`RecordBatch`,
+``group_by_partition``); see ``native/src/receiver.rs`` and ``native/src/kafka.rs``.
+
 ``TUNNELWATCH_NATIVE=0`` selects the pure Python path; ``1`` requires the extension;
 unset (or ``auto``) uses it when it is installed (``make install`` builds it when cargo
 is there).
@@ -17,6 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from streams.core.catalog import ASA_FACILITIES
@@ -29,7 +36,7 @@ from streams.errors import ConfigError
 ENV = "TUNNELWATCH_NATIVE"
 MODULE = "tunnelwatch_native"
 #: The interface this module expects of the extension (``ABI`` in ``native/src/lib.rs``).
-ABI = 1
+ABI = 2
 
 #: A clock row: ``(device, ts, time_source, clock_synced, tz_known)``; with
 #: ``with_text=True`` the record's text follows.
@@ -54,6 +61,64 @@ class Scanner(Protocol):
     ): ...
 
 
+#: What :meth:`UdpReceiver.drain` returns: the records (``Record`` instances) in arrival
+#: order; ``[(index, host), ...]`` of those whose key (None) Python must find, or None;
+#: the sum of ``Record.size`` over the records keyed natively; ``(not_allowed,
+#: rate_limited, truncated, empty)`` counts, or None when all are 0; the last socket
+#: error (errno) the reader thread met since the previous call, or 0.
+Drained = tuple[list[Any], list[tuple[int, str]] | None, int, tuple[int, int, int, int] | None, int]
+
+
+class UdpReceiver(Protocol):
+    """``tunnelwatch_native.UdpReceiver`` (see ``native/src/receiver.rs``)."""
+
+    @property
+    def ready_fd(self) -> int: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+    @property
+    def buffered_bytes(self) -> int: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def reader_nice(self) -> int: ...
+
+    def drain(self, received_at: bytes, now: float, budget: int) -> Drained: ...
+
+    def rate_allow(self, host: str, now: float) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class DeviceKeys(Protocol):
+    """``tunnelwatch_native.DeviceKeys``: the receiver's native device keys (a test hook)."""
+
+    def key(self, value: bytes) -> bytes | None: ...
+
+
+class RecordBatch(Protocol):
+    """``tunnelwatch_native.RecordBatch``: what aiokafka's ``send_batch`` takes of a
+    ``BatchBuilder`` (see ``native/src/kafka.rs``)."""
+
+    def record_count(self) -> int: ...
+
+    def size(self) -> int: ...
+
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def _set_producer_state(
+        self, producer_id: int, producer_epoch: int, base_sequence: int
+    ) -> None: ...
+
+    def _build(self) -> bytes: ...
+
+
 class NativeModule(Protocol):
     __version__: str
     ABI: int
@@ -61,6 +126,20 @@ class NativeModule(Protocol):
     def Scanner(self, parser: Parser, **settings: Any) -> Scanner: ...
 
     def find_message_tag(self, line: str) -> tuple[int, str, int, str] | None: ...
+
+    def UdpReceiver(self, fd: int, **settings: Any) -> UdpReceiver: ...
+
+    def DeviceKeys(self, **settings: Any) -> DeviceKeys: ...
+
+    def RecordBatch(
+        self, records: list[Any], *, max_bytes: int, timestamp_ms: int, compression: int
+    ) -> RecordBatch: ...
+
+    def group_by_partition(
+        self, records: list[Any], partitions: list[int]
+    ) -> list[tuple[int, list[Any]]]: ...
+
+    def kafka_murmur2(self, data: bytes) -> int: ...
 
 
 class NativeUnavailable(ConfigError):
@@ -104,9 +183,12 @@ def rust_pattern(pattern: str, *, full: bool) -> str:
     return f"(?-u)^(?:{body})$" if full else f"(?-u)^(?:{body})"
 
 
-def load() -> NativeModule | None:
-    """The extension module, or None for the pure Python path (see ``TUNNELWATCH_NATIVE``)."""
-    mode = os.environ.get(ENV, "auto").strip().lower()
+def load(mode: str | None = None) -> NativeModule | None:
+    """The extension module, or None for the pure Python path (see ``TUNNELWATCH_NATIVE``;
+    ``mode``, one of its values, overrides it)."""
+    if mode is None:
+        mode = os.environ.get(ENV, "auto")
+    mode = mode.strip().lower()
     if mode in ("0", "no", "off", "false", "python"):
         return None
     required = mode in ("1", "yes", "on", "true", "native")
@@ -144,4 +226,59 @@ def make_scanner(module: NativeModule, parser: Parser, *, with_text: bool = Fals
         header_only_match=_HEADER_ONLY.match,
         stamp=Stamp,
         with_text=with_text,
+    )
+
+
+def _header_patterns() -> dict[str, Any]:
+    return {
+        "fast": rust_pattern(_FAST.pattern, full=True),
+        "fast_bare": rust_pattern(_FAST_BARE.pattern, full=True),
+        "tz_offset_minutes": tz_offset_minutes,
+    }
+
+
+def make_device_keys(module: NativeModule) -> DeviceKeys:
+    """The receiver's native device keys, alone (for tests)."""
+    return module.DeviceKeys(**_header_patterns())
+
+
+def make_udp_receiver(
+    module: NativeModule,
+    fd: int,
+    *,
+    max_message_bytes: int,
+    rate: float,
+    burst: float,
+    max_sources: int,
+    resolve: Callable[[int, bytes, int, int, int], tuple[str, bytes, bool]],
+    record: type,
+    header_names: tuple[str, str],
+    batch: int = 256,
+    max_buffer_bytes: int = 256 << 20,
+    reader_nice: int | None = None,
+) -> UdpReceiver:
+    """The receiver's UDP hot loop on the non-blocking UDP socket ``fd`` (open until its
+    ``close()``); its reader thread starts at once.
+
+    ``resolve(family, address_bytes, port, flowinfo, scope_id)`` gives ``(host,
+    source_header, allowed)`` of a new source address; ``record`` is the ``Record`` class
+    (a NamedTuple); ``rate`` 0 disables the per-host rate limit; ``batch`` is the most
+    datagrams one ``recvmmsg`` takes (64 KiB of buffer each); the reader buffers up to
+    ``max_buffer_bytes`` of datagrams the event loop has not taken yet, and leaves the
+    rest in the socket's buffer; it runs at the nice value ``reader_nice`` when given and
+    allowed (CAP_SYS_NICE), see ``UdpReceiver.reader_nice``.
+    """
+    return module.UdpReceiver(
+        fd,
+        max_message_bytes=max_message_bytes,
+        rate=rate,
+        burst=burst,
+        max_sources=max_sources,
+        resolve=resolve,
+        record=record,
+        header_names=header_names,
+        batch=batch,
+        max_buffer_bytes=max_buffer_bytes,
+        reader_nice=reader_nice,
+        **_header_patterns(),
     )

@@ -16,6 +16,8 @@ Prometheus text exposition format 0.0.4, every name prefixed ``tunnelwatch_``:
 ``udp_rcvbuf_errors``               Udp RcvbufErrors of /proc/net/snmp (the network namespace)
 ``udp_in_errors``                   Udp InErrors of /proc/net/snmp
 ``udp_rcvbuf_bytes``                the receive buffer the kernel granted the UDP socket
+``udp_buffered``                    native path: datagrams read from the socket by the reader
+                                    thread and not yet taken by the event loop
 ``kafka_up``                        1 while the producer is connected and keeping up
 ``tcp_connections``                 open TCP/TLS connections
 ==================================  =============================================================
@@ -91,6 +93,7 @@ class Metrics:
     # Filled in by the receiver before rendering:
     spool_bytes: Callable[[], int] = lambda: 0
     queue_depth: Callable[[], int] = lambda: 0
+    udp_buffered: Callable[[], int] = lambda: 0
     kafka_up: Callable[[], bool] = lambda: False
 
     def render(self) -> str:
@@ -154,6 +157,12 @@ class Metrics:
             "gauge",
             "SO_RCVBUF granted by the kernel for the UDP socket.",
             [("", self.udp_rcvbuf_bytes)],
+        )
+        metric(
+            "udp_buffered",
+            "gauge",
+            "Datagrams read by the native UDP reader thread, not yet queued.",
+            [("", self.udp_buffered())],
         )
         metric("kafka_up", "gauge", "1 while Kafka keeps up.", [("", int(self.kafka_up()))])
         metric("tcp_connections", "gauge", "Open connections.", [("", self.tcp_connections)])

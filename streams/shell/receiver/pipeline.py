@@ -12,7 +12,10 @@ Where a record goes (:meth:`Pipeline.put`, called inline by the transports):
 The publisher task takes *chunks* from the queue first (its records are always older than
 the spool's) and from the spool when the queue is empty, keeps up to ``window`` chunks in
 flight, and acknowledges them in order (committing spool positions). So records leave in
-the order they arrived, per partition, across outages and restarts.
+the order they arrived, per partition, across outages and restarts. A chunk leaves when
+nothing is in flight and its first record has waited ``linger`` seconds, or when it is
+full (``chunk_records``); while chunks are in flight, the next ack takes what arrived
+meanwhile: batches grow with the load (each chunk costs the same, whatever its size).
 
 Shutdown (:meth:`Pipeline.close`): the publisher gets ``timeout`` seconds to publish the
 queue while Kafka is up; whatever is still in memory then (unacknowledged batches and the
@@ -34,6 +37,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
@@ -51,9 +55,13 @@ log = logging.getLogger(__name__)
 class PipelineConfig:
     queue_max_records: int = 200_000
     queue_max_bytes: int = 64 * 1024 * 1024
-    chunk_records: int = 2_000
-    chunk_bytes: int = 512 * 1024
+    # aiokafka has one produce request in flight per broker, with one batch (at most
+    # MAX_BATCH_BYTES) per partition: a chunk fills a request, and the rate Kafka takes is
+    # about a chunk per round trip.
+    chunk_records: int = 20_000
+    chunk_bytes: int = 4 * 1024 * 1024
     window: int = 4  # chunks in flight
+    linger: float = 0.005  # seconds a first record may wait for company while none is in flight
     slow_after: float = 2.0  # seconds a batch may wait for its ack before spooling starts
     retry_backoff: float = 0.5  # seconds between reconnection attempts (doubling, max 5)
     flush_interval: float = 0.05  # spool: hand buffered records to the kernel
@@ -92,6 +100,8 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.queue: deque[Record] = deque()
         self.queue_bytes = 0
+        self._queue_since = 0.0  # when the oldest queued record arrived (0: long ago)
+        self._linger_left = 0.0  # set by _next_chunk: how long the queue may still wait
         self.inflight: deque[Chunk] = deque()
         self.kafka_ok = False
         self.spool_mode = not spool.empty
@@ -100,6 +110,7 @@ class Pipeline:
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._busy_since: float | None = None
+        self._room_waiters: list[Callable[[], None]] = []
         self._spool_full = LoudLog("spool full: dropping received messages (reason spool_full)")
         metrics.spool_bytes = lambda: self.spool.size_bytes
         metrics.queue_depth = self.depth
@@ -112,19 +123,43 @@ class Pipeline:
         if not self.spool_mode:
             size = record.size
             cfg = self.config
-            if len(self.queue) < cfg.queue_max_records and self.queue_bytes + size <= (
-                cfg.queue_max_bytes
-            ):
-                self.queue.append(record)
+            q = self.queue
+            if len(q) < cfg.queue_max_records and self.queue_bytes + size <= cfg.queue_max_bytes:
+                q.append(record)
                 self.queue_bytes += size
-                # Wake the publisher only when it has something worth doing: nothing in
-                # flight, or a full chunk. Otherwise the next ack wakes it and it takes all
-                # that arrived meanwhile (batches grow with the load, like Nagle).
-                if not self.inflight or len(self.queue) >= cfg.chunk_records:
+                # Wake the publisher only when it has something worth doing: a first record
+                # while nothing is in flight (it lingers), or a full chunk. Otherwise the
+                # next ack wakes it and it takes all that arrived meanwhile.
+                if len(q) == 1:
+                    self._queue_since = time.monotonic()
+                    if not self.inflight:
+                        self._wake.set()
+                elif len(q) >= cfg.chunk_records:
                     self._wake.set()
                 return
             self._enter_spool_mode("the memory queue is full", move_queue=False)
         self._to_spool(record)
+
+    def put_many(self, records: list[Record], size: int) -> None:
+        """:meth:`put` of each record in turn (``size``: the sum of their ``size``), in one
+        go when they all fit in the memory queue."""
+        if not self.spool_mode:
+            cfg = self.config
+            q = self.queue
+            was_empty = not q
+            depth = len(q) + len(records)
+            if depth <= cfg.queue_max_records and self.queue_bytes + size <= cfg.queue_max_bytes:
+                q.extend(records)
+                self.queue_bytes += size
+                if was_empty and records:
+                    self._queue_since = time.monotonic()
+                    if not self.inflight:
+                        self._wake.set()
+                if depth >= cfg.chunk_records:
+                    self._wake.set()
+                return
+        for record in records:
+            self.put(record)
 
     def _to_spool(self, record: Record) -> None:
         try:
@@ -143,6 +178,32 @@ class Pipeline:
     def depth(self) -> int:
         return len(self.queue) + sum(len(c.records) for c in self.inflight)
 
+    def congested(self) -> bool:
+        """The memory queue is three quarters full while Kafka keeps up (slower than the
+        input, but acking): a transport that can hold its input a while (the native UDP
+        reader thread) had better wait (:meth:`when_room`) than push the pipeline into
+        spool mode, where every record costs a disk round trip."""
+        cfg = self.config
+        return (
+            not self.spool_mode
+            and self.kafka_ok
+            and (
+                len(self.queue) * 4 >= cfg.queue_max_records * 3
+                or self.queue_bytes * 4 >= cfg.queue_max_bytes * 3
+            )
+        )
+
+    def when_room(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the queue is no longer :meth:`congested` (or spool
+        mode starts), or at the next spool tick at the latest (``flush_interval``)."""
+        self._room_waiters.append(callback)
+
+    def _room(self, *, tick: bool = False) -> None:
+        if self._room_waiters and (tick or not self.congested()):
+            waiters, self._room_waiters = self._room_waiters, []
+            for callback in waiters:
+                callback()
+
     def _enter_spool_mode(self, why: str, *, move_queue: bool) -> None:
         if not self.spool_mode:
             log.warning("spooling to %s: %s", self.spool.directory, why)
@@ -152,6 +213,7 @@ class Pipeline:
             while self.queue:
                 self._to_spool(self.queue.popleft())
             self.queue_bytes = 0
+        self._room()
 
     def _kafka_down(self, why: str) -> None:
         if self.kafka_ok:
@@ -250,6 +312,9 @@ class Pipeline:
                     self.inflight.append(chunk)
                     await self._submit(chunk)
                     continue
+                if self._linger_left > 0:
+                    await self._pause(self._linger_left)
+                    continue
             self._wake.clear()
             await self._wake.wait()
 
@@ -318,17 +383,33 @@ class Pipeline:
 
     def _next_chunk(self) -> Chunk | None:
         cfg = self.config
-        if self.queue:
-            if self.inflight and len(self.queue) < cfg.chunk_records and not self._stopping:
-                return None  # wait for an ack (or a full chunk): bigger batches under load
-            records: list[Record] = []
+        self._linger_left = 0.0
+        q = self.queue
+        if q:
+            if len(q) < cfg.chunk_records and not self._stopping:
+                if self.inflight:
+                    return None  # wait for an ack (or a full chunk): bigger batches under load
+                left = self._queue_since + cfg.linger - time.monotonic()
+                if left > 0:
+                    self._linger_left = left
+                    return None  # nothing in flight: wait a little for more records
+            if len(q) <= cfg.chunk_records and self.queue_bytes <= cfg.chunk_bytes:
+                # All of it (what the loop below would take, record by record).
+                records = list(q)
+                q.clear()
+                self.queue_bytes = 0
+                self._room()
+                return Chunk(records, "memory")
+            records = []
             size = 0
-            q = self.queue
+            popleft = q.popleft
             while q and len(records) < cfg.chunk_records and size < cfg.chunk_bytes:
-                r = q.popleft()
+                r = popleft()
                 records.append(r)
-                size += r.size
+                size += len(r[0]) + len(r[1]) + 64  # Record.size
             self.queue_bytes -= size
+            self._queue_since = 0.0  # what is left waited already
+            self._room()
             return Chunk(records, "memory")
         if self._stopping or (not self.kafka_ok and self.inflight):
             return None
@@ -364,6 +445,7 @@ class Pipeline:
                     self.spool.flush()
             except OSError as exc:
                 log.error("spool flush failed: %s", exc)
+            self._room(tick=True)
             stuck = self._busy_since
             if self.inflight and self.inflight[0].submitted_at:
                 oldest = self.inflight[0].submitted_at

@@ -143,25 +143,34 @@ class RecordMaker:
         self._finder = DeviceFinder()
         self._ms = -1
         self._stamp = b""
+        self._second = -1
+        self._prefix = ""  # iso_utc of the current second, without its milliseconds
 
     def received_at(self) -> bytes:
         now = time.time()  # the receiver's only wall-clock reading
         ms = int(now * 1000)
         if ms != self._ms:
             self._ms = ms
-            self._stamp = iso_utc(ms / 1000).encode("ascii")
+            second, milli = divmod(ms, 1000)
+            if second != self._second:
+                self._second = second
+                self._prefix = iso_utc(second)[:-4]  # "YYYY-MM-DDTHH:MM:SS."
+            self._stamp = f"{self._prefix}{milli:03d}Z".encode("ascii")
         return self._stamp
+
+    def key_of(self, value: bytes, ip: str) -> bytes:
+        """The key of ``value`` from ``ip``: its device, else ``ip``."""
+        return self._finder.device_of(decode(value), ip).encode("utf-8", "replace")
 
     def make(
         self, value: bytes, ip: str, source: bytes, received_at: bytes | None = None
     ) -> Record:
         """A record for ``value`` from ``ip`` (``source`` is the ``ip:port`` header)."""
-        device = self._finder.device_of(decode(value), ip)
         headers: Headers = (
             (HEADER_RECEIVED_AT, received_at if received_at is not None else self.received_at()),
             (HEADER_SOURCE, source),
         )
-        return Record(device.encode("utf-8", "replace"), value, headers)
+        return Record(self.key_of(value, ip), value, headers)
 
 
 def format_source(addr: tuple[str, int] | tuple[str, int, int, int] | None) -> str:

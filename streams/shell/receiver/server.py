@@ -4,6 +4,22 @@
 size), turns it into a :class:`~streams.shell.receiver.record.Record` and hands it to the
 :class:`~streams.shell.receiver.pipeline.Pipeline` (memory queue, spool, Kafka).
 Input is only ever data: nothing a sender writes can do more than be counted and dropped.
+
+UDP has two paths, the same records and counters on both (tests run both):
+
+- native (``tunnelwatch_native`` installed, ``TUNNELWATCH_NATIVE`` not ``0``): the
+  receiver owns the socket; a reader thread of ``tunnelwatch_native.UdpReceiver`` (Rust,
+  ``native/src/receiver.rs``, no GIL) reads it with ``recvmmsg`` as datagrams come and
+  buffers them (up to ``udp_buffer_bytes``: the kernel's socket buffer may be small, and
+  the event loop has pauses of its own), and signals an eventfd registered with
+  ``loop.add_reader``; there ``UdpReceiver.drain`` applies the allow-list, rate limit,
+  size limit and device key (where ``DeviceFinder``'s fast path reads it; Python keys the
+  rest) to what was buffered and returns ready records that go to the pipeline in one
+  call; the Kafka batches are built in Rust too (see ``kafka.py``);
+- Python (``TUNNELWATCH_NATIVE=0``, or the extension missing): an asyncio
+  ``DatagramProtocol``, one callback and one :meth:`Receiver.on_datagram` per datagram.
+
+The startup log line says which path runs.
 """
 
 from __future__ import annotations
@@ -11,27 +27,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams.core import native
 from streams.errors import ConfigError
 from streams.shell.receiver.framing import StreamFramer
 from streams.shell.receiver.kafka import KafkaOut
 from streams.shell.receiver.metrics import Metrics, MetricsServer
 from streams.shell.receiver.pipeline import LoudLog, Pipeline, PipelineConfig
 from streams.shell.receiver.protection import AllowList, IPNetwork, RateLimiter
-from streams.shell.receiver.record import RecordMaker, format_source
+from streams.shell.receiver.record import Record, RecordMaker, format_source
 from streams.shell.receiver.spool import DEFAULT_SEGMENT_BYTES, Spool
-from streams.shell.topics import RAW_TOPIC
+from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, RAW_TOPIC
 
 log = logging.getLogger(__name__)
 
 UDP_RCVBUF_REQUEST = 32 * 1024 * 1024
 DEFAULT_MAX_MESSAGE = 65536
 _SOURCE_CACHE_MAX = 65536
+#: Native path: datagrams taken from the reader thread per event-loop wake-up at most
+#: (then the publisher gets its turn).
+UDP_DRAIN_BUDGET = 8192
+#: Native path: datagrams one recvmmsg call reads at most (64 KiB of buffer each).
+UDP_RECV_BATCH = 256
+#: Native path: bytes of datagrams the reader thread holds for the event loop at most.
+UDP_BUFFER_BYTES = 256 * 1024 * 1024
+#: Native path: the reader thread's nice value, when the process may raise it.
+UDP_READER_NICE = -10
 
 
 def parse_hostport(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
@@ -66,9 +94,17 @@ class ReceiverConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
     metrics: tuple[str, int] | None = None
     udp_rcvbuf: int = UDP_RCVBUF_REQUEST
+    udp_buffer_bytes: int = UDP_BUFFER_BYTES
+    #: Native path: the nice value asked for the UDP reader thread (it only moves datagrams
+    #: from the kernel's buffer to its own, but must run soon when the machine is busy);
+    #: raising it needs CAP_SYS_NICE, without which it keeps the process's; None: leave it.
+    udp_reader_nice: int | None = UDP_READER_NICE
     request_timeout_ms: int = 30_000
     shutdown_timeout: float = 10.0
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    #: The native UDP path and Kafka batches: None as ``TUNNELWATCH_NATIVE`` says (auto:
+    #: when the extension is installed), True requires it, False is the Python path.
+    native: bool | None = None
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -80,6 +116,124 @@ class _Udp(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP socket error: %s", exc)
+
+
+class _NativeUdp:
+    """The UDP socket on the native path (see the module documentation)."""
+
+    def __init__(self, rx: Receiver, sock: socket.socket, module: native.NativeModule) -> None:
+        self.rx = rx
+        self.sock = sock
+        self.udp = native.make_udp_receiver(
+            module,
+            sock.fileno(),
+            max_message_bytes=rx.config.max_message_bytes,
+            rate=rx.rate.rate,
+            burst=rx.rate.burst,
+            max_sources=_SOURCE_CACHE_MAX,
+            resolve=self.resolve,
+            record=Record,
+            header_names=(HEADER_RECEIVED_AT, HEADER_SOURCE),
+            batch=UDP_RECV_BATCH,
+            max_buffer_bytes=rx.config.udp_buffer_bytes,
+            reader_nice=rx.config.udp_reader_nice,
+        )
+        # While the pipeline is congested, datagrams wait in the reader thread's buffer up
+        # to this many bytes (then they go on, and the pipeline spools).
+        self.high_water = rx.config.udp_buffer_bytes * 3 // 4
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.udp.ready_fd, self.on_ready)
+        self._loop = loop
+
+    def resolve(
+        self, family: int, ip: bytes, port: int, flowinfo: int, scope_id: int
+    ) -> tuple[str, bytes, bool]:
+        """``(host, source header, allowed)`` of a new source, as on the Python path."""
+        addr: tuple[Any, ...] | None
+        try:
+            text = socket.inet_ntop(family, ip)
+        except (OSError, ValueError):
+            addr = None
+        else:
+            addr = (text, port, flowinfo, scope_id) if family == socket.AF_INET6 else (text, port)
+        host, source = self.rx.source_of(addr)
+        return host, source, self.rx.allow.allows(host)
+
+    def rate_allow(self, host: str) -> bool:
+        return self.udp.rate_allow(host, time.monotonic())
+
+    @property
+    def buffered(self) -> int:
+        return self.udp.buffered
+
+    def on_ready(self) -> None:
+        pipeline = self.rx.pipeline
+        if (
+            pipeline is not None
+            and pipeline.congested()
+            and self.udp.buffered_bytes < self.high_water
+            and self._loop is not None
+        ):
+            # Kafka is behind but acking: let the datagrams wait in the reader's buffer
+            # rather than send the pipeline into spool mode.
+            self._loop.remove_reader(self.udp.ready_fd)
+            self._paused = True
+            pipeline.when_room(self._resume)
+            return
+        self.drain(UDP_DRAIN_BUDGET)
+
+    def _resume(self) -> None:
+        if self._paused and self._loop is not None:
+            self._paused = False
+            self._loop.add_reader(self.udp.ready_fd, self.on_ready)
+
+    def drain(self, budget: int) -> int:
+        """Take what the reader thread buffered (about ``budget`` datagrams at most) to the
+        pipeline; how many datagrams that was."""
+        rx = self.rx
+        records, slow, size, drops, errno = self.udp.drain(
+            rx.maker.received_at(), time.monotonic(), budget
+        )
+        if errno:
+            log.debug("UDP socket error: %s", os.strerror(errno))
+        n = len(records)
+        if drops is not None:
+            not_allowed, rate_limited, truncated, empty = drops
+            n += not_allowed + rate_limited + empty
+            dropped = rx.metrics.dropped
+            if not_allowed:
+                dropped["not_allowed"] += not_allowed
+                rx.not_allowed_log.hit(not_allowed)
+            if rate_limited:
+                dropped["rate_limited"] += rate_limited
+                rx.rate_log.hit(rate_limited)
+            dropped["truncated"] += truncated
+            dropped["empty"] += empty
+        if slow is not None:
+            key_of = rx.maker.key_of
+            for i, host in slow:
+                _, value, headers = records[i]
+                key = key_of(value, host)
+                records[i] = Record(key, value, headers)
+                size += len(key)
+        if records:
+            rx.accept_many(records, size, "udp")
+        return n
+
+    def close(self) -> None:
+        """Stop the reader after it read what the socket holds, take that to the pipeline,
+        close the socket."""
+        if self._loop is not None:
+            if not self._paused:
+                self._loop.remove_reader(self.udp.ready_fd)
+            self._loop = None
+        self.udp.close()
+        while self.drain(UDP_DRAIN_BUDGET):
+            pass
+        self.sock.close()
 
 
 class _Stream(asyncio.Protocol):
@@ -151,6 +305,8 @@ class Receiver:
         self.metrics = Metrics()
         self.allow = AllowList(config.allow)
         self.rate = RateLimiter(config.rate_limit)
+        self.native, self.native_why = _native_module(config.native)
+        self._rate_allow = self.rate.allow  # the UDP path's buckets once it is native
         self.maker = RecordMaker()
         self.connections: set[_Stream] = set()
         self.not_allowed_log = LoudLog("messages from sources outside --allow dropped", 60.0)
@@ -159,6 +315,7 @@ class Receiver:
         self._sources: dict[Any, tuple[str, bytes]] = {}
         self._servers: list[asyncio.Server] = []
         self._udp: asyncio.DatagramTransport | None = None
+        self._native_udp: _NativeUdp | None = None
         self._metrics_server: MetricsServer | None = None
         self.spool: Spool | None = None
         self.pipeline: Pipeline | None = None
@@ -205,7 +362,7 @@ class Receiver:
 
     def on_message(self, data: bytes, host: str, source: bytes, transport: str) -> None:
         """A framed message from a stream connection (already cut to the size limit)."""
-        if self.rate.rate and not self.rate.allow(host):
+        if self.rate.rate and not self._rate_allow(host):
             self.metrics.dropped["rate_limited"] += 1
             self.rate_log.hit()
             return
@@ -222,21 +379,64 @@ class Receiver:
         self.metrics.received[transport] += 1
         pipeline.put(self.maker.make(data, host, source))
 
+    def accept_many(self, records: list[Record], size: int, transport: str) -> None:
+        """Records already checked and made (the native UDP path); ``size``: their sizes."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            self.metrics.dropped["shutdown"] += len(records)
+            return
+        self.metrics.received[transport] += len(records)
+        pipeline.put_many(records, size)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.config
         self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_segment_bytes)
-        out = KafkaOut(cfg.bootstrap, cfg.topic, request_timeout_ms=cfg.request_timeout_ms)
+        out = KafkaOut(
+            cfg.bootstrap, cfg.topic, request_timeout_ms=cfg.request_timeout_ms, native=self.native
+        )
         self.pipeline = Pipeline(out, self.spool, self.metrics, cfg.pipeline)
         self.pipeline.start()
         loop = asyncio.get_running_loop()
         try:
             if cfg.udp:
                 sock = self._udp_socket(*cfg.udp)
-                transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=sock)
-                self._udp = transport
                 self.udp_address = _addr(sock.getsockname())
+                if self.native is not None and hasattr(self.native, "UdpReceiver"):
+                    try:
+                        udp = _NativeUdp(self, sock, self.native)
+                    except BaseException:
+                        sock.close()
+                        raise
+                    udp.start(loop)
+                    self._native_udp = udp
+                    self._rate_allow = udp.rate_allow
+                    self.metrics.udp_buffered = lambda: udp.buffered
+                    log.info(
+                        "UDP %s:%d: native path (tunnelwatch_native %s: a reader thread "
+                        "with recvmmsg, nice %d%s, up to %d MiB buffered; checks, device keys "
+                        "and Kafka batches in Rust)",
+                        *self.udp_address,
+                        self.native.__version__,
+                        udp.udp.reader_nice,
+                        ""
+                        if cfg.udp_reader_nice is None or udp.udp.reader_nice == cfg.udp_reader_nice
+                        else f" (not allowed {cfg.udp_reader_nice}: needs CAP_SYS_NICE)",
+                        cfg.udp_buffer_bytes >> 20,
+                    )
+                else:
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda: _Udp(self), sock=sock
+                    )
+                    self._udp = transport
+                    log.info(
+                        "UDP %s:%d: Python path (asyncio datagram protocol, one callback a "
+                        "datagram; Kafka batches by aiokafka): %s",
+                        *self.udp_address,
+                        self.native_why
+                        or f"{native.MODULE} has no UdpReceiver here (it needs Linux)",
+                    )
             if cfg.tcp:
                 server = await loop.create_server(
                     lambda: _Stream(self, "tcp"), cfg.tcp[0], cfg.tcp[1], backlog=1024
@@ -297,6 +497,9 @@ class Receiver:
 
     async def close(self) -> None:
         """Stop listening, publish or spool what is in memory, release everything."""
+        if self._native_udp is not None:
+            self._native_udp.close()
+            self._native_udp = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -317,6 +520,21 @@ class Receiver:
         if self._metrics_server is not None:
             await self._metrics_server.close()
             self._metrics_server = None
+
+
+def _native_module(choice: bool | None) -> tuple[native.NativeModule | None, str]:
+    """The extension for the receiver's fast paths, or None and why not.
+
+    Raises NativeUnavailable (a ConfigError) when it is required but not installed."""
+    if choice is False:
+        return None, "the native path is switched off (ReceiverConfig.native=False)"
+    module = native.load("1" if choice else None)
+    if module is not None:
+        return module, ""
+    mode = os.environ.get(native.ENV, "auto").strip().lower()
+    if mode in ("0", "no", "off", "false", "python"):
+        return None, f"{native.ENV}={mode}"
+    return None, f"{native.MODULE} is not installed (make install builds it when cargo is there)"
 
 
 def _addr(sockname: Any) -> tuple[str, int]:
