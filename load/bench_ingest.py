@@ -1,6 +1,8 @@
 """``make bench-ingest``: the highest UDP rate published to Kafka with zero loss.
 
-Run as ``python -m load.bench_ingest [--rates 20000,50000,...] [--seconds 5] [--skip-rsyslog]``.
+Run as ``python -m load.bench_ingest [--rates 20000,50000,...] [--seconds 5] [--skip-rsyslog]
+[--python-path]`` (``--python-path``: the receiver on its Python UDP path,
+``TUNNELWATCH_NATIVE=0``, for comparison; the summary says which path ran).
 
 For each rate, in turn for ``tunnelwatch receive`` and for rsyslog (``imudp`` →
 ``omkafka``):
@@ -186,22 +188,40 @@ def _cpu_seconds(pid: int) -> float:
 class Tunnelwatch:
     name = "tunnelwatch"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, native: str | None = None) -> None:
         self.workdir = workdir
+        self.native = native  # TUNNELWATCH_NATIVE for the receiver (None: as inherited)
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.log: Path = workdir / "tunnelwatch.log"
+
+    @property
+    def path(self) -> str:
+        """Which UDP path the receiver said it runs (its startup log line)."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "unknown"
+        for line in reversed(text.splitlines()):
+            if ": native path (" in line:
+                return "native"
+            if ": Python path (" in line:
+                return "python"
+        return "unknown"
 
     @contextlib.contextmanager
     def running(self, port: int, topic: str) -> Iterator[None]:
         self.metrics_port = _free_port()
         spool = self.workdir / f"spool-{topic}"
         log_fh = self.log.open("ab")
+        env = dict(os.environ)
+        if self.native is not None:
+            env["TUNNELWATCH_NATIVE"] = self.native
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli.main", "receive", "--udp", f"{HOST}:{port}",
              "--bootstrap", _bootstrap(), "--topic", topic, "--spool-dir", str(spool),
              "--metrics", f"{HOST}:{self.metrics_port}"],
-            cwd=REPO, stdout=log_fh, stderr=log_fh,
+            cwd=REPO, stdout=log_fh, stderr=log_fh, env=env,
         )  # fmt: skip
         try:
             self._wait_ready()
@@ -235,6 +255,19 @@ class Tunnelwatch:
             return parse_metrics(asyncio.run(scrape(HOST, self.metrics_port)))
         except OSError:
             return {}
+
+    def spooled(self) -> int:
+        """Records the receiver wrote to its spool (Kafka did not keep up)."""
+        return int(self.stats().get("tunnelwatch_spooled_total", 0))
+
+    def why_spooled(self) -> str:
+        """The reason of the last ``spooling to ...`` line of the receiver's log."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        reasons = [line.split(": ", 3)[-1] for line in text.splitlines() if "spooling to" in line]
+        return reasons[-1] if reasons else ""
 
     @property
     def pid(self) -> int:
@@ -315,6 +348,12 @@ class Rsyslog:
     def stats(self) -> dict[str, float]:
         return {}
 
+    def spooled(self) -> int:
+        return 0
+
+    def why_spooled(self) -> str:
+        return ""
+
     @property
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
@@ -333,6 +372,7 @@ class Step:
     rcvbuf_errors: int
     cpu_us_per_msg: float
     zero_loss: bool
+    spooled: int = 0  # tunnelwatch: records that went through its disk spool
 
 
 def _step(rx: Tunnelwatch | Rsyslog, rate: int, seconds: float) -> Step:
@@ -347,6 +387,7 @@ def _step(rx: Tunnelwatch | Rsyslog, rate: int, seconds: float) -> Step:
         records = _settle(topic, baseline + sent) - baseline
         cpu = _cpu_seconds(rx.pid) - cpu_before
         errors = read_udp_snmp().get("RcvbufErrors", 0) - errors_before
+        spooled = rx.spooled()
     step = Step(
         receiver=rx.name,
         target_rate=rate,
@@ -356,11 +397,13 @@ def _step(rx: Tunnelwatch | Rsyslog, rate: int, seconds: float) -> Step:
         rcvbuf_errors=errors,
         cpu_us_per_msg=round(cpu / sent * 1e6, 2) if sent else 0.0,
         zero_loss=records == sent and errors == 0,
+        spooled=spooled,
     )
     print(
         f"  {rx.name:<12} {rate:>8,}/s  sent {sent:>9,} at {step.achieved_rate:>8,}/s  "
         f"records {records:>9,}  RcvbufErrors +{errors:<7} cpu {step.cpu_us_per_msg:>6} µs/msg  "
-        f"{'zero loss' if step.zero_loss else 'LOSS'}",
+        f"{'zero loss' if step.zero_loss else 'LOSS'}"
+        + (f" (spooled {spooled:,}: {rx.why_spooled()})" if spooled else ""),
         flush=True,
     )
     return step
@@ -600,6 +643,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--skip-rsyslog", action="store_true")
+    ap.add_argument(
+        "--python-path",
+        action="store_true",
+        help="run the receiver on its Python UDP path (TUNNELWATCH_NATIVE=0)",
+    )
     ap.add_argument("--keep-going", action="store_true", help="try every rate even after a loss")
     ap.add_argument("--out", type=Path, default=REPO / "bench-out" / "bench-ingest.json")
     args = ap.parse_args(argv)
@@ -617,11 +665,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             work = Path(tmp)
-            tw = Tunnelwatch(work)
-            print("bench-ingest: tunnelwatch receive (uvloop, batched lz4, idempotent acks=all)")
+            tw = Tunnelwatch(work, "0" if args.python_path else None)
+            print("bench-ingest: tunnelwatch receive (batched lz4, idempotent acks=all)")
             best_tw, steps = _ladder(tw, rates, args.seconds, args.keep_going)
+            tw_path = tw.path
+            print(f"  (UDP path: {tw_path})")
             results["tunnelwatch"] = {
                 "zero_loss_rate": best_tw,
+                "path": tw_path,
                 "steps": [asdict(s) for s in steps],
             }
             best_rs: int | None = None
@@ -638,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker.stop(DATA_DIR)
         shutil.rmtree(DATA_DIR, ignore_errors=True)
     print()
-    print(f"tunnelwatch receive: highest zero-loss rate {best_tw:,} msg/s")
+    print(f"tunnelwatch receive: highest zero-loss rate {best_tw:,} msg/s ({tw_path} path)")
     if best_rs is None:
         why = "--skip-rsyslog" if args.skip_rsyslog else "not installable"
         print(f"rsyslog:             skipped ({why})")
