@@ -94,6 +94,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         # keep that short so that a restarted (or another) worker takes over quickly.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        Monitor=faust_fixes.quiet_monitor(),
     )
     names = cfg.topics
 

@@ -85,6 +85,7 @@ class ParseStage:
         self.year = year
         self.device = device
         self._parsers: dict[int, Parser] = {}
+        self._received: tuple[str | None, float | None] = (None, None)
         self.events = 0
         self.deadletters = 0
 
@@ -113,7 +114,10 @@ class ParseStage:
             out: Event | Unparsed = Unparsed("", "empty record (null value)")
         else:
             parser = self.parser(partition)
-            ref = parse_received_at(received_at)
+            # The receiver stamps a whole batch with one time: parse each stamp once.
+            if received_at != self._received[0]:
+                self._received = (received_at, parse_received_at(received_at))
+            ref = self._received[1]
             if ref is not None and self.year is None:
                 # The receiver's clock is the reference for year-less stamps, as an
                 # archive's modification time is for analyze.
