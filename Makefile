@@ -50,7 +50,7 @@ test: lint typecheck pytest
 
 # The streaming stack on the sample archive; the stack stays up (`tunnelwatch down` stops it).
 .PHONY: demo-stream
-demo-stream: $(STAMP)
+demo-stream: $(STAMP) $(NATIVE)
 	$(BIN)/tunnelwatch up
 	$(BIN)/tunnelwatch replay streams/data/sample.log --to udp://127.0.0.1:5514 --speed max
 	$(BIN)/tunnelwatch incidents --wait-quiet 5 --group tunnelwatch
@@ -60,16 +60,17 @@ bench: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_analyze
 
 # Highest zero-loss UDP rate into Kafka: tunnelwatch receive vs rsyslog (imudp → omkafka).
-bench-ingest: $(STAMP)
+bench-ingest: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_ingest
 
 # Highest sustainable `tunnelwatch load run` rate (UDP) with 1 and with 2 workers.
-bench-load: $(STAMP)
+bench-load: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_load
 
-# Detection latency of the whole stack (up on other ports) under 10k msg/s of UDP for 30 s.
-bench-latency: $(STAMP)
-	$(BIN)/python -m load.bench_ingest latency
+# Detection latency of the whole stack (up on other ports, 2 workers) under 10k msg/s of UDP
+# for 30 s.
+bench-latency: $(STAMP) $(NATIVE)
+	$(BIN)/python -m load.bench_ingest latency --workers 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info native/target

@@ -472,3 +472,22 @@ def test_sigterm_spools_what_kafka_cannot_take_and_the_next_start_publishes_it_f
     assert len(msgs) == 260
     assert len({x.partition for x in msgs}) == 1  # one device, one partition: total order
     assert [x.value for x in sorted(msgs, key=lambda x: x.offset)] == first + later
+
+
+def test_receive_flags_choose_the_udp_path_and_the_reader_buffer() -> None:
+    import argparse
+
+    from streams.cli import receive_cmd
+
+    parser = argparse.ArgumentParser()
+    receive_cmd.register(parser.add_subparsers())
+    auto = receive_cmd.config_from_args(parser.parse_args(["receive", "--udp", ":5514"]))
+    assert auto.native is None
+    python = receive_cmd.config_from_args(
+        parser.parse_args(["receive", "--udp", ":5514", "--udp-path", "python"])
+    )
+    assert python.native is False and python.udp_buffer_bytes == auto.udp_buffer_bytes
+    sized = receive_cmd.config_from_args(
+        parser.parse_args(["receive", "--udp-path", "native", "--udp-buffer-mb", "64"])
+    )
+    assert sized.native is True and sized.udp_buffer_bytes == 64 * 1024 * 1024

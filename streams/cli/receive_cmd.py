@@ -95,6 +95,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="S",
         help="seconds to flush to Kafka on shutdown before spooling (default: %(default)s)",
     )
+    p.add_argument(
+        "--udp-path",
+        choices=("auto", "native", "python"),
+        default="auto",
+        help="UDP reading and Kafka batching: the native module (Rust reader thread), the "
+        "Python path, or native when installed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--udp-buffer-mb",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="native path: datagrams the reader thread may hold while the event loop is "
+        "busy (default: 256)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     p.set_defaults(func=run)
 
@@ -118,6 +133,12 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
         max_message_bytes=args.max_message_bytes,
         metrics=hp(args.metrics, "127.0.0.1"),
         shutdown_timeout=args.shutdown_timeout,
+        native={"auto": None, "native": True, "python": False}[args.udp_path],
+        **(
+            {"udp_buffer_bytes": args.udp_buffer_mb * 1024 * 1024}
+            if args.udp_buffer_mb is not None
+            else {}
+        ),
     )
 
 
