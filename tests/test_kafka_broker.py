@@ -120,3 +120,28 @@ def test_stop_is_a_no_op_when_nothing_runs(tmp_path: Path) -> None:
     assert broker.stop(tmp_path) is False
     assert broker.stop(tmp_path / "never-created") is False
     assert not (tmp_path / "broker.pid").exists()
+
+
+def test_group_lag_reads_the_topics_of_a_members_subscription() -> None:
+    from streams.shell.topics import subscribed_topics
+
+    def string(s: str) -> bytes:
+        return len(s).to_bytes(2, "big") + s.encode()
+
+    # consumer protocol metadata: version, [topics], user data (as faust's members send)
+    meta = (
+        b"\x00\x04"
+        + (3).to_bytes(4, "big")
+        + string("syslog.raw")
+        + string("tunnelwatch-reroute")
+        + string("tunnelwatch-device_state-changelog")
+        + (5).to_bytes(4, "big")
+        + b'{"a":'
+    )
+    assert subscribed_topics(meta) == {
+        "syslog.raw",
+        "tunnelwatch-reroute",
+        "tunnelwatch-device_state-changelog",
+    }
+    assert subscribed_topics(b"") == set()
+    assert subscribed_topics(b"\x00\x04\x00\x00\x00\x02\x00\x05ab") == {"ab"}

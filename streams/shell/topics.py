@@ -23,6 +23,7 @@ aiokafka is imported lazily so that importing this module (the CLI does) stays c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,16 +192,44 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, 
         await consumer.stop()
 
 
+def subscribed_topics(member_metadata: bytes) -> set[str]:
+    """The topics in a member's consumer-protocol metadata (version, then an array of
+    topic names: int16-length strings after an int32 count)."""
+    topics: set[str] = set()
+    try:
+        count = int.from_bytes(member_metadata[2:6], "big", signed=True)
+        pos = 6
+        for _ in range(max(count, 0)):
+            size = int.from_bytes(member_metadata[pos : pos + 2], "big", signed=True)
+            if size < 0 or pos + 2 + size > len(member_metadata):
+                break  # truncated: keep what was read
+            topics.add(member_metadata[pos + 2 : pos + 2 + size].decode("utf-8"))
+            pos += 2 + size
+    except (UnicodeDecodeError, ValueError):
+        return set()
+    return topics
+
+
 async def group_lag(bootstrap: str, group_id: str) -> int:
-    """Records the consumer group has not committed yet, over the topics it committed on.
+    """Records the consumer group has not committed yet, over the topics it committed on
+    that its members read now (offsets it once committed on a topic it no longer reads,
+    after an upgrade, say, would never catch up).
 
     -1 when the group has committed nothing yet.
     """
     admin = await _admin(bootstrap)
     try:
         committed = await admin.list_consumer_group_offsets(group_id)
+        reading: set[str] = set()
+        with contextlib.suppress(Exception):  # an older broker or a group being formed
+            for resp in await admin.describe_consumer_groups([group_id]):
+                for group in resp.to_object().get("groups", []):
+                    for member in group.get("members", []):
+                        reading |= subscribed_topics(member.get("member_metadata") or b"")
     finally:
         await admin.close()
+    if reading:
+        committed = {tp: m for tp, m in committed.items() if tp.topic in reading}
     if not committed:
         return -1
     ends = await end_offsets(bootstrap, sorted({tp.topic for tp in committed}))
