@@ -144,4 +144,6 @@ def test_group_lag_reads_the_topics_of_a_members_subscription() -> None:
         "tunnelwatch-device_state-changelog",
     }
     assert subscribed_topics(b"") == set()
-    assert subscribed_topics(b"\x00\x04\x00\x00\x00\x02\x00\x05ab") == {"ab"}
+    # truncated: two topics announced, one there, then a length past the end
+    assert subscribed_topics(b"\x00\x04\x00\x00\x00\x02\x00\x02ab") == {"ab"}
+    assert subscribed_topics(b"\x00\x04\x00\x00\x00\x02\x00\x02ab\x00\x09cd") == {"ab"}
