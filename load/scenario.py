@@ -62,8 +62,9 @@ CAUSES: Final[tuple[str, ...]] = KB_CAUSES
 COMMON_OPTIONS: Final[frozenset[str]] = frozenset({"interval"})
 
 #: cause -> device kind -> variant -> extra options. The first variant is the default.
-#: A cause missing for a kind cannot be generated on that kind of device;
-#: ``hardware_unsupported`` has no confirmed message text at all, so none is generated.
+#: A cause missing for a kind cannot be generated on that kind of device.
+#: ``hardware_unsupported`` has no confirmed message text: its only variant,
+#: ``inferred_7600_text``, sends the catalog's inferred debug text and says so.
 SUPPORTED: Final[Mapping[str, Mapping[str, Mapping[str, frozenset[str]]]]] = {
     "crypto_engine_fault": {
         "ios": {"mac_err": frozenset({"motcr", "legacy_format"})},
@@ -95,6 +96,8 @@ SUPPORTED: Final[Mapping[str, Mapping[str, Mapping[str, frozenset[str]]]]] = {
     },
     "peer_unreachable": {"asa": {"dpd": frozenset()}},
     "tunnel_flapping": {"asa": {"sa_cycle": frozenset()}},
+    "split_tunnel_misconfig": {"asa": {"713140": frozenset({"group"})}},
+    "hardware_unsupported": {"ios": {"inferred_7600_text": frozenset()}},
 }
 
 #: Decoys: lines that look alarming but must raise no incident.

@@ -595,6 +595,34 @@ def _tunnel_flapping(emit: _Emit, rng: random.Random, f: FaultSpec, t0: int, t1:
     return peer
 
 
+def _split_tunnel_misconfig(
+    emit: _Emit, rng: random.Random, f: FaultSpec, t0: int, t1: int
+) -> str | None:
+    # A remote-access client whose group policy says "tunnel specified" with no network
+    # list: every connection attempt (the user retrying) logs 713140 (seed: split tunnel).
+    peer = _need_peer(f)
+    group = str(f.options.get("group", "RA-VPN"))
+    user = rng.choice(_USERS)
+    for t in _gaps(rng, t0, t1, 30, 90, f.options):
+        text = (
+            f"Group = {group}, Username = {user}, IP = {peer}, "
+            "Split Tunneling Policy requires network list but none configured"
+        )
+        emit(t, 3, "ASA-3-713140", text, peer)
+    return peer
+
+
+def _hardware_unsupported(
+    emit: _Emit, rng: random.Random, f: FaultSpec, t0: int, t1: int
+) -> str | None:
+    # A 7600 without an IPsec SPA refusing to bring the tunnel up, under debug crypto: the
+    # text is the catalog's inferred one (ios_debug.yaml dbg-7600-no-spa); no syslog text
+    # for it has been confirmed, so the variant says so.
+    for t in _gaps(rng, t0, t1, 20, 60, f.options):
+        emit(t, DEBUG_SEVERITY, None, "Software crypto is not supported on this platform")
+    return None
+
+
 _INJECTORS: Final[Mapping[str, _Injector]] = {
     "crypto_engine_fault": _crypto_engine_fault,
     "qos_reordering": _qos_reordering,
@@ -608,6 +636,8 @@ _INJECTORS: Final[Mapping[str, _Injector]] = {
     "sa_out_of_sync": _sa_out_of_sync,
     "peer_unreachable": _peer_unreachable,
     "tunnel_flapping": _tunnel_flapping,
+    "split_tunnel_misconfig": _split_tunnel_misconfig,
+    "hardware_unsupported": _hardware_unsupported,
 }
 
 

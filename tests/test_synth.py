@@ -77,10 +77,11 @@ def test_every_cause_the_default_scenario_injects_appears_in_the_ground_truth(
     injected = {f.cause for f in scenario.faults}
     assert {t.cause for t in synth.ground_truth} == injected
     assert [t.id for t in synth.ground_truth] == [f.id for f in scenario.faults]
-    # Every cause of the closed vocabulary but hardware_unsupported, which has no
-    # confirmed message text and is therefore not generated.
-    # The generator does not inject these two yet (hardware_unsupported has no confirmed text).
-    assert injected == set(CAUSES) - {"hardware_unsupported", "split_tunnel_misconfig"}
+    # Every cause of the closed vocabulary (hardware_unsupported with the catalog's
+    # inferred text: its variant says so).
+    assert injected == set(CAUSES)
+    inferred = [f for f in scenario.faults if f.cause == "hardware_unsupported"]
+    assert inferred and all(f.variant == "inferred_7600_text" for f in inferred)
 
 
 def test_ground_truth_gives_the_time_of_each_faults_first_line(
@@ -280,7 +281,7 @@ def test_a_small_scenario_from_yaml_generates_its_fault() -> None:
     ("style", "fault", "message"),
     [
         ("{}", "{cause: no_such_cause, device: r1, at: 10m}", "unknown cause"),
-        ("{}", "{cause: hardware_unsupported, device: r1, at: 10m}", "no confirmed"),
+        ("{}", "{cause: split_tunnel_misconfig, device: r1, at: 10m}", "only be generated on asa"),
         ("{}", "{cause: tunnel_flapping, device: r1, at: 10m}", "only be generated on asa"),
         ("{}", "{cause: psk_mismatch, device: r9, at: 10m}", "unknown device"),
         ("{}", "{cause: psk_mismatch, device: r1, at: 119m}", "before the archive"),
