@@ -174,6 +174,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s: a receiver flushes to Kafka on SIGTERM."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -227,12 +237,7 @@ class Tunnelwatch:
             self._wait_ready()
             yield
         finally:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _terminate(self.proc)
             log_fh.close()
             shutil.rmtree(spool, ignore_errors=True)
 
@@ -324,12 +329,7 @@ class Rsyslog:
             self._wait_ready(port, topic)
             yield
         finally:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            _terminate(self.proc)
             log_fh.close()
 
     def _wait_ready(self, port: int, topic: str) -> None:

@@ -13,6 +13,7 @@ import shutil
 from load.live import RunOptions, resolve_scenario, run_once, sweep
 from load.report import print_report, write_reports
 from streams.shell import broker, stack
+from streams.shell.topics import DEFAULT_PARTITIONS
 
 STATE = broker.REPO_ROOT / ".state" / "bench-load"
 PORT, CONTROLLER = 49192, 49193
@@ -29,7 +30,7 @@ def main() -> int:
         stack.up(STATE, port=PORT, controller_port=CONTROLLER, listen=LISTEN, metrics=METRICS)
         for workers in (1, 2):
             if workers == 2:
-                stack.start_worker(paths, bootstrap, 4, stack.worker_part(2))
+                stack.start_worker(paths, bootstrap, DEFAULT_PARTITIONS, stack.worker_part(2))
                 # the group rebalances and the new worker restores its table: warm up first
                 warm = RunOptions(f"udp://{LISTEN}", 1000, 5, bootstrap, drain_timeout=120)
                 run_once(scenario, warm, clock_file=STATE / "clock.json")

@@ -13,6 +13,7 @@ not published.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,10 @@ from aiokafka.partitioner import murmur2
 RETRY_BACKOFF = 0.5
 
 
+@functools.lru_cache(maxsize=100_000)
 def partition_of(key: bytes, partitions: int) -> int:
-    """The partition of ``key`` under Kafka's default partitioner."""
+    """The partition of ``key`` under Kafka's default partitioner (cached: the keys are
+    device names, few and repeated; the worker asks for every record and every tick)."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
@@ -50,18 +53,12 @@ class Outbox:
         self._producer = producer
         self._partitions = partitions
         self._say = say
-        self._by_key: dict[bytes, int] = {}
         self._groups: dict[tuple[str, int], _Group] = {}
         self.records = 0
         self.retries = 0
 
     def partition(self, key: bytes) -> int:
-        part = self._by_key.get(key)
-        if part is None:
-            if len(self._by_key) > 100_000:
-                self._by_key.clear()
-            part = self._by_key[key] = partition_of(key, self._partitions)
-        return part
+        return partition_of(key, self._partitions)
 
     def add(self, topic: str, key: bytes | None, value: bytes, partition: int = 0) -> None:
         """Queue one record: to its key's partition, else to ``partition``."""
