@@ -6,6 +6,7 @@ as ISO 8601 for the published record (``schemas/event.schema.json``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +14,10 @@ from typing import Any
 EVENT_SCHEMA_VERSION = 1
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_utc(ts: float) -> str:
-    """Render POSIX seconds as ISO 8601 UTC with millisecond precision."""
+    """Render POSIX seconds as ISO 8601 UTC with millisecond precision (cached: a
+    stream's events share their seconds)."""
     dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 

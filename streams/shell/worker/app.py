@@ -42,6 +42,7 @@ from streams.core.kb import default_kb
 from streams.shell.topics import STATE_TABLE, reroute_topic
 from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
+from streams.shell.worker.inbox import Inbox
 from streams.shell.worker.outbox import Outbox, partition_of
 from streams.shell.worker.stages import ParseStage, Shard, decode_event
 
@@ -52,8 +53,19 @@ def say(msg: str) -> None:
     print(f"[{stamp}] tunnelwatch worker: {msg}", file=sys.stderr, flush=True)
 
 
-#: One event to correlate: the faust event it came in (for the table's partition context),
-#: the device key, the event, and the input partition and offset.
+class Source:
+    """What faust's table reads from the current event: the record it came in (the
+    changelog partition of a table write is that record's partition)."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+#: One event to correlate: the faust event (or :class:`Source`) it came in (for the
+#: table's partition context), the device key, the event, and the input partition and
+#: offset.
 _Item = tuple[Any, bytes, Event, int, int]
 
 
@@ -186,20 +198,28 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 finally:
                     _current_event.reset(token)
 
+    # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
+    # stream (see inbox.py): the agent is still what subscribes the topic.
+    inbox = Inbox(app, {names.raw}, max_records=4 * cfg.batch_max)
+    app.flow_control.manage_queue(cast(Any, inbox))  # cleared with the streams on a rebalance
+    app.tunnelwatch_inbox = inbox  # type: ignore[attr-defined]
+
     @app.agent(raw_topic, name="parse")
     async def parse(stream: Any) -> None:
         # Batches in, batches out: faust's per-record Topic.send machinery costs more
         # than parsing. The outbox waits until Kafka has the batch's records before the
-        # batch is acknowledged (after the loop body): at-least-once holds.
+        # batch is acknowledged: at-least-once holds.
         outbox: Outbox | None = None
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
+        while True:
+            # Whatever arrived while the previous batch was processed, and what comes in
+            # the next few milliseconds: large batches under load, little latency.
+            batch = await inbox.take(cfg.batch_max, cfg.batch_linger)
             if outbox is None:
                 # faust's own aiokafka producer: its flush before a commit covers these.
                 aio = cast(Any, app.producer)._ensure_producer()
                 outbox = Outbox(aio, partitions, say)
             items: list[_Item] = []
-            for event in batch:
-                msg = event.message
+            for msg in batch:
                 counters["raw"] += 1
                 routed = stage.handle(
                     msg.value,
@@ -217,12 +237,13 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 if not inline:
                     continue
                 if routed.event is not None and outbox.partition(key) == msg.partition:
-                    items.append((event, key, routed.event, msg.partition, msg.offset))
+                    items.append((Source(msg), key, routed.event, msg.partition, msg.offset))
                 else:
                     outbox.add(reroute_name, key, routed.value)
             await outbox.deliver()
             if items:
                 await correlate_batch(items, rerouted=False)
+            inbox.ack(batch)
 
     @app.agent(correlate_topic, name="correlate")
     async def correlate(stream: Any) -> None:
@@ -281,6 +302,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     f"deadletter={stage.deadletters} applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
                     f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
+                    f"inbox_dropped={inbox.dropped} "
                     f"rate={rate:,.0f} events/s"
                 )
             last["t"], last["applied"] = now, shard.applied

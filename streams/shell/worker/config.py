@@ -31,7 +31,8 @@ class WorkerConfig:
     tick_interval: float = 1.0  # seconds between two watermark ticks
     flush_idle: float = 2.0  # publish pending incident state after this long without events
     batch_max: int = 2000  # events per correlate batch
-    batch_within: float = 0.2  # seconds to wait for a batch to fill
+    batch_within: float = 0.2  # seconds to wait for a batch to fill (reroute topic)
+    batch_linger: float = 0.02  # seconds a raw batch waits for more records once it has one
     commit_interval: float = 1.0  # seconds between offset commits
     stats_interval: float = 10.0  # seconds between two throughput log lines (0: never)
     loglevel: str = "warning"
