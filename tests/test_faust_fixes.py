@@ -35,10 +35,16 @@ class _Books:
     _committed_offset: dict[TP, int | None] = field(default_factory=lambda: defaultdict(None))
     _gap: dict[TP, Any] = field(default_factory=lambda: defaultdict(IntervalTree))
     _unacked_messages: set[_Msg] = field(default_factory=set)
+    _read_offset: dict[TP, int | None] = field(default_factory=dict)
     seeks: list[tuple[TP, int]] = field(default_factory=list)
+
+    ends: dict[TP, int] = field(default_factory=dict)
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.ends.get(tp)
 
 
 RAW = TP("raw", 0)
@@ -105,6 +111,50 @@ def test_the_healer_seeks_back_to_the_committed_offset_when_a_hole_outlives_one_
     books._acked[RAW] = [1310]
     asyncio.run(healer.check(books))
     assert books.seeks == [(RAW, 1225)]
+
+
+def test_records_read_and_given_up_with_nothing_acked_after_them_are_a_stall() -> None:
+    books = _Books()
+    books._committed_offset[RAW] = 500
+    books._read_offset[RAW] = 640  # read up to 640, none of 500..640 acked
+    assert faust_fixes.find_stalls(books, {"raw"}) == {RAW: (500, 640)}
+    assert faust_fixes.find_stalls(books, {"other"}) == {}
+    assert faust_fixes.find_stalls(books, {"raw"}, frozenset({RAW})) == {}  # waiting in the inbox
+    pending = _Msg(RAW, 520)
+    books._unacked_messages.add(pending)
+    assert faust_fixes.find_stalls(books, {"raw"}) == {}  # being processed
+    pending.acked = True
+    books._acked[RAW] = [500, 501]
+    assert faust_fixes.find_stalls(books, {"raw"}) == {}  # acked, about to be committed
+    books._acked[RAW] = []
+    books._read_offset[RAW] = 499  # everything read was committed: caught up
+    assert faust_fixes.find_stalls(books, {"raw"}) == {}
+
+
+def test_a_read_position_at_the_committed_offset_is_a_stall_only_with_records_to_read() -> None:
+    books = _Books()
+    books._committed_offset[RAW] = 500
+    books._read_offset[RAW] = 500  # what faust sets after a seek, or one record given up
+    books.ends[RAW] = 500
+    assert faust_fixes.find_stalls(books, {"raw"}) == {}  # idle partition
+    books.ends[RAW] = 501
+    assert faust_fixes.find_stalls(books, {"raw"}) == {RAW: (500, 500)}
+
+
+def test_the_healer_seeks_a_stalled_partition_back_when_it_has_not_moved_for_one_check() -> None:
+    books = _Books()
+    books._committed_offset[RAW] = 500
+    books._read_offset[RAW] = 640
+    said: list[str] = []
+    healer = faust_fixes.HoleHealer({"raw"}, said.append)
+    asyncio.run(healer.check(books))
+    assert books.seeks == []
+    asyncio.run(healer.check(books))
+    assert books.seeks == [(RAW, 500)]
+    assert "500..640" in said[0]
+    books._read_offset[RAW] = 700  # it moved: starts over
+    asyncio.run(healer.check(books))
+    assert books.seeks == [(RAW, 500)]
 
 
 class _FlowService:

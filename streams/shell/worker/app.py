@@ -286,7 +286,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     async def heal() -> None:
         if _settled(app):
-            await healer.check(app.consumer)
+            await healer.check(app.consumer, inbox.waiting())
 
     app.timer(interval=5.0)(heal)
 

@@ -25,6 +25,10 @@ A hole at the head of the acked offsets stalls commits for good
     partition back to its committed offset: the records are delivered again, the acks
     fill the hole, commits resume. Re-delivery is harmless here: device states skip
     events at or before their stored offset, and incident records are idempotent.
+    When the records given up were the partition's last ones, no later ack reveals the
+    hole: :func:`find_stalls` finds a read position at or past the committed offset
+    with none of the records since then waiting, in flight or acked, and the healer
+    seeks back the same way.
 
 Four tasks per record in the consumer's delivery loop (speed)
     For every record, faust's consumer races "hand the record to the streams" against
@@ -102,17 +106,52 @@ def find_holes(consumer: Any, topics: set[str]) -> dict[Any, tuple[int, int]]:
     return holes
 
 
+def find_stalls(
+    consumer: Any, topics: set[str], waiting: frozenset[Any] = frozenset()
+) -> dict[Any, tuple[int, int]]:
+    """Partitions of ``topics`` read up to or past their committed offset whose records
+    since that offset are nowhere: none waiting (``waiting``: the partitions with
+    records in the inbox), none in flight, none acked. They were given up at a
+    rebalance after the read position had moved past them, and nothing later will be
+    acked to reveal the hole: tp → (committed, read)."""
+    stalls: dict[Any, tuple[int, int]] = {}
+    for tp, read in list(consumer._read_offset.items()):
+        if tp.topic not in topics or read is None or tp in waiting:
+            continue
+        committed = consumer._committed_offset.get(tp)
+        if committed is None or read < committed:
+            continue
+        if read == committed:
+            # Either the record at the committed offset was read and given up, or
+            # nothing was read since a seek (faust sets the read position to the
+            # committed offset): a stall only if there is something to read.
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # revoked meanwhile
+                continue
+            if end is None or end <= committed:
+                continue
+        if any(o >= committed for o in consumer._acked.get(tp) or ()):
+            continue
+        if any(m.tp == tp and not m.acked for m in list(consumer._unacked_messages)):
+            continue
+        stalls[tp] = (committed, read)
+    return stalls
+
+
 class HoleHealer:
-    """Seeks a partition back to its committed offset when :func:`find_holes` reports
-    the same hole twice in a row (see the module docstring)."""
+    """Seeks a partition back to its committed offset when :func:`find_holes` or
+    :func:`find_stalls` reports the same hole twice in a row (see the module
+    docstring)."""
 
     def __init__(self, topics: set[str], say: Any) -> None:
         self.topics = topics
         self.say = say
         self.previous: dict[Any, tuple[int, int]] = {}
+        self.previous_stalls: dict[Any, tuple[int, int]] = {}
         self.seeks = 0
 
-    async def check(self, consumer: Any) -> None:
+    async def check(self, consumer: Any, waiting: frozenset[Any] = frozenset()) -> None:
         holes = find_holes(consumer, self.topics)
         for tp, (committed, first) in holes.items():
             if self.previous.get(tp) != (committed, first):
@@ -124,6 +163,17 @@ class HoleHealer:
             await consumer.seek(tp, committed)
             self.seeks += 1
         self.previous = holes
+        stalls = find_stalls(consumer, self.topics, waiting)
+        for tp, (committed, read) in stalls.items():
+            if tp in holes or self.previous_stalls.get(tp) != (committed, read):
+                continue
+            self.say(
+                f"{tp.topic}:{tp.partition}: offsets {committed}..{read} were read but never "
+                f"acknowledged (given up at a rebalance); reading them again from {committed}"
+            )
+            await consumer.seek(tp, committed)
+            self.seeks += 1
+        self.previous_stalls = stalls
 
 
 @types.coroutine
@@ -231,4 +281,11 @@ def apply() -> None:
     _applied = True
 
 
-__all__ = ["HoleHealer", "apply", "duplicate_acks", "find_holes", "quiet_monitor"]
+__all__ = [
+    "HoleHealer",
+    "apply",
+    "duplicate_acks",
+    "find_holes",
+    "find_stalls",
+    "quiet_monitor",
+]

@@ -62,6 +62,10 @@ class Inbox:
     def __len__(self) -> int:
         return self._count
 
+    def waiting(self) -> frozenset[Any]:
+        """The partitions with records waiting here."""
+        return frozenset(batch[0].tp for batch in self._lists if batch)
+
     def clear(self) -> None:
         """Forget the waiting lists (faust's flow control calls this on a rebalance)."""
         self.dropped += self._count
