@@ -181,6 +181,20 @@ def test_a_full_inbox_gives_the_list_up_when_the_flow_stops() -> None:
     assert _run(go()) == (False, 1)
 
 
+def test_a_list_of_an_older_generation_is_refused_after_waiting_for_room() -> None:
+    async def go() -> tuple[bool, list[int]]:
+        app = _App()
+        inbox = Inbox(app, {"raw"}, max_records=1)
+        await inbox.put(_msgs(1), app.consumer)
+        blocked = asyncio.create_task(inbox.put(_msgs(2, generation=1), app.consumer))
+        await asyncio.sleep(0.02)
+        app.consumer_generation_id = 2  # a whole rebalance went by meanwhile
+        inbox.clear()
+        return await asyncio.wait_for(blocked, 1.0), [len(inbox)]
+
+    assert _run(go()) == (False, [0])
+
+
 def test_put_refuses_a_list_while_the_flow_is_stopped() -> None:
     async def go() -> tuple[bool, int]:
         app = _App()

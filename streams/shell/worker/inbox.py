@@ -74,15 +74,18 @@ class Inbox:
         self._room.set()
 
     async def put(self, messages: list[Any], consumer: Any) -> bool:
-        """Queue one partition's list; False when the flow stopped before there was room
-        (the list is given up: its records were not tracked, and are read again)."""
+        """Queue one partition's list (of one consumer generation); False when the flow
+        stopped or the generation changed before there was room (the list is given up:
+        its records were not tracked, and are read again)."""
         while self._count >= self.max_records:
             if not consumer.flow_active:
                 return False
             self._room.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._room.wait(), ROOM_POLL)
-        if not consumer.flow_active:
+        if not consumer.flow_active or messages[0].generation_id != self.app.consumer_generation_id:
+            # Stopped, or a whole rebalance went by while waiting: the seek that ended it
+            # set the read position, which this list must not move.
             return False
         self._lists.append(messages)
         self._count += len(messages)
