@@ -236,3 +236,22 @@ def test_a_hand_over_that_blocks_then_completes_gives_its_result() -> None:
 
     result = asyncio.run(scenario())
     assert "put" in result.results
+
+
+class _Built:
+    _fetch_max_wait_ms = 1500  # what faust passes to AIOKafkaConsumer
+
+
+def test_the_worker_consumer_waits_for_idle_partitions_only_as_long_as_the_app_says() -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    faust_fixes.apply()
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    assert hasattr(create, "__wrapped__")  # installed by apply()
+    made = faust_fixes._short_fetch_wait(lambda self, transport: _Built())
+    asked = SimpleNamespace(app=SimpleNamespace(tunnelwatch_fetch_max_wait_ms=50))
+    assert made(asked, None)._fetch_max_wait_ms == 50
+    # An app that does not ask keeps faust's own 1.5 s.
+    assert made(SimpleNamespace(app=SimpleNamespace()), None)._fetch_max_wait_ms == 1500

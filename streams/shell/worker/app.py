@@ -203,6 +203,8 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     inbox = Inbox(app, {names.raw}, max_records=4 * cfg.batch_max)
     app.flow_control.manage_queue(cast(Any, inbox))  # cleared with the streams on a rebalance
     app.tunnelwatch_inbox = inbox  # type: ignore[attr-defined]
+    # See faust_fixes: faust's 1.5 s fetch wait held busy partitions behind idle ones.
+    app.tunnelwatch_fetch_max_wait_ms = int(cfg.fetch_max_wait * 1000)  # type: ignore[attr-defined]
 
     @app.agent(raw_topic, name="parse")
     async def parse(stream: Any) -> None:

@@ -33,6 +33,7 @@ class WorkerConfig:
     batch_max: int = 2000  # events per correlate batch
     batch_within: float = 0.2  # seconds to wait for a batch to fill (reroute topic)
     batch_linger: float = 0.02  # seconds a raw batch waits for more records once it has one
+    fetch_max_wait: float = 0.05  # seconds the broker may hold a fetch for idle partitions
     commit_interval: float = 1.0  # seconds between offset commits
     stats_interval: float = 10.0  # seconds between two throughput log lines (0: never)
     loglevel: str = "warning"

@@ -54,6 +54,16 @@ The whole per-record stream, for the parse agent (speed)
     topics go to it as one list per partition and fetch, the others take faust's path.
     The inbox module's docstring says how offsets, rebalances and back-pressure keep
     faust's guarantees.
+
+Fetches that wait 1.5 s for idle partitions (latency)
+    faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500``. aiokafka keeps
+    one fetch in flight per broker, and leaves out of it the partitions whose fetched
+    records were not taken yet. When the busy partitions were left out, the broker held
+    the fetch of the idle ones (reroute, assignor) for up to 1.5 s, and the busy
+    partitions waited behind it. On a 10k msg/s run the worker fell into that rhythm
+    in half the runs: fetches of 3,000 records a partition every second, and detection
+    p99 about 2 s instead of 0.1 s. The consumer is built with the app's
+    ``tunnelwatch_fetch_max_wait_ms`` instead, when it has one.
 """
 
 from __future__ import annotations
@@ -267,6 +277,19 @@ def _inbox_drain(drain: Any) -> Any:
     return _drain_messages
 
 
+def _short_fetch_wait(create: Any) -> Any:
+    def _create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        wait_ms = getattr(self.app, "tunnelwatch_fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
+            consumer._fetch_max_wait_ms = int(wait_ms)
+        return consumer
+
+    _create_worker_consumer.__wrapped__ = create  # type: ignore[attr-defined]
+    return _create_worker_consumer
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
     global _applied
@@ -277,6 +300,11 @@ def apply() -> None:
 
     Consumer._new_offset = _dedupe_acks(Consumer._new_offset)  # type: ignore[method-assign]
     Consumer._drain_messages = _inbox_drain(Consumer._drain_messages)  # type: ignore[method-assign]
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    AIOKafkaConsumerThread._create_worker_consumer = _short_fetch_wait(  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._create_worker_consumer
+    )
     Consumer.wait_first = _eager_wait_first(Service.wait_first, WaitResults)  # type: ignore[method-assign]
     _applied = True
 
