@@ -24,9 +24,23 @@ class _Msg:
 @dataclass
 class _Flow:
     active: bool = True
+    resumed: asyncio.Event | None = None
 
     def is_active(self) -> bool:
         return self.active
+
+    async def acquire(self) -> None:
+        while not self.active:
+            if self.resumed is None:
+                self.resumed = asyncio.Event()
+            await self.resumed.wait()
+
+    def resume(self, inbox: Inbox) -> None:
+        # mode's FlowControlEvent.resume clears the queues it manages, then wakes waiters
+        self.active = True
+        inbox.clear()
+        if self.resumed is not None:
+            self.resumed.set()
 
 
 @dataclass
@@ -193,6 +207,22 @@ def test_a_list_of_an_older_generation_is_refused_after_waiting_for_room() -> No
         return await asyncio.wait_for(blocked, 1.0), [len(inbox)]
 
     assert _run(go()) == (False, [0])
+
+
+def test_a_list_waits_for_suspended_flow_control_and_survives_the_clear_of_its_resume() -> None:
+    async def go() -> tuple[bool, list[int]]:
+        app = _App()
+        app.flow_control.active = False  # a recovery is seeking the partitions
+        inbox = Inbox(app, {"raw"}, max_records=10)
+        put = asyncio.create_task(inbox.put(_msgs(1, 2), app.consumer))
+        await asyncio.sleep(0.02)
+        assert not put.done()
+        app.flow_control.resume(inbox)
+        ok = await asyncio.wait_for(put, 1.0)
+        got = await inbox.take(10)
+        return ok, [m.offset for m in got]
+
+    assert _run(go()) == (True, [1, 2])
 
 
 def test_put_refuses_a_list_while_the_flow_is_stopped() -> None:

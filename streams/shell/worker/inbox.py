@@ -23,8 +23,9 @@ What faust's path guaranteed, and how the inbox keeps it:
   partitions are revoked, faust clears it with the streams' buffers (the records were
   never tracked, so they are simply read again from the committed offsets), and lists
   fetched in an older consumer generation are dropped when taken.
-- **Back-pressure.** The delivery loop waits while the inbox holds ``max_records`` or
-  more, and gives up the list if a rebalance stops the flow meanwhile.
+- **Back-pressure.** The delivery loop waits while the app's flow control is suspended
+  (faust's conductor does the same), and while the inbox holds ``max_records`` or more;
+  it gives up the list if a rebalance stops the flow meanwhile.
 - **Read positions and gaps.** The loop moves faust's read offset and reports offset
   gaps exactly as faust's does, record by record.
 """
@@ -77,6 +78,12 @@ class Inbox:
         """Queue one partition's list (of one consumer generation); False when the flow
         stopped or the generation changed before there was room (the list is given up:
         its records were not tracked, and are read again)."""
+        # As faust's conductor does before it hands a record to a stream: wait while
+        # the app's flow control is suspended. faust resumes it after the seek that
+        # ends a recovery, and resuming clears the queues it manages: a list put before
+        # that would be cleared after its read position was taken, and never read again
+        # (a partition without a committed offset is not sought back).
+        await self.app.flow_control.acquire()
         while self._count >= self.max_records:
             if not consumer.flow_active:
                 return False
