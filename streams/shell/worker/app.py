@@ -201,7 +201,10 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
     # stream (see inbox.py): the agent is still what subscribes the topic.
     inbox = Inbox(app, {names.raw}, max_records=4 * cfg.batch_max)
-    app.flow_control.manage_queue(cast(Any, inbox))  # cleared with the streams on a rebalance
+    # Not one of flow control's managed queues: faust clears those each time it resumes
+    # the flow, which a recovery does after its seek, and again when it completes; a
+    # fetch cleared then is not read again. The inbox drops what a rebalance made stale
+    # instead (see inbox.py).
     app.tunnelwatch_inbox = inbox  # type: ignore[attr-defined]
     # See faust_fixes: faust's 1.5 s fetch wait held busy partitions behind idle ones.
     app.tunnelwatch_fetch_max_wait_ms = int(cfg.fetch_max_wait * 1000)  # type: ignore[attr-defined]
@@ -314,6 +317,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     async def on_revoked(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
         parts = {tp.partition for tp in revoked if tp.topic == input_name}
+        inbox.clear()  # the new assignment reads from the committed offsets
         dropped = shard.drop_partitions(parts)
         if dropped:
             say(f"partitions {sorted(parts)} revoked: {dropped} device states handed over")

@@ -19,10 +19,14 @@ What faust's path guaranteed, and how the inbox keeps it:
   a rebalance waits for) when the agent takes them, as a stream tracks an event when it
   takes it, and *acknowledged* with ``Consumer.ack`` once their outputs are in Kafka.
   faust's commit timer commits the acked offsets as for any stream.
-- **Rebalances.** The inbox is one of the app's flow-controlled queues: when
-  partitions are revoked, faust clears it with the streams' buffers (the records were
-  never tracked, so they are simply read again from the committed offsets), and lists
-  fetched in an older consumer generation are dropped when taken.
+- **Rebalances.** Lists taken while faust's flow control is suspended (a rebalance is
+  under way), or fetched in an older consumer generation, are dropped, and the inbox
+  is cleared when partitions are revoked: the records were never tracked, and the new
+  assignment reads them again from the committed offsets. The inbox is *not* one of
+  the queues flow control manages: faust clears those whenever it resumes the flow,
+  which a recovery does after seeking to the committed offsets and again when it
+  completes, and a fetch cleared then was not read again (a partition without a
+  committed offset is not sought back at all).
 - **Back-pressure.** The delivery loop waits while the app's flow control is suspended
   (faust's conductor does the same), and while the inbox holds ``max_records`` or more;
   it gives up the list if a rebalance stops the flow meanwhile.
@@ -68,7 +72,7 @@ class Inbox:
         return frozenset(batch[0].tp for batch in self._lists if batch)
 
     def clear(self) -> None:
-        """Forget the waiting lists (faust's flow control calls this on a rebalance)."""
+        """Forget the waiting lists (when partitions are revoked)."""
         self.dropped += self._count
         self._lists.clear()
         self._count = 0
@@ -79,10 +83,8 @@ class Inbox:
         stopped or the generation changed before there was room (the list is given up:
         its records were not tracked, and are read again)."""
         # As faust's conductor does before it hands a record to a stream: wait while
-        # the app's flow control is suspended. faust resumes it after the seek that
-        # ends a recovery, and resuming clears the queues it manages: a list put before
-        # that would be cleared after its read position was taken, and never read again
-        # (a partition without a committed offset is not sought back).
+        # the app's flow control is suspended (at start, and during a rebalance); a
+        # list taken then would be dropped with no seek to read it again.
         await self.app.flow_control.acquire()
         while self._count >= self.max_records:
             if not consumer.flow_active:
@@ -216,9 +218,13 @@ async def drain_messages(consumer: Any, fetcher: Any, inbox: Inbox) -> None:
                     )
                     read_offsets[tp] = offset
                 if messages:
+                    before = read_offsets[tp]
                     if not await inbox.put(messages, consumer):
                         break
-                    read_offsets[tp] = messages[-1].offset
+                    if read_offsets[tp] == before:
+                        read_offsets[tp] = messages[-1].offset
+                    # else a seek moved the read position while the list waited: the
+                    # seek's position stands (the list's records come again: harmless).
             unset_flag(CONSUMER_FETCHING)
     except consumer.consumer_stopped_errors:
         if consumer.transport.app.should_stop:
