@@ -478,6 +478,51 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
 
 
 @pytest.mark.kafka
+def test_a_second_worker_joining_mid_stream_loses_nothing_and_duplicates_no_incident(
+    kafka_bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+) -> None:
+    """A rebalance while records are fetched, waiting and in flight: the first worker
+    gives up half its partitions (and whatever it had fetched of them), the second reads
+    them from the committed offsets after restoring their states from the changelog."""
+    from load.scenario import default_scenario
+    from load.synth import write_archive
+
+    synth = tmp_path / "synth.log"
+    write_archive(default_scenario(), synth, lines=20_000, seed=5)
+    archive = tmp_path / "fleet.log"
+    lines = synth.read_text(encoding="utf-8").splitlines(keepends=True)
+    archive.write_text("".join(x for x in lines if not STAMPLESS.match(x)), encoding="utf-8")
+    run = _new_run(kafka_names, tmp_path, "join")
+    records, _ = _keyed_records([archive])
+    asyncio.run(_publish(kafka_bootstrap, run, records))
+
+    _start(workers, kafka_bootstrap, run)
+    total = len(records)
+    deadline = time.monotonic() + 60
+    while True:  # join once the first has committed part, not all, of the records
+        done = asyncio.run(_committed(kafka_bootstrap, run.app_id, run.names.raw))
+        if 0 < done < total:
+            break
+        assert done < total, "the first worker finished before the second could join"
+        assert time.monotonic() < deadline, "the first worker made no progress"
+        time.sleep(0.05)
+    second = _start(workers, kafka_bootstrap, run)
+    _wait_done(kafka_bootstrap, run)
+    assert second.proc.poll() is None  # both still running, neither crashed
+    assert workers[0].proc.poll() is None
+    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
+    _assert_same_incidents(_analyze([archive], capsys), streamed)
+    # The second worker got a share of the raw partitions.
+    assigned = json.loads(run.ready_file.read_text(encoding="utf-8"))["assigned"]
+    raw = [tp for tp in assigned if tp.startswith(f"{run.names.raw}:")]
+    assert 0 < len(raw) < 4, assigned
+
+
+@pytest.mark.kafka
 def test_worker_refuses_a_changelog_with_another_partition_count(
     kafka_bootstrap: str, kafka_names: KafkaNames, tmp_path: Path
 ) -> None:
