@@ -337,6 +337,32 @@ def _wait_done(bootstrap: str, run: Run) -> None:
     assert quiet, f"the worker did not finish in time:\n{run.log.read_text()[-3000:]}"
 
 
+def _fleet_archive(tmp_path: Path, seed: int) -> Path:
+    """A day of synthetic fleet traffic, without the ASA lines that carry no time stamp
+    at all (their time is the previous line's, which only a single ordered reader shares)."""
+    from load.scenario import default_scenario
+    from load.synth import write_archive
+
+    synth = tmp_path / "synth.log"
+    write_archive(default_scenario(), synth, lines=20_000, seed=seed)
+    archive = tmp_path / "fleet.log"
+    lines = synth.read_text(encoding="utf-8").splitlines(keepends=True)
+    archive.write_text("".join(x for x in lines if not STAMPLESS.match(x)), encoding="utf-8")
+    return archive
+
+
+def _wait_partly_committed(bootstrap: str, run: Run, total: int) -> None:
+    """Until the group has committed part, not all, of the ``total`` raw records."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = asyncio.run(_committed(bootstrap, run.app_id, run.names.raw))
+        if 0 < done < total:
+            return
+        assert done < total, "the worker finished before the test could step in"
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.05)
+
+
 def _analyze(files: Sequence[Path], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     capsys.readouterr()
     args = ["analyze", "--format", "jsonl", "--year", str(YEAR), "--device", DEVICE]
@@ -434,16 +460,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
     capsys: pytest.CaptureFixture[str],
     workers: list[Worker],
 ) -> None:
-    from load.scenario import default_scenario
-    from load.synth import write_archive
-
-    # A day of synthetic fleet traffic, without the ASA lines that carry no time stamp at
-    # all (their time is the previous line's, which only a single ordered reader shares).
-    synth = tmp_path / "synth.log"
-    write_archive(default_scenario(), synth, lines=20_000, seed=3)
-    archive = tmp_path / "fleet.log"
-    lines = synth.read_text(encoding="utf-8").splitlines(keepends=True)
-    archive.write_text("".join(x for x in lines if not STAMPLESS.match(x)), encoding="utf-8")
+    archive = _fleet_archive(tmp_path, seed=3)
     run = _new_run(kafka_names, tmp_path, "crash")
     records, _ = _keyed_records([archive])
     asyncio.run(_publish(kafka_bootstrap, run, records))
@@ -451,15 +468,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
     first = _start(workers, kafka_bootstrap, run)
     changelog = changelog_topic(run.app_id)
     # The worker parses and correlates as it reads syslog.raw (keyed by device, as here).
-    total = len(records)
-    deadline = time.monotonic() + 60
-    while True:  # kill it once it has committed part, not all, of the records
-        done = asyncio.run(_committed(kafka_bootstrap, run.app_id, run.names.raw))
-        if 0 < done < total:
-            break
-        assert done < total, "the worker finished before it could be killed"
-        assert time.monotonic() < deadline, "the worker made no progress"
-        time.sleep(0.05)
+    _wait_partly_committed(kafka_bootstrap, run, len(records))  # then kill it
     first.stop(signal.SIGKILL)
     assert first.proc.returncode == -signal.SIGKILL
     state_records = sum(asyncio.run(end_offsets(kafka_bootstrap, [changelog])).values())
@@ -488,28 +497,13 @@ def test_a_second_worker_joining_mid_stream_loses_nothing_and_duplicates_no_inci
     """A rebalance while records are fetched, waiting and in flight: the first worker
     gives up half its partitions (and whatever it had fetched of them), the second reads
     them from the committed offsets after restoring their states from the changelog."""
-    from load.scenario import default_scenario
-    from load.synth import write_archive
-
-    synth = tmp_path / "synth.log"
-    write_archive(default_scenario(), synth, lines=20_000, seed=5)
-    archive = tmp_path / "fleet.log"
-    lines = synth.read_text(encoding="utf-8").splitlines(keepends=True)
-    archive.write_text("".join(x for x in lines if not STAMPLESS.match(x)), encoding="utf-8")
+    archive = _fleet_archive(tmp_path, seed=5)
     run = _new_run(kafka_names, tmp_path, "join")
     records, _ = _keyed_records([archive])
     asyncio.run(_publish(kafka_bootstrap, run, records))
 
     _start(workers, kafka_bootstrap, run)
-    total = len(records)
-    deadline = time.monotonic() + 60
-    while True:  # join once the first has committed part, not all, of the records
-        done = asyncio.run(_committed(kafka_bootstrap, run.app_id, run.names.raw))
-        if 0 < done < total:
-            break
-        assert done < total, "the first worker finished before the second could join"
-        assert time.monotonic() < deadline, "the first worker made no progress"
-        time.sleep(0.05)
+    _wait_partly_committed(kafka_bootstrap, run, len(records))  # then the second joins
     second = _start(workers, kafka_bootstrap, run)
     _wait_done(kafka_bootstrap, run)
     assert second.proc.poll() is None  # both still running, neither crashed

@@ -163,27 +163,24 @@ class HoleHealer:
 
     async def check(self, consumer: Any, waiting: frozenset[Any] = frozenset()) -> None:
         holes = find_holes(consumer, self.topics)
-        for tp, (committed, first) in holes.items():
-            if self.previous.get(tp) != (committed, first):
-                continue
-            self.say(
-                f"{tp.topic}:{tp.partition}: offsets {committed}..{first - 1} were never "
-                f"acknowledged after a rebalance; reading them again from {committed}"
-            )
-            await consumer.seek(tp, committed)
-            self.seeks += 1
-        self.previous = holes
         stalls = find_stalls(consumer, self.topics, waiting)
+        for tp, (committed, first) in holes.items():
+            if self.previous.get(tp) == (committed, first):
+                why = "never acknowledged after a rebalance"
+                await self._seek_back(consumer, tp, committed, first - 1, why)
         for tp, (committed, read) in stalls.items():
-            if tp in holes or self.previous_stalls.get(tp) != (committed, read):
-                continue
-            self.say(
-                f"{tp.topic}:{tp.partition}: offsets {committed}..{read} were read but never "
-                f"acknowledged (given up at a rebalance); reading them again from {committed}"
-            )
-            await consumer.seek(tp, committed)
-            self.seeks += 1
-        self.previous_stalls = stalls
+            if tp not in holes and self.previous_stalls.get(tp) == (committed, read):
+                why = "read but never acknowledged (given up at a rebalance)"
+                await self._seek_back(consumer, tp, committed, read, why)
+        self.previous, self.previous_stalls = holes, stalls
+
+    async def _seek_back(self, consumer: Any, tp: Any, committed: int, last: int, why: str) -> None:
+        self.say(
+            f"{tp.topic}:{tp.partition}: offsets {committed}..{last} were {why}; "
+            f"reading them again from {committed}"
+        )
+        await consumer.seek(tp, committed)
+        self.seeks += 1
 
 
 @types.coroutine
