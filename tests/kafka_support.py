@@ -30,6 +30,7 @@ from streams.shell import broker
 
 __all__ = [
     "KAFKA_BOOTSTRAP_ENV",
+    "PORT_OFFSET",
     "TEST_CONTROLLER_PORT",
     "TEST_DATA_DIR",
     "TEST_PORT",
@@ -45,8 +46,11 @@ __all__ = [
 KAFKA_BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA_DIR = REPO_ROOT / ".state" / "test-kafka"
-TEST_PORT = 19092
-TEST_CONTROLLER_PORT = 19093
+# TW_TEST_PORT_OFFSET shifts every fixed test port, so that several checkouts of the
+# project (git worktrees) can run their Kafka tests on one machine at the same time.
+PORT_OFFSET = int(os.environ.get("TW_TEST_PORT_OFFSET", "0"))
+TEST_PORT = 19092 + PORT_OFFSET
+TEST_CONTROLLER_PORT = 19093 + PORT_OFFSET
 
 _ILLEGAL = re.compile(r"[^A-Za-z0-9._-]+")
 

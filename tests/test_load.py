@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kafka_support import PORT_OFFSET
 
 from streams.cli.main import main
 from streams.shell import stack
 
 REPO = Path(__file__).resolve().parent.parent
-STACK_PORT, STACK_CONTROLLER = 29192, 29193
+STACK_PORT, STACK_CONTROLLER = 29192 + PORT_OFFSET, 29193 + PORT_OFFSET
 
 
 def _free_port() -> int:
