@@ -161,15 +161,47 @@ def test_the_parse_stage_hands_over_the_event_it_parsed() -> None:
     assert routed.event.to_record() == orjson.loads(routed.value)
 
 
-def test_the_fleet_clock_waits_for_partitions_that_are_behind() -> None:
+def test_a_partition_far_ahead_does_not_resolve_the_incidents_of_one_behind() -> None:
     shard = Shard(default_kb())
-    for partition, ts in ((0, 1000.0), (1, 5000.0)):
-        slot = shard.restore(f"d{partition}", None, partition)
-        shard.apply(slot, Event(device=slot.state.device, ts=ts, raw="", message=""), partition, 0)
-    # Partition 0 has more to read: its newest time holds the fleet back.
-    assert shard.fleet_clock(lambda p: 10) == 1000.0
-    # Everything read: the newest time of all.
-    assert shard.fleet_clock(lambda p: 1) == 5000.0
+    offsets = {0: 0, 1: 0}
+
+    def feed(device: str, partition: int, ts: float, kind: str | None = None) -> None:
+        slot = shard.restore(device, None, partition)
+        ev = Event(device=device, ts=ts, raw=f"{device} {ts}", message="", kind=kind)
+        if kind:
+            ev.peer = "203.0.113.5"
+        offsets[partition] += 1
+        shard.apply(slot, ev, partition, offsets[partition])
+
+    for t in (0, 30, 60, 90, 120):
+        feed("rtr-behind", 0, t, "HMAC_VERIFY_FAILED")
+        feed("rtr-ahead", 1, t)
+        feed("rtr-other", 0, t)
+        feed("rtr-other2", 0, t)
+    assert list(shard.slots["rtr-behind"].state.incidents)
+    feed("rtr-ahead", 1, 5000)  # partition 1 replays hours further
+    feed("rtr-ahead2", 1, 5000)
+    assert [r for r in shard.tick() if r["status"] == "resolved"] == []
+    # Partition 0 moves on (two of its devices say so): its silent device's incident ends.
+    feed("rtr-other", 0, 3000)
+    feed("rtr-other2", 0, 3000)
+    resolved = [r for r in shard.tick() if r["status"] == "resolved"]
+    assert [r["device"] for r in resolved] == ["rtr-behind"]
+
+
+def test_a_stored_slot_keeps_its_clock_and_its_lane_frame() -> None:
+    shard = Shard(default_kb())
+    for i, t in enumerate((0.0, 30.0, 60.0)):
+        slot = shard.restore("rtr-1", None, 2)
+        shard.apply(slot, Event(device="rtr-1", ts=t - 3600, raw="", message=""), 2, i)
+    slot = shard.restore("rtr-2", None, 2)
+    shard.apply(slot, Event(device="rtr-2", ts=70.0, raw="", message=""), 2, 3)
+    stored = shard.dump("rtr-1")
+    other = Shard(default_kb())
+    back = other.restore("rtr-1", stored, 2)
+    assert back.clock.offset == shard.slots["rtr-1"].clock.offset
+    assert other.fleet.lanes[2].clock == shard.fleet.lanes[2].clock
+    assert other.frames[2] == shard.frames[2]
 
 
 # --------------------------------------------------------------------------- Kafka helpers

@@ -17,6 +17,7 @@ from streams.core.kb import default_kb
 from streams.core.parse import Parser
 from streams.core.stories import join_stories
 from streams.errors import ConfigError, InputError
+from streams.shell.topics import device_lane
 
 TICK_EVERY = 4096
 
@@ -96,7 +97,8 @@ def analyze_with_path(args: argparse.Namespace) -> tuple[list[dict[str, Any]], P
     """:func:`analyze`, and which path read the lines (``native`` or ``python``)."""
     kb = default_kb()
     parser = Parser(year=args.year, device=args.device)
-    corr = Correlator(kb)
+    # The stream's partitions are the fleet clock's lanes: both read a lane in one order.
+    corr = Correlator(kb, lane_of=device_lane())
     latest: dict[str, dict[str, Any]] = {}
     module = native.load()
     if module is not None:

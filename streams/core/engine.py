@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from bisect import insort
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streams.core.event import Event, iso_utc
+from streams.core.fleet import FleetClock
 from streams.core.kb import KnowledgeBase, Rule
 from streams.core.stories import is_address
 
@@ -447,64 +448,66 @@ def flush(state: DeviceState, kb: KnowledgeBase) -> list[dict[str, Any]]:
     return _with_addresses(state, [inc.to_record(kb) for inc in state.incidents.values()])
 
 
-CLOCK_SKEW_LIMIT = 3600.0
-
-
-def device_watermark(
-    state: DeviceState, fleet: float, kb: KnowledgeBase, skew: float | None = None
-) -> float:
-    """The watermark to advance a device with.
-
-    ``fleet`` is the fleet's clock (the median of the devices' newest times, so a
-    few lying clocks cannot move it); ``skew`` how far this device's clock was
-    from the fleet's when it last spoke. With a skew, the fleet clock is read in
-    the device's own time, so a device that fell silent still sees its incidents
-    resolve, whatever its clock says. Without one, the fleet clock is used only
-    when the device agrees with it within an hour. Never less than the device's
-    own newest event time minus the allowed lateness.
-    """
-    own = state.max_ts - kb.lateness
-    if fleet == float("-inf"):
-        return own
-    if skew is not None:
-        return max(own, fleet + skew - kb.lateness)
-    if abs(state.max_ts - fleet) <= CLOCK_SKEW_LIMIT:
-        return max(own, fleet - kb.lateness)
-    return own
+def next_due(state: DeviceState, kb: KnowledgeBase) -> float:
+    """The engine time at which the device has work to do without a new line (inf: none);
+    kept in ``state.due``."""
+    if state.due == float("-inf"):
+        state.due = _next_due(state, kb)
+    return state.due
 
 
 @dataclass
 class Correlator:
     """Runs the engine in-process over many devices (``tunnelwatch analyze``).
 
-    Keeps the fleet clock (median of the devices' newest event times, never going
-    back) and each device's skew from it, measured when the device speaks.
+    Each device runs on its own clock; the fleet clock (:mod:`streams.core.fleet`) holds
+    back stamps that jump and advances the devices that fell silent. ``lane_of`` names the
+    lane of a device (the stream's partition: ``analyze`` passes the partitioner of the
+    stream so that both read each lane in the same order); None: one lane.
     """
 
     kb: KnowledgeBase
+    lane_of: Callable[[str], int] | None = None
     states: dict[str, DeviceState] = field(default_factory=dict)
-    fleet: float = float("-inf")
-    skew: dict[str, float] = field(default_factory=dict)
     unknown_device: str = "unknown"
+    fleet: FleetClock[Event | None] = field(init=False)
 
-    def _enter(self, device: str | None, ts: float, time_source: str) -> DeviceState:
-        """The state of the device an event comes from; measures the device's skew."""
-        device = device or self.unknown_device
+    def __post_init__(self) -> None:
+        self.fleet = FleetClock(self.kb.lateness, self.lane_of)
+
+    def _state(self, device: str) -> DeviceState:
         st = self.states.get(device)
         if st is None:
             st = self.states[device] = DeviceState(device)
-        if time_source != "inferred" and self.fleet != float("-inf"):
-            self.skew[device] = ts - self.fleet
         return st
 
+    def _apply(
+        self, st: DeviceState, admitted: list[tuple[Event | None, float]]
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kb = self.kb
+        for item, ts in admitted:
+            if item is None or item.kind is None:
+                out.extend(clock(st, ts, kb))
+            else:
+                e = item if item.ts == ts else replace(item, ts=ts)
+                out.extend(step(st, e, kb)[1])
+        return out
+
     def feed(self, ev: Event) -> list[dict[str, Any]]:
-        st = self._enter(ev.device, ev.ts, ev.time_source)
-        _, out = step(st, ev, self.kb)
+        device = ev.device or self.unknown_device
+        st = self._state(device)
+        fleet = self.fleet
+        dc = fleet.device(device)
+        out = self._apply(
+            st, fleet.admit(device, dc, ev, ev.ts, ev.time_source != "inferred", ev.raw)
+        )
+        fleet.schedule(device, dc, next_due(st, self.kb))
         return out
 
     def clock(self, device: str | None, ts: float, time_source: str) -> list[dict[str, Any]]:
         """``feed`` of an event without a kind, given only what the engine reads of it."""
-        return clock(self._enter(device, ts, time_source), ts, self.kb)
+        return self.clocks([(device, ts, time_source, None, None)])
 
     def clocks(
         self, rows: Iterable[tuple[str | None, float, str, Any, Any]]
@@ -512,33 +515,64 @@ class Correlator:
         """``clock`` of each row ``(device, ts, time_source, ...)`` in order (the native
         scanner's clock rows): the incident records that changed."""
         out: list[dict[str, Any]] = []
-        enter = self._enter
         kb = self.kb
+        fleet = self.fleet
+        states = self.states
+        devices = fleet.devices
+        unknown = self.unknown_device
         for device, ts, source, _, _ in rows:
-            recs = clock(enter(device, ts, source), ts, kb)
-            if recs:
-                out.extend(recs)
+            name = device or unknown
+            st = states.get(name)
+            if st is None:
+                st = states[name] = DeviceState(name)
+            dc = devices.get(name) or fleet.device(name)
+            admitted = fleet.admit(name, dc, None, ts, source != "inferred")
+            if len(admitted) == 1 and admitted[0][0] is None:
+                recs = clock(st, admitted[0][1], kb)
+                if recs:
+                    out.extend(recs)
+            else:
+                out.extend(self._apply(st, admitted))
+            due = st.due
+            if due == float("-inf"):
+                due = next_due(st, kb)
+            fleet.schedule(name, dc, due)
         return out
 
-    def _fleet_clock(self) -> float:
-        times = sorted(st.max_ts for st in self.states.values() if st.max_ts != float("-inf"))
-        if times:
-            self.fleet = max(self.fleet, times[len(times) // 2])
-        return self.fleet
-
     def tick(self) -> list[dict[str, Any]]:
-        fleet = self._fleet_clock()
+        """Advance the devices that have work to do by the fleet clock (silent ones)."""
         out: list[dict[str, Any]] = []
-        for device, st in self.states.items():
-            if st.max_ts == float("-inf"):
-                continue
-            wm = device_watermark(st, fleet, self.kb, self.skew.get(device))
-            _, recs = advance(st, wm, self.kb)
+        fleet = self.fleet
+        kb = self.kb
+        for device, dc in fleet.overdue():
+            out.extend(self._apply(self._state(device), fleet.settle(device, dc)))
+        for device, dc in list(fleet.due()):
+            st = self._state(device)
+            _, recs = advance(st, fleet.watermark(dc, st.max_ts), kb)
             out.extend(recs)
+            st.due = _next_due(st, kb)
+            fleet.schedule(device, dc, st.due)
         return out
 
     def finish(self) -> list[dict[str, Any]]:
-        out = self.tick()
+        """The end of the input: undecided clock jumps settled, due work done, and the
+        current records of every active incident."""
+        out: list[dict[str, Any]] = []
+        for device, dc in self.fleet.holding():
+            out.extend(self._apply(self._state(device), self.fleet.settle(device, dc)))
+        out.extend(self.tick())
         for st in self.states.values():
             out.extend(flush(st, self.kb))
         return out
+
+    def skews(self, minimum: float = 60.0) -> dict[str, float]:
+        """Devices whose clock is off from the fleet's by more than ``minimum`` seconds."""
+        return self.fleet.skews(minimum)
+
+    def clock_anomalies(self) -> dict[str, tuple[int, int, list[str]]]:
+        """Devices whose clock jumped or sent outlier stamps: (jumps, outliers, lines)."""
+        return {
+            d: (dc.jumps, dc.outliers, list(dc.anomalies))
+            for d, dc in self.fleet.devices.items()
+            if dc.jumps or dc.outliers
+        }

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,26 @@ def changelog_topic(app_id: str) -> str:
 def reroute_topic(app_id: str) -> str:
     """The worker's internal topic for events correlated on another partition than read."""
     return f"{app_id}-reroute"
+
+
+@functools.lru_cache(maxsize=100_000)
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of ``key`` under Kafka's default partitioner (murmur2), where
+    ``send(key=...)`` puts it: the one partitioner of the worker, of ``analyze``'s clock
+    lanes, and of the receiver's Python path (its Rust path is tested equal to it).
+    Cached: the keys are device names, few and repeated."""
+    from aiokafka.partitioner import murmur2
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def device_lane(partitions: int = DEFAULT_PARTITIONS) -> Callable[[str], int]:
+    """The partition of a device's events: its lane of the fleet clock."""
+
+    def lane_of(device: str) -> int:
+        return partition_of(device.encode("utf-8"), partitions)
+
+    return lane_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,6 @@ from typing import Any, cast
 import faust
 import orjson
 from faust.streams import _current_event  # the context the table reads the partition from
-from faust.types import TP
 
 from streams.core.event import Event
 from streams.core.kb import default_kb
@@ -143,13 +142,6 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     lock = asyncio.Lock()
     ready = {"done": False}
 
-    def highwater(partition: int) -> int | None:
-        try:
-            end = app.consumer.highwater(TP(input_name, partition))
-        except Exception:  # revoked, or not fetched yet
-            return None
-        return None if end is None else int(end)
-
     async def publish(records: list[dict[str, Any]]) -> None:
         """Send incident records and wait until Kafka acknowledged every one."""
         if not records:
@@ -175,6 +167,10 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     async def correlate_batch(items: list[_Item], *, rerouted: bool) -> None:
         """Apply events, publish their incident records, then store the touched states."""
         async with lock:
+            if not restored["done"] and _settled(app):
+                # Stored devices first: a lane's clock frame comes from its stored devices
+                # (see Shard), not from whichever new device speaks first.
+                restore_owned()
             now = time.monotonic()
             out: list[dict[str, Any]] = []
             touched: dict[bytes, Any] = {}
@@ -194,7 +190,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 # changelog (and a RocksDB store) file it under that record's partition.
                 token = _current_event.set(weakref.ref(event))
                 try:
-                    table[key] = shard.slots[key.decode("utf-8", errors="replace")].dump()
+                    table[key] = shard.dump(key.decode("utf-8", errors="replace"))
                 finally:
                     _current_event.reset(token)
 
@@ -267,6 +263,15 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_name}
         return [k for k in list(table.keys()) if partition_of(k, partitions) in mine]
 
+    restored = {"done": False}
+
+    def restore_owned(owned: list[bytes] | None = None) -> None:
+        for key in owned_keys() if owned is None else owned:
+            device = key.decode("utf-8", errors="replace")
+            if device not in shard.slots:
+                shard.restore(device, table.get(key), -1)
+        restored["done"] = True
+
     async def tick() -> None:
         if not _settled(app):
             return
@@ -277,11 +282,9 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         async with lock:
             # Devices known only from the table (after a restart or a rebalance) need
             # their watermark too.
-            for key in owned:
-                device = key.decode("utf-8", errors="replace")
-                if device not in shard.slots:
-                    shard.restore(device, table.get(key), -1)
-            records = shard.tick(highwater)
+            if not restored["done"]:
+                restore_owned(owned)
+            records = shard.tick()
             records.extend(shard.pending_updates(time.monotonic() - cfg.flush_idle))
             await publish(records)
 
@@ -319,6 +322,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         parts = {tp.partition for tp in revoked if tp.topic == input_name}
         inbox.clear()  # the new assignment reads from the committed offsets
         dropped = shard.drop_partitions(parts)
+        restored["done"] = False
         if dropped:
             say(f"partitions {sorted(parts)} revoked: {dropped} device states handed over")
 

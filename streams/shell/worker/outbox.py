@@ -13,23 +13,16 @@ not published.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
+
+from streams.shell.topics import partition_of
 
 #: Seconds between two attempts at a group Kafka refused (broker away, leader moving).
 RETRY_BACKOFF = 0.5
-
-
-@functools.lru_cache(maxsize=100_000)
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition of ``key`` under Kafka's default partitioner (cached: the keys are
-    device names, few and repeated; the worker asks for every record and every tick)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(slots=True)

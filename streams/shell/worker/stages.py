@@ -15,15 +15,16 @@ about on their own:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from streams.core.engine import DeviceState, advance, device_watermark, flush, step
+from streams.core.engine import DeviceState, advance, flush, next_due, step
 from streams.core.event import Event, Unparsed
+from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, Lane
 from streams.core.kb import KnowledgeBase
 from streams.core.parse import Parser
 from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE
@@ -154,9 +155,44 @@ def fingerprint(rec: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _clock_dump(dc: DeviceClock[Event], frame: str | None, lane_clock: float) -> dict[str, Any]:
+    return {
+        "frame": frame,
+        "lane_clock": None if lane_clock == NEG_INF else lane_clock,
+        "offset": dc.offset,
+        "correction": dc.correction,
+        "held": [[ev.to_record(), eng, raw] for ev, eng, raw in dc.held],
+        "held_expected": None if dc.held_expected == NEG_INF else dc.held_expected,
+        "last": None if dc.last == NEG_INF else dc.last,
+        "reading": None if dc.reading == NEG_INF else dc.reading,
+        "jumps": dc.jumps,
+        "outliers": dc.outliers,
+        "anomalies": list(dc.anomalies),
+    }
+
+
+def _float(v: Any) -> float:
+    return NEG_INF if v is None else float(v)
+
+
+def _clock_load(d: dict[str, Any], lane: int) -> DeviceClock[Event]:
+    return DeviceClock(
+        lane=lane,
+        offset=None if d.get("offset") is None else float(d["offset"]),
+        correction=float(d.get("correction", 0.0)),
+        held=[(Event.from_record(r), float(eng), str(raw)) for r, eng, raw in d.get("held", [])],
+        held_expected=_float(d.get("held_expected")),
+        last=_float(d.get("last")),
+        reading=_float(d.get("reading")),
+        jumps=int(d.get("jumps", 0)),
+        outliers=int(d.get("outliers", 0)),
+        anomalies=[str(a) for a in d.get("anomalies", [])],
+    )
+
+
 @dataclass(slots=True)
 class Slot:
-    """One device's engine state and where it stands in the events topic."""
+    """One device's engine state, its clock, and where it stands in the events topic."""
 
     state: DeviceState
     partition: int
@@ -164,17 +200,20 @@ class Slot:
     # The same for events that reached the device's partition through the reroute topic
     # (their raw record was keyed by another name than the device's: see app.py).
     reroute_offset: int = -1
-    synced_max: float = float("-inf")  # newest synced device-clock time (the fleet clock)
+    clock: DeviceClock[Event] = field(default_factory=DeviceClock)
+    # The frame of the stored clock (see Shard.restore) and its lane clock then.
+    frame: str | None = None
+    lane_clock: float = NEG_INF
     touched: float = 0.0  # monotonic wall time of the last event (for idle flushes)
 
-    def dump(self) -> bytes:
+    def dump(self, frame: str | None = None, lane_clock: float = NEG_INF) -> bytes:
         return orjson.dumps(
             {
                 "format": STATE_FORMAT,
                 "partition": self.partition,
                 "offset": self.offset,
                 "reroute_offset": self.reroute_offset,
-                "synced_max": None if self.synced_max == float("-inf") else self.synced_max,
+                "clock": _clock_dump(self.clock, frame, lane_clock),
                 "state": self.state.to_dict(),
             }
         )
@@ -182,36 +221,41 @@ class Slot:
     @classmethod
     def load(cls, data: bytes) -> Slot:
         d = orjson.loads(data)
-        sm = d.get("synced_max")
+        partition = int(d["partition"])
+        c = d.get("clock") or {}
         return cls(
             state=DeviceState.from_dict(d["state"]),
-            partition=int(d["partition"]),
+            partition=partition,
             offset=int(d["offset"]),
             reroute_offset=int(d.get("reroute_offset", -1)),
-            synced_max=float("-inf") if sm is None else float(sm),
+            clock=_clock_load(c, partition),
+            frame=c.get("frame"),
+            lane_clock=_float(c.get("lane_clock")),
         )
 
 
 class Shard:
     """The engine over the devices of the partitions one worker owns.
 
-    Mirrors :class:`streams.core.engine.Correlator` (same device fallback, same use of
-    synced, non-inferred event times for the fleet clock), with per-device stored offsets
-    for idempotent re-delivery.
+    The same engine and the same fleet clock as ``analyze``
+    (:class:`streams.core.engine.Correlator`, :mod:`streams.core.fleet`), with per-device
+    stored offsets for idempotent re-delivery. Each events partition is a lane of the
+    fleet clock: a partition keeps its devices' lines in their order, which is the order
+    ``analyze`` reads them in its lane (it uses the same partitioner), so both make the
+    same clock decisions; and a partition that lags behind another during a replay does
+    not see its devices advanced by the other's time.
 
-    The fleet clock differs in one way: ``analyze`` reads one file in order, so its
-    newest time is where the whole fleet stands. A worker reads several partitions, and
-    one may run ahead of another by hours of event time during a replay; its newest time
-    would resolve the incidents of devices whose partition has not caught up yet. So the
-    fleet clock is the *slowest* partition's newest time among the partitions that still
-    have records to read, and the newest time of all once every partition is caught up.
+    A lane's clock is in the frame of the device it started from; stored device clocks
+    carry their lane's frame id and lane time. A device restored into a lane of another
+    frame (its partition was started anew elsewhere) forgets its offset, which only means
+    that the fleet does not advance it until it speaks again.
     """
 
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
         self.slots: dict[str, Slot] = {}
-        self.part_max: dict[int, float] = {}  # newest synced time per events partition
-        self.part_offset: dict[int, int] = {}  # last offset read per events partition
+        self.fleet: FleetClock[Event] = FleetClock(kb.lateness)
+        self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
         self.applied = 0
         self.duplicates = 0
@@ -225,12 +269,30 @@ class Shard:
             return slot
         if stored:
             slot = Slot.load(stored)
-            if slot.synced_max > self.part_max.get(slot.partition, float("-inf")):
-                self.part_max[slot.partition] = slot.synced_max
+            frame = self.frames.get(slot.partition)
+            if frame is None and slot.frame is not None and slot.clock.offset is not None:
+                self.frames[slot.partition] = slot.frame
+                self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
+            elif frame != slot.frame:
+                # Another frame: its offset and reading mean nothing here.
+                slot.clock.offset = None
+                slot.clock.reading = NEG_INF
+            self.fleet.adopt(device, slot.clock)
+            lane = self.fleet.lanes[slot.partition]
+            if slot.clock.offset is not None and slot.lane_clock > lane.clock:
+                lane.clock = slot.lane_clock
         else:
-            slot = Slot(DeviceState(device), partition)
+            slot = Slot(DeviceState(device), partition, clock=DeviceClock(lane=partition))
+            self.fleet.adopt(device, slot.clock)
         self.slots[device] = slot
+        self._schedule(device, slot)
         return slot
+
+    def dump(self, device: str) -> bytes:
+        """The stored form of a device's slot, with its lane's frame and time."""
+        slot = self.slots[device]
+        lane = self.fleet.lanes.get(slot.partition)
+        return slot.dump(self.frames.get(slot.partition), lane.clock if lane else NEG_INF)
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget the devices of revoked partitions (their state lives on in the changelog)."""
@@ -238,25 +300,21 @@ class Shard:
         victims = [d for d, s in self.slots.items() if s.partition in gone]
         for d in victims:
             del self.slots[d]
+        self.fleet.forget(victims)
         for p in gone:
-            self.part_max.pop(p, None)
-            self.part_offset.pop(p, None)
+            self.fleet.lanes.pop(p, None)
+            self.frames.pop(p, None)
         return len(victims)
 
-    def fleet_clock(self, highwater: Callable[[int], int | None]) -> float:
-        """The fleet's event time: see the class docstring.
+    def _move(self, device: str, slot: Slot, partition: int) -> None:
+        """A device's events now come from another partition (lane)."""
+        self.fleet.forget([device])
+        slot.clock = DeviceClock(lane=partition)
+        slot.partition = partition
+        self.fleet.adopt(device, slot.clock)
 
-        ``highwater(p)``: the end offset of events partition ``p`` as the consumer last
-        saw it, None when unknown (counted as not caught up).
-        """
-        behind: list[float] = []
-        for p, newest in self.part_max.items():
-            end = highwater(p)
-            if end is None or self.part_offset.get(p, -1) + 1 < end:
-                behind.append(newest)
-        if behind:
-            return min(behind)
-        return max(self.part_max.values(), default=float("-inf"))
+    def _schedule(self, device: str, slot: Slot) -> None:
+        self.fleet.schedule(device, slot.clock, next_due(slot.state, self.kb))
 
     # -- processing ----------------------------------------------------------------
 
@@ -272,49 +330,60 @@ class Shard:
     ) -> list[dict[str, Any]] | None:
         """Feed one event; None when it was applied before (a re-delivery).
 
-        ``partition``/``offset``: where the event was read (the input topic whose
-        highwater :meth:`fleet_clock` is given); ``rerouted``: read from the reroute
-        topic instead, whose offsets are tracked apart and do not move the fleet clock's
-        progress.
+        ``partition``/``offset``: where the event was read; ``rerouted``: read from the
+        reroute topic instead, whose offsets are tracked apart.
         """
+        device = slot.state.device
         if rerouted:
             if slot.partition == partition and offset <= slot.reroute_offset:
                 self.duplicates += 1
                 return None
             if slot.partition != partition:
                 slot.offset = -1
-            slot.partition = partition
+                self._move(device, slot, partition)
             slot.reroute_offset = offset
         else:
-            if offset > self.part_offset.get(partition, -1):
-                self.part_offset[partition] = offset
             if slot.partition == partition and offset <= slot.offset:
                 self.duplicates += 1
                 return None
             if slot.partition != partition:
                 slot.reroute_offset = -1
-            slot.partition = partition
+                self._move(device, slot, partition)
             slot.offset = offset
         slot.touched = now
-        if ev.clock_synced and ev.time_source != "inferred":
-            if ev.ts > slot.synced_max:
-                slot.synced_max = ev.ts
-            if ev.ts > self.part_max.get(partition, float("-inf")):
-                self.part_max[partition] = ev.ts
         self.applied += 1
-        _, out = step(slot.state, ev, self.kb)
+        fleet = self.fleet
+        if partition not in self.frames:
+            self.frames[partition] = f"{device}@{ev.ts:.3f}"
+        admitted = fleet.admit(device, slot.clock, ev, ev.ts, ev.time_source != "inferred", ev.raw)
+        out = self._apply(slot, admitted)
+        self._schedule(device, slot)
         return out
 
-    def tick(self, highwater: Callable[[int], int | None]) -> list[dict[str, Any]]:
-        """Advance every device to its watermark (its own clock, or the fleet's)."""
-        fleet = self.fleet_clock(highwater)
+    def _apply(self, slot: Slot, admitted: list[tuple[Event, float]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for slot in self.slots.values():
-            st = slot.state
-            if st.max_ts == float("-inf"):
+        for item, ts in admitted:
+            e = item if item.ts == ts else replace(item, ts=ts)
+            out.extend(step(slot.state, e, self.kb)[1])
+        return out
+
+    def tick(self) -> list[dict[str, Any]]:
+        """Advance the devices that have work to do by their lane's clock (silent ones)."""
+        fleet = self.fleet
+        out: list[dict[str, Any]] = []
+        for device, dc in fleet.overdue():
+            slot = self.slots.get(device)
+            if slot is not None:
+                out.extend(self._apply(slot, fleet.settle(device, dc)))
+        for device, dc in list(fleet.due()):
+            slot = self.slots.get(device)
+            if slot is None:
                 continue
-            _, recs = advance(st, device_watermark(st, fleet, self.kb), self.kb)
+            st = slot.state
+            _, recs = advance(st, fleet.watermark(dc, st.max_ts), self.kb)
             out.extend(recs)
+            st.due = float("-inf")
+            self._schedule(device, slot)
         return out
 
     def pending_updates(self, idle_before: float) -> list[dict[str, Any]]:
