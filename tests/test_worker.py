@@ -111,6 +111,26 @@ def test_a_streamed_stamp_days_ahead_of_its_receive_time_stays_in_this_year() ->
     early = b"Jan  2 00:00:01 rtr-3 5: Jan  2 00:00:01: %SYS-5-CONFIG_I: Configured from console"
     routed = stage.handle(early, b"rtr-3", [("received_at", b"2026-12-31T23:00:00.000Z")])
     assert orjson.loads(routed.value)["timestamp"].startswith("2027-01-02T00:00:01")
+    # ... but a replayed archive's March received in December is this year's: a stamp
+    # never lands months after its receive time.
+    old = b"Mar  5 12:00:00 rtr-4 5: Mar  5 12:00:00: %SYS-5-CONFIG_I: Configured from console"
+    routed = stage.handle(old, b"rtr-4", [("received_at", b"2026-12-04T20:00:00.000Z")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2026-03-05T12:00:00")
+    # ... and one 8 days ahead of its receive time is last year's.
+    ahead = b"Dec 12 10:00:00 rtr-5 5: Dec 12 10:00:00: %SYS-5-CONFIG_I: Configured from console"
+    routed = stage.handle(ahead, b"rtr-5", [("received_at", b"2026-12-04T09:00:00.000Z")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2025-12-12T10:00:00")
+
+
+def test_a_year_header_dates_year_less_stamps_as_analyze_year_does() -> None:
+    stage = ParseStage()
+    line = b"Mar  5 12:00:00 rtr-6 5: Mar  5 12:00:00: %SYS-5-CONFIG_I: Configured from console"
+    received = ("received_at", b"2026-12-04T20:00:00.000Z")
+    routed = stage.handle(line, b"rtr-6", [received, ("year", b"2024")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2024-03-05T12:00:00")
+    # A broken header is ignored: the receive time decides, as without one.
+    routed = stage.handle(line, b"rtr-7", [received, ("year", b"20x4")])
+    assert orjson.loads(routed.value)["timestamp"].startswith("2026-03-05T12:00:00")
 
 
 def test_an_archive_line_dated_after_the_file_takes_last_year() -> None:

@@ -52,7 +52,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--topic", default="syslog.raw", help="topic for kafka:// (default: %(default)s)"
     )
-    p.add_argument("--year", type=int, help="year of year-less stamps (default: file time)")
+    p.add_argument(
+        "--year",
+        type=int,
+        help="year of year-less stamps (default: file time); with kafka:// it also reaches "
+        "the worker as a record header, so streamed incident ids equal analyze --year's",
+    )
     p.add_argument(
         "--source",
         default="127.0.0.1:0",
@@ -64,10 +69,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        sink = open_sink(args.to, args.topic, args.source)
+        sink = open_sink(args.to, args.topic, args.source, args.year)
     except ConfigError as exc:
         print(f"tunnelwatch replay: error: {exc}", file=sys.stderr)
         return 2
+    if args.year is not None and not args.to.startswith("kafka://"):
+        print(
+            "tunnelwatch replay: note: --year paces the replay only; over UDP/TCP the worker "
+            "dates year-less stamps by their receive time (use kafka:// to carry the year)",
+            file=sys.stderr,
+        )
     try:
         result = replay(args.files, sink, args.speed, args.year)
     except InputError as exc:

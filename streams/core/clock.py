@@ -88,9 +88,11 @@ class YearTracker:
     Without it, ``reference_ts`` is used. For an archive (the file's modification
     time, after its last line) the first stamp gets the latest year that does not
     put it more than a day after the reference. For a live stream (``nearest``: the
-    reference is the time the line was received) it gets the year that puts it
-    nearest to the reference: a device whose clock runs days ahead stays in this
-    year, and a stamp of Jan 2 received on Dec 31 is next year's. After that a
+    reference is the time the line was received) it gets the latest year that puts it
+    no more than a week after the reference: a device whose clock runs days ahead
+    stays in this year, a stamp of Jan 2 received on Dec 31 is next year's, and a
+    replayed archive's ``Mar  5`` received in December is this year's March, never
+    next year's. After that a
     device's month going backwards by more than six months (Dec -> Jan) moves that
     device to the next year.
     """
@@ -130,12 +132,17 @@ class YearTracker:
         return 1970
 
 
+#: How far ahead of its receive time a year-less stamp may be (a device clock a few days
+#: fast); further ahead, the stamp is last year's: devices do not log the future.
+MAX_AHEAD = 7 * 86400.0
+
+
 def _nearest_year(reference: float, ryear: int, month: int, day: int) -> int:
-    """The year among the reference's and its neighbours that puts month/day nearest
-    to ``reference`` (the reference's own year when the date exists in none)."""
-    best, best_gap = ryear, float("inf")
-    for year in (ryear, ryear - 1, ryear + 1):
-        at = epoch_of(year, month, day, 12, 0, 0)
-        if at is not None and abs(at - reference) < best_gap:
-            best, best_gap = year, abs(at - reference)
-    return best
+    """The latest year (of the reference's and its neighbours) that puts month/day no
+    more than :data:`MAX_AHEAD` after ``reference`` (the reference's own year when the
+    date exists in none)."""
+    for year in (ryear + 1, ryear, ryear - 1):
+        at = epoch_of(year, month, day, 0, 0, 0)
+        if at is not None and at <= reference + MAX_AHEAD:
+            return year
+    return ryear

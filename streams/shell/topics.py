@@ -46,6 +46,9 @@ STATE_TABLE = "device_state"
 #: Record headers set by the receiver on syslog.raw.
 HEADER_RECEIVED_AT = "received_at"
 HEADER_SOURCE = "source"
+#: The year of year-less stamps, set by ``replay --year`` (so the stream dates an old
+#: archive as ``analyze --year`` does).
+HEADER_YEAR = "year"
 
 _TOPIC_EXISTS = 36
 _TIMEOUT_MS = 30_000

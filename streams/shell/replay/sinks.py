@@ -22,6 +22,7 @@ from streams.errors import BrokerUnavailable, ConfigError
 from streams.shell.receiver.kafka import Chunk, KafkaOut
 from streams.shell.receiver.record import RecordMaker
 from streams.shell.receiver.server import parse_hostport
+from streams.shell.topics import HEADER_YEAR
 
 _TCP_BUFFER = 256 * 1024
 _KAFKA_CHUNK = 5_000
@@ -91,13 +92,15 @@ class TcpSink:
 class KafkaSink:
     """Publishes chunks with the receiver's :class:`KafkaOut` on a private event loop."""
 
-    def __init__(self, bootstrap: str, topic: str, source: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, source: str, year: int | None = None) -> None:
         import uvloop
 
         self.maker = RecordMaker()
         ip, _ = parse_hostport(source, "127.0.0.1")
         self.ip = ip
         self.source = source.encode("ascii", "replace")
+        # replay --year travels as a header: the worker dates year-less stamps with it.
+        self.extra = () if year is None else ((HEADER_YEAR, str(year).encode("ascii")),)
         self.out = KafkaOut(bootstrap, topic, client_id="tunnelwatch-replay")
         self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
         self._records: list[str] = []
@@ -118,6 +121,8 @@ class KafkaSink:
             return
         make, ip, source = self.maker.make, self.ip, self.source
         records = [make(r.encode("utf-8", "surrogateescape"), ip, source) for r in self._records]
+        if self.extra:
+            records = [r._replace(headers=(*r.headers, *self.extra)) for r in records]
         self._records.clear()
         chunk = Chunk(records, "memory")
         try:
@@ -158,8 +163,9 @@ class KafkaSink:
                 self.runner.close()
 
 
-def open_sink(target: str, topic: str, source: str) -> Sink:
-    """The sink of ``udp://H:P``, ``tcp://H:P`` or ``kafka://BOOTSTRAP``."""
+def open_sink(target: str, topic: str, source: str, year: int | None = None) -> Sink:
+    """The sink of ``udp://H:P``, ``tcp://H:P`` or ``kafka://BOOTSTRAP``; ``year`` is sent
+    as a record header on Kafka (a datagram or a TCP frame has no room for it)."""
     scheme, sep, rest = target.partition("://")
     if not sep or not rest:
         raise ConfigError(f"--to {target!r}: expected udp://H:P, tcp://H:P or kafka://BOOTSTRAP")
@@ -168,5 +174,5 @@ def open_sink(target: str, topic: str, source: str) -> Sink:
     if scheme == "tcp":
         return TcpSink(*_host_port(rest, scheme))
     if scheme == "kafka":
-        return KafkaSink(rest, topic, source)
+        return KafkaSink(rest, topic, source, year)
     raise ConfigError(f"--to {target!r}: unknown scheme {scheme!r} (udp, tcp or kafka)")

@@ -27,7 +27,7 @@ from streams.core.event import Event, Unparsed
 from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, Lane
 from streams.core.kb import KnowledgeBase
 from streams.core.parse import Parser
-from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE
+from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_YEAR
 
 #: The device of events that name none (same as ``Correlator.unknown_device``).
 UNKNOWN_DEVICE = "unknown"
@@ -58,6 +58,13 @@ def parse_received_at(text: str | None) -> float | None:
     return dt.timestamp()
 
 
+def _year_of(text: str | None) -> int | None:
+    """The year of a ``year`` header (``replay --year``), None when absent or not a year."""
+    if text is None or not text.isdigit() or not 1970 <= int(text) <= 9999:
+        return None
+    return int(text)
+
+
 def _host_of(source: str | None) -> str | None:
     """``10.0.0.1`` of ``10.0.0.1:514`` (``[::1]:514`` gives ``::1``)."""
     if not source:
@@ -85,15 +92,18 @@ class ParseStage:
     def __init__(self, year: int | None = None, device: str | None = None) -> None:
         self.year = year
         self.device = device
-        self._parsers: dict[int, Parser] = {}
+        self._parsers: dict[tuple[int, int | None], Parser] = {}
         self._received: tuple[str | None, float | None] = (None, None)
         self.events = 0
         self.deadletters = 0
 
-    def parser(self, partition: int) -> Parser:
-        p = self._parsers.get(partition)
+    def parser(self, partition: int, year: int | None = None) -> Parser:
+        """The parser of a raw partition (of records that carry ``year``, if given)."""
+        key = (partition, year)
+        p = self._parsers.get(key)
         if p is None:
-            p = self._parsers[partition] = Parser(year=self.year, device=self.device, stream=True)
+            y = self.year if year is None else year
+            p = self._parsers[key] = Parser(year=y, device=self.device, stream=True)
         return p
 
     def handle(
@@ -114,12 +124,13 @@ class ParseStage:
         if value is None:
             out: Event | Unparsed = Unparsed("", "empty record (null value)")
         else:
-            parser = self.parser(partition)
+            year = _year_of(header(headers, HEADER_YEAR))
+            parser = self.parser(partition, year)
             # The receiver stamps a whole batch with one time: parse each stamp once.
             if received_at != self._received[0]:
                 self._received = (received_at, parse_received_at(received_at))
             ref = self._received[1]
-            if ref is not None and self.year is None:
+            if ref is not None and self.year is None and year is None:
                 # The receiver's clock is the reference for year-less stamps, as an
                 # archive's modification time is for analyze.
                 parser.set_reference(ref)
