@@ -15,7 +15,7 @@ from streams.cli.main import main
 from streams.core.framing import iter_records
 from streams.shell.replay import Pacer, replay, schedule
 from streams.shell.replay.sinks import TcpSink
-from streams.shell.topics import HEADER_SOURCE
+from streams.shell.topics import HEADER_SOURCE, HEADER_YEAR
 
 if TYPE_CHECKING:
     from kafka_support import KafkaNames
@@ -203,3 +203,17 @@ def test_replay_at_max_speed_to_kafka_publishes_every_line_like_the_receiver(
     assert {tuple(sorted(m.headers)) for m in direct} == {
         tuple(sorted(m.headers)) for m in received
     }
+
+
+@pytest.mark.kafka
+def test_replay_year_reaches_kafka_as_a_record_header(
+    kafka_bootstrap: str, kafka_names: KafkaNames
+) -> None:
+    rc = main(
+        ["replay", str(SAMPLE), "--to", f"kafka://{kafka_bootstrap}", "--speed", "max",
+         "--topic", kafka_names.topic, "--year", "2024"]
+    )  # fmt: skip
+    assert rc == 0
+    msgs = asyncio.run(read_topic(kafka_bootstrap, kafka_names.topic))
+    assert len(msgs) == len(_sample_records())
+    assert {m.headers.get(HEADER_YEAR) for m in msgs} == {b"2024"}
