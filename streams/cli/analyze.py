@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from streams.cli.common import add_input_options, error, iter_chunks, iter_parsed
+from streams.cli.common import add_input_options, error, iter_chunks, iter_parsed, make_parser
 from streams.core import native
 from streams.core.engine import Correlator
 from streams.core.event import Unparsed
@@ -95,12 +95,22 @@ def analyze(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser]:
 
 def analyze_with_path(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser, str]:
     """:func:`analyze`, and which path read the lines (``native`` or ``python``)."""
+    records, parser, path, _ = analyze_full(args)
+    return records, parser, path
+
+
+def analyze_full(
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], Parser, str, Correlator]:
+    """:func:`analyze_with_path`, and the correlator (its fleet clock's report)."""
     kb = default_kb()
-    parser = Parser(year=args.year, device=args.device)
+    parser = make_parser(args)
     # The stream's partitions are the fleet clock's lanes: both read a lane in one order.
     corr = Correlator(kb, lane_of=device_lane())
     latest: dict[str, dict[str, Any]] = {}
-    module = native.load()
+    # The native scanner reads stamps without a zone map: with one, every line is parsed
+    # in Python.
+    module = None if parser.tz_map else native.load()
     if module is not None:
         _run_native(module, args, parser, corr, latest)
     else:
@@ -109,13 +119,13 @@ def analyze_with_path(args: argparse.Namespace) -> tuple[list[dict[str, Any]], P
         latest[rec["incident_id"]] = rec
     records = sorted(latest.values(), key=lambda r: (r["first_seen"], r["device"], r["cause"]))
     join_stories(records)
-    return records, parser, "python" if module is None else "native"
+    return records, parser, "python" if module is None else "native", corr
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
-        records, parser, path = analyze_with_path(args)
+        records, parser, path, corr = analyze_full(args)
     except (InputError, ConfigError) as exc:
         return error(str(exc))
     elapsed = time.perf_counter() - t0
@@ -128,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         from streams.cli.render import incident_table
 
         incident_table(records)
+    _clock_report(corr)
     s = parser.stats
     rate = s.records / elapsed if elapsed > 0 else 0.0
     print(
@@ -137,3 +148,37 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 2 if args.strict and s.unparsed else 0
+
+
+def _clock_report(corr: Correlator, limit: int = 20) -> None:
+    """Devices whose clock is off from the fleet's by more than a minute, and devices
+    whose clock jumped or sent outlier stamps: a NOC wants to know."""
+    skews = corr.skews(60.0)
+    if skews:
+        worst = sorted(skews.items(), key=lambda kv: -abs(kv[1]))
+        shown = ", ".join(f"{_text(d)} {_offset(s)}" for d, s in worst[:limit])
+        more = f" (+{len(worst) - limit} more)" if len(worst) > limit else ""
+        print(f"tunnelwatch: clocks off the fleet's: {shown}{more}", file=sys.stderr)
+    anomalies = corr.clock_anomalies()
+    for device, (jumps, outliers, lines) in sorted(anomalies.items())[:limit]:
+        example = f": {_text(lines[-1][:120])}" if lines else ""
+        print(
+            f"tunnelwatch: clock of {_text(device)}: {jumps} jump(s), {outliers} outlier "
+            f"stamp(s){example}",
+            file=sys.stderr,
+        )
+
+
+def _offset(seconds: float) -> str:
+    sign = "+" if seconds >= 0 else "-"
+    s = round(abs(seconds))
+    return (
+        f"{sign}{s // 3600}h{s % 3600 // 60:02d}m"
+        if s >= 3600
+        else f"{sign}{s // 60}m{s % 60:02d}s"
+    )
+
+
+def _text(s: str) -> str:
+    """Device text on a terminal: control characters shown, not obeyed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)

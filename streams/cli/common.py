@@ -19,6 +19,20 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="archive files (.gz ok), - for stdin")
     p.add_argument("--year", type=int, help="year of year-less stamps (default: file time)")
     p.add_argument("--device", help="device name for lines that name none")
+    p.add_argument(
+        "--tz-map",
+        metavar="FILE",
+        help="device name, IP or CIDR -> IANA zone (CSV or YAML): the zone of devices that "
+        "log local time without a zone label",
+    )
+
+
+def make_parser(args: argparse.Namespace) -> Parser:
+    """The parser of ``analyze``/``parse`` (raises ConfigError for a bad --tz-map)."""
+    from streams.shell.tzmap import load_tz_map
+
+    tz_map = load_tz_map(args.tz_map) if getattr(args, "tz_map", None) else None
+    return Parser(year=args.year, device=args.device, tz_map=tz_map)
 
 
 def iter_parsed(args: argparse.Namespace, parser: Parser) -> Iterator[Event | Unparsed]:

@@ -7,10 +7,9 @@ import sys
 
 import orjson
 
-from streams.cli.common import add_input_options, error, iter_parsed
+from streams.cli.common import add_input_options, error, iter_parsed, make_parser
 from streams.core.event import Unparsed
-from streams.core.parse import Parser
-from streams.errors import InputError
+from streams.errors import ConfigError, InputError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,9 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parser = Parser(year=args.year, device=args.device)
     out = sys.stdout.buffer
     try:
+        parser = make_parser(args)
         for item in iter_parsed(args, parser):
             if isinstance(item, Unparsed):
                 rec = {"unparsed": True, "reason": item.reason, "raw": item.raw}
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 rec = item.to_record()
             out.write(orjson.dumps(rec) + b"\n")
-    except InputError as exc:
+    except (InputError, ConfigError) as exc:
         return error(str(exc))
     out.flush()
     s = parser.stats

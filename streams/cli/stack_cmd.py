@@ -55,6 +55,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--listen", default=DEFAULT_LISTEN, help="receiver UDP+TCP address (default: %(default)s)"
     )
+    p.add_argument(
+        "--tz-map",
+        metavar="FILE",
+        help="device name, IP or CIDR -> IANA zone (CSV or YAML) for the workers",
+    )
     p.set_defaults(func=_up)
     d = sub.add_parser("down", parents=[state], help="stop what `tunnelwatch up` started")
     d.set_defaults(func=_down)
@@ -71,6 +76,7 @@ def _up(args: argparse.Namespace) -> int:
             partitions=args.partitions,
             listen=args.listen,
             workers=args.workers,
+            tz_map=args.tz_map,
         )
     except TunnelwatchError as exc:
         print(f"tunnelwatch up: {exc}", file=sys.stderr)

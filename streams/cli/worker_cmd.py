@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="year of year-less stamps (archive replays; default: the received_at header)",
     )
     p.add_argument("--device", help="device name for lines that name none (default: the source)")
+    p.add_argument(
+        "--tz-map",
+        metavar="FILE",
+        help="device name, IP or CIDR -> IANA zone (CSV or YAML): the zone of devices that "
+        "log local time without a zone label",
+    )
     p.add_argument("--ready-file", type=Path, help="write this file once partitions are assigned")
     p.add_argument(
         "--tick", type=float, default=1.0, help="seconds between watermark ticks (default: 1)"
@@ -89,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         store=args.store,
         year=args.year,
         device=args.device,
+        tz_map=args.tz_map,
         ready_file=args.ready_file,
         tick_interval=args.tick,
         flush_idle=args.flush_idle,

@@ -53,6 +53,13 @@ def tz_offset_minutes(label: str | None) -> tuple[int, bool]:
     if m:
         minutes = int(m.group(2)) * 60 + int(m.group(3) or 0)
         return (-minutes if m.group(1) == "-" else minutes), True
+    # Beyond the common labels: an abbreviation of the IANA database (zoneinfo) that
+    # stands for one offset only.
+    from streams.core.zones import label_offset_minutes
+
+    off = label_offset_minutes(key)
+    if off is not None:
+        return off, True
     return 0, False
 
 

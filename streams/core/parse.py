@@ -29,6 +29,7 @@ from streams.core.header import (
     fast_prefix,
     scan_prefix,
 )
+from streams.core.zones import TzMap, local_offset_minutes
 
 MAX_LINE = 65536
 # Catalog patterns look at the first 2 KiB of a message: real Cisco messages are far
@@ -68,6 +69,9 @@ class Parser:
     reference_ts: float | None = None
     device: str | None = None
     stream: bool = False
+    # Device (name, address, network) -> IANA zone, for devices that log local time
+    # without a zone label (--tz-map).
+    tz_map: TzMap | None = None
     stats: ParseStats = field(default_factory=ParseStats)
     _years: YearTracker = field(init=False)
     _last_ts: float | None = field(init=False, default=None)
@@ -75,6 +79,7 @@ class Parser:
     # only when a line without a stamp needs a time.
     _last_relay: tuple[Stamp, str | None] | None = field(init=False, default=None)
     _received: float | None = field(init=False, default=None)
+    _zones: dict[str, str | None] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._years = YearTracker(
@@ -261,6 +266,14 @@ class Parser:
             return self._last_ts
         return self.reference_ts or 0.0
 
+    def _zone_of(self, device: str | None) -> str | None:
+        key = device or ""
+        if key not in self._zones:
+            if len(self._zones) > 100_000:
+                self._zones.clear()
+            self._zones[key] = self.tz_map.zone_for(device) if self.tz_map else None
+        return self._zones[key]
+
     def _stamp_ts(self, st: Stamp, device: str | None) -> tuple[float | None, str | None, bool]:
         year = st.year if st.year is not None else self._years.year_for(device, st.month, st.day)
         base = epoch_of(year, st.month, st.day, st.hh, st.mm, st.ss)
@@ -268,5 +281,10 @@ class Parser:
             return None, st.tz, True
         if st.offset_min is not None:
             return base - st.offset_min * 60 + st.frac, st.tz, True
+        if st.tz is None and self.tz_map:
+            zone_name = self._zone_of(device)
+            if zone_name is not None:
+                off = local_offset_minutes(zone_name, year, st.month, st.day, st.hh)
+                return base - off * 60 + st.frac, zone_name, True
         off, known = tz_offset_minutes(st.tz)
         return base - off * 60 + st.frac, st.tz, known

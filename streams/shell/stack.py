@@ -212,7 +212,11 @@ def _metrics_answer(address: str) -> bool:
 
 
 def worker_argv(
-    paths: StackPaths, bootstrap: str, partitions: int, part: str = "worker"
+    paths: StackPaths,
+    bootstrap: str,
+    partitions: int,
+    part: str = "worker",
+    tz_map: str | None = None,
 ) -> list[str]:
     return [
         "worker",
@@ -220,11 +224,16 @@ def worker_argv(
         "--partitions", str(partitions),
         "--data-dir", str(paths.data(part)),
         "--ready-file", str(paths.ready(part)),
+        *(["--tz-map", str(Path(tz_map).resolve())] if tz_map else []),
     ]  # fmt: skip
 
 
 def start_worker(
-    paths: StackPaths, bootstrap: str, partitions: int, part: str = "worker"
+    paths: StackPaths,
+    bootstrap: str,
+    partitions: int,
+    part: str = "worker",
+    tz_map: str | None = None,
 ) -> tuple[int, str]:
     """Start worker ``part`` unless it runs; wait until it is ready. (pid, what was done)."""
     pid = running_pid(paths, part)
@@ -234,7 +243,7 @@ def start_worker(
             sys.executable,
             "-m",
             "streams.cli.main",
-            *worker_argv(paths, bootstrap, partitions, part),
+            *worker_argv(paths, bootstrap, partitions, part, tz_map),
         ]
         pid = _launch(argv, paths.log(part))
         paths.pid(part).write_text(f"{pid}\n", encoding="utf-8")
@@ -261,6 +270,7 @@ def up(
     listen: str = DEFAULT_LISTEN,
     metrics: str = DEFAULT_METRICS,
     workers: int = 1,
+    tz_map: str | None = None,
     say: Callable[[str], None] = print,
 ) -> bool:
     """Start what is not running; True when every part is up and ready.
@@ -281,7 +291,7 @@ def up(
 
     for index in range(1, max(1, workers) + 1):
         part = worker_part(index)
-        wpid, wverb = start_worker(paths, bootstrap, partitions, part)
+        wpid, wverb = start_worker(paths, bootstrap, partitions, part, tz_map)
         say(f"{part:<9} ready, {wverb} (pid {wpid}, log {paths.log(part)})")
 
     host, _, port_text = listen.rpartition(":")

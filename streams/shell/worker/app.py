@@ -39,6 +39,7 @@ from faust.streams import _current_event  # the context the table reads the part
 from streams.core.event import Event
 from streams.core.kb import default_kb
 from streams.shell.topics import STATE_TABLE, reroute_topic
+from streams.shell.tzmap import load_tz_map
 from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
 from streams.shell.worker.inbox import Inbox
@@ -136,7 +137,11 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         extra_topic_configs={"cleanup.policy": "compact"},
     )
 
-    stage = ParseStage(year=cfg.year, device=cfg.device)
+    stage = ParseStage(
+        year=cfg.year,
+        device=cfg.device,
+        tz_map=load_tz_map(cfg.tz_map) if cfg.tz_map else None,
+    )
     shard = Shard(default_kb())
     counters = {"raw": 0, "published": 0}
     lock = asyncio.Lock()

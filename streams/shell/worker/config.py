@@ -27,6 +27,7 @@ class WorkerConfig:
     store: str = "memory"  # a key of STORES
     year: int | None = None  # year of year-less stamps (archive replays); else received_at
     device: str | None = None  # device of lines that name none (else the record's source)
+    tz_map: str | None = None  # --tz-map FILE: zones of devices logging unlabelled local time
     ready_file: Path | None = None  # written once partitions are assigned and recovered
     tick_interval: float = 1.0  # seconds between two watermark ticks
     flush_idle: float = 2.0  # publish pending incident state after this long without events

@@ -27,6 +27,7 @@ from streams.core.event import Event, Unparsed
 from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, Lane
 from streams.core.kb import KnowledgeBase
 from streams.core.parse import Parser
+from streams.core.zones import TzMap
 from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_YEAR
 
 #: The device of events that name none (same as ``Correlator.unknown_device``).
@@ -89,9 +90,12 @@ class Routed:
 class ParseStage:
     """syslog.raw → syslog.events / syslog.deadletter."""
 
-    def __init__(self, year: int | None = None, device: str | None = None) -> None:
+    def __init__(
+        self, year: int | None = None, device: str | None = None, tz_map: TzMap | None = None
+    ) -> None:
         self.year = year
         self.device = device
+        self.tz_map = tz_map
         self._parsers: dict[tuple[int, int | None], Parser] = {}
         self._received: tuple[str | None, float | None] = (None, None)
         self.events = 0
@@ -103,7 +107,9 @@ class ParseStage:
         p = self._parsers.get(key)
         if p is None:
             y = self.year if year is None else year
-            p = self._parsers[key] = Parser(year=y, device=self.device, stream=True)
+            p = self._parsers[key] = Parser(
+                year=y, device=self.device, stream=True, tz_map=self.tz_map
+            )
         return p
 
     def handle(
