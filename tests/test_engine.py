@@ -374,19 +374,24 @@ def test_a_device_with_a_wrong_clock_keeps_its_incident_while_it_logs_its_eviden
     assert list(corr.states["rtr-skewed"].incidents)
 
 
-def test_two_devices_that_jump_ahead_together_move_the_fleet_on() -> None:
+def test_most_of_the_fleet_moving_on_together_resolves_the_silent_devices() -> None:
     corr = Correlator(KB)
     skew = -86_400.0
+    clocks = {"fw-clock": 7200.0, "fw-clock2": 0.0, "fw-clock3": -600.0}  # their offsets
     for t in (0, 30, 60, 90, 120):
         corr.feed(ev(t + skew, "HMAC_VERIFY_FAILED", A, device="rtr-skewed"))
         corr.feed(ev(t, "HMAC_VERIFY_FAILED", B, device="rtr-ok"))
-        corr.feed(ev(t + 7200, None, device="fw-clock"))  # two hours ahead
-        corr.feed(ev(t, None, device="fw-clock2"))
-    # Two devices seen before agree that it is 48 minutes later: the archive had a gap,
-    # and both silent devices' incidents resolve, each read in its own time.
-    corr.feed(ev(10 + 3000 + 7200, None, device="fw-clock"))
-    assert not corr.tick()  # one device alone jumping is held: it may be its own clock
-    corr.feed(ev(10 + 3000, None, device="fw-clock2"))
+        for d, off in clocks.items():
+            corr.feed(ev(t + off, None, device=d))
+    # One device alone 48 minutes further may be its own clock: nothing resolves.
+    for t in range(3010, 3310, 10):
+        corr.feed(ev(t + 7200, None, device="fw-clock"))
+    assert not [r for r in corr.tick() if r["status"] == "resolved"]
+    # Most of the fleet agrees: the archive had a gap, and both silent devices'
+    # incidents resolve, each read in its own time.
+    for t in range(3010, 3310, 10):
+        for d, off in clocks.items():
+            corr.feed(ev(t + off, None, device=d))
     resolved = {r["device"] for r in corr.tick() if r["status"] == "resolved"}
     assert resolved == {"rtr-ok", "rtr-skewed"}
 
@@ -468,8 +473,10 @@ def test_a_silent_device_with_a_skewed_clock_resolves_when_the_fleet_moves_on() 
     for t in (0, 30, 60, 90, 120):
         corr.feed(ev(t + skew, "HMAC_VERIFY_FAILED", A, device="rtr-skewed"))
     assert corr.skews()["rtr-skewed"] < -80_000
-    for d in ("fw-a", "fw-b"):
-        corr.feed(ev(3000, None, device=d))
+    # The others keep logging for 50 minutes: the silent device's incident resolves.
+    for t in range(150, 3000, 30):
+        for d in ("fw-a", "fw-b"):
+            corr.feed(ev(t, None, device=d))
     resolved = {r["device"] for r in corr.tick() if r["status"] == "resolved"}
     assert resolved == {"rtr-skewed"}
 

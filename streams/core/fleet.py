@@ -12,18 +12,20 @@ The model, per *lane* (the devices read in one order: one Kafka partition on the
 and in ``analyze`` the same partition of the same partitioner, so both read each lane in
 the same order and make the same decisions):
 
-- each device's ``offset`` is its engine time minus the lane clock ``L`` when it last
-  spoke; the device's time *now* reads as ``L + offset``. A silent device's watermark is
-  that, minus the allowed lateness;
-- a line moves its device's *reading* of the lane to ``n = time - offset``: the lane
-  time when it last spoke plus how far its own clock moved since. ``L`` is the second
-  highest reading in the lane (the highest in a lane of one device): it moves only when
-  two devices say that time passed, so no single clock, however fast, wrong or forged,
-  drags the others' watermarks along, and a device's own lines never resolve its own
-  incidents early. A new device's first line moves nothing (it stands for "now");
+- a device's ``offset`` is its engine time minus the lane clock ``L`` at its first line
+  (a new device stands for "now"); its *reading* of the lane is its engine time minus
+  that offset, so its own clock, whatever its zone, label or error, reads fleet time;
+- ``L`` is the median reading of the lane's recent speakers: it moves only when most
+  of them say that time passed, so a few clocks that run fast, jump or lie do not drag
+  it; a device that said nothing while the others spoke several times each stops
+  voting, so a fleet whose devices fall silent still moves on with the ones that speak;
+- a device that keeps speaking is advanced by its *own* clock only, whatever the lane
+  says: the fleet clock never resolves an incident whose device still logs its evidence.
+  Once it fell silent, its watermark is ``L + offset`` (the lane read in its own time),
+  minus the allowed lateness;
 - a stamp far from where its device stands (more than :data:`JUMP` behind its own newest
   time, or more than :data:`FAR` ahead of it) is held, not applied. The device's next
-  line decides: back on its old course, the held line was an outlier (a forged or broken
+  lines decide: back on its old course, the held line was an outlier (a forged or broken
   stamp): it is counted, kept as a clock anomaly, and applied at the device's own time
   then; on the new course, the clock really moved (a reload to 1993, an NTP step): going
   back, or coming back from a corrected course, the device's ``correction`` changes so
@@ -46,6 +48,13 @@ from typing import Generic, TypeVar
 JUMP = 900.0
 #: Seconds a stamp may run ahead of where its device stands before it is held.
 FAR = 6 * 3600.0
+#: The lane clock is the median reading of this many most recent speakers.
+WINDOW = 31
+#: Seconds a reading may run ahead of the lane clock before the median is taken again
+#: (else every RECOMPUTE readings).
+STEP = 10.0
+RECOMPUTE = 64
+EXPIRE = 8
 #: Lines of one device held at most while a jump is undecided.
 MAX_HELD = 8
 #: Clock anomalies (raw lines) kept per device.
@@ -65,6 +74,7 @@ class DeviceClock(Generic[T]):
     correction: float = 0.0  # added to the device's stamps (jumps kept continuous)
     last: float = NEG_INF  # newest engine time of its timed lines
     reading: float = NEG_INF  # highest lane time its lines stood for
+    seen: int = 0  # the lane's read count at its last timed line
     # Lines held while a jump is undecided: (item, engine time as stamped, raw text).
     held: list[tuple[T, float, str]] = field(default_factory=list)
     held_expected: float = NEG_INF  # the device's own time when the first line was held
@@ -78,28 +88,43 @@ class DeviceClock(Generic[T]):
 class Lane:
     clock: float = NEG_INF
     devices: int = 0
-    # The two highest readings: the device with the highest, its value, and the highest
-    # reading of any other device.
-    top_device: str | None = None
-    top: float = NEG_INF
-    second: float = NEG_INF
+    # The readings of the lane's most recent speakers (oldest first) with the read count
+    # of their last reading. The clock is their (lower) median, taken again when a
+    # reading runs ahead of it or every RECOMPUTE readings. A device that said nothing
+    # while the others read EXPIRE times each on average no longer votes: a fleet whose
+    # devices fall silent one by one still moves on with the ones that speak.
+    recent: dict[str, tuple[float, int]] = field(default_factory=dict)
+    reads: int = 0
+    pending: int = 0
     holding: dict[str, None] = field(default_factory=dict)  # devices holding a jump
     heap: list[tuple[float, str]] = field(default_factory=list)
 
+    def patience(self) -> int:
+        """Reads after which a device that said nothing counts as silent."""
+        return EXPIRE * max(self.devices, 4)
+
     def read(self, name: str, n: float) -> None:
         """A device's reading of the lane moved to ``n``; move the lane clock."""
-        if name == self.top_device:
-            if n > self.top:
-                self.top = n
-        elif n > self.top:
-            if self.top > self.second:
-                self.second = self.top
-            self.top_device, self.top = name, n
-        elif n > self.second:
-            self.second = n
-        clock = self.top if self.devices <= 1 else self.second
-        if clock > self.clock:
-            self.clock = clock
+        recent = self.recent
+        self.reads += 1
+        if name in recent:
+            del recent[name]
+        elif len(recent) >= WINDOW:
+            del recent[next(iter(recent))]
+        recent[name] = (n, self.reads)
+        stale = self.reads - self.patience()
+        while True:
+            oldest = next(iter(recent))
+            if recent[oldest][1] >= stale:
+                break
+            del recent[oldest]
+        self.pending += 1
+        if n > self.clock + STEP or self.pending >= RECOMPUTE:
+            self.pending = 0
+            values = sorted(v for v, _ in recent.values())
+            median = values[(len(values) - 1) // 2]
+            if median > self.clock:
+                self.clock = median
 
 
 Admitted = list[tuple[T, float]]
@@ -156,6 +181,7 @@ class FleetClock(Generic[T]):
             if dc.offset is not None:
                 lane.devices -= 1
             lane.holding.pop(name, None)
+            lane.recent.pop(name, None)
 
     # -- lines ---------------------------------------------------------------------
 
@@ -180,7 +206,9 @@ class FleetClock(Generic[T]):
                 lane.clock = eng
             dc.offset = eng - lane.clock
             dc.last = eng
+            dc.reading = lane.clock
             lane.devices += 1
+            lane.read(name, lane.clock)
             return [(item, eng)]
         if dc.held:
             return self._decide(name, dc, lane, item, eng, raw)
@@ -196,7 +224,7 @@ class FleetClock(Generic[T]):
         if n > dc.reading:
             dc.reading = n
             lane.read(name, n)
-        dc.offset = eng - lane.clock
+        dc.seen = lane.reads
         if eng > dc.last:
             dc.last = eng
 
@@ -313,11 +341,16 @@ class FleetClock(Generic[T]):
     # -- watermarks and scheduling ---------------------------------------------------
 
     def watermark(self, dc: DeviceClock[T], own_max: float) -> float:
-        """The watermark to advance a device with: its own newest time, or the lane's
-        clock read in the device's time, minus the allowed lateness."""
+        """The watermark to advance a device with, minus the allowed lateness: its own
+        newest time while it speaks; once it fell silent (the others read
+        :data:`EXPIRE` times each on average meanwhile), the lane's clock read in its
+        time, if that is later. A device that keeps speaking is never moved by the
+        others' clocks, whatever they say."""
         own = own_max - self.lateness
         lane = self.lanes.get(dc.lane)
         if lane is None or dc.offset is None or lane.clock == NEG_INF:
+            return own
+        if lane.reads - dc.seen <= lane.patience():
             return own
         return max(own, lane.clock + dc.offset - self.lateness)
 
