@@ -520,19 +520,20 @@ class Correlator:
         states = self.states
         devices = fleet.devices
         unknown = self.unknown_device
+        ordinary = fleet.ordinary
         for device, ts, source, _, _ in rows:
             name = device or unknown
             st = states.get(name)
             if st is None:
                 st = states[name] = DeviceState(name)
             dc = devices.get(name) or fleet.device(name)
-            admitted = fleet.admit(name, dc, None, ts, source != "inferred")
-            if len(admitted) == 1 and admitted[0][0] is None:
-                recs = clock(st, admitted[0][1], kb)
+            eng = ts + dc.correction
+            if source == "inferred" or ordinary(name, dc, eng):
+                recs = clock(st, eng, kb)
                 if recs:
                     out.extend(recs)
             else:
-                out.extend(self._apply(st, admitted))
+                out.extend(self._apply(st, fleet.admit(name, dc, None, ts, True)))
             due = st.due
             if due == float("-inf"):
                 due = next_due(st, kb)

@@ -112,19 +112,23 @@ class Lane:
         elif len(recent) >= WINDOW:
             del recent[next(iter(recent))]
         recent[name] = (n, self.reads)
+        self.pending += 1
+        if n > self.clock + STEP or self.pending >= RECOMPUTE:
+            self._recompute()
+
+    def _recompute(self) -> None:
+        recent = self.recent
+        self.pending = 0
         stale = self.reads - self.patience()
         while True:
             oldest = next(iter(recent))
             if recent[oldest][1] >= stale:
                 break
             del recent[oldest]
-        self.pending += 1
-        if n > self.clock + STEP or self.pending >= RECOMPUTE:
-            self.pending = 0
-            values = sorted(v for v, _ in recent.values())
-            median = values[(len(values) - 1) // 2]
-            if median > self.clock:
-                self.clock = median
+        values = sorted(v for v, _ in recent.values())
+        median = values[(len(values) - 1) // 2]
+        if median > self.clock:
+            self.clock = median
 
 
 Admitted = list[tuple[T, float]]
@@ -212,11 +216,31 @@ class FleetClock(Generic[T]):
             return [(item, eng)]
         if dc.held:
             return self._decide(name, dc, lane, item, eng, raw)
+        if self.ordinary(name, dc, eng):
+            return [(item, eng)]
+        return self._hold(name, dc, lane, item, eng, raw)
+
+    def ordinary(self, name: str, dc: DeviceClock[T], eng: float) -> bool:
+        """Take a timed line at engine time ``eng`` if it is an ordinary one: a device
+        seen before, no jump undecided, not far from where it stands. False: the line
+        needs :meth:`admit` (the hot path of ``analyze`` asks this first)."""
+        offset = dc.offset
+        if offset is None or dc.held:
+            return False
         last = dc.last
-        if eng < last - JUMP or eng > max(last, lane.clock + dc.offset) + FAR:
-            return self._hold(name, dc, lane, item, eng, raw)
-        self._accept(name, dc, lane, eng)
-        return [(item, eng)]
+        if eng < last - JUMP:
+            return False
+        lane = self.lanes[dc.lane]
+        if eng > last + FAR and eng > lane.clock + offset + FAR:
+            return False
+        n = eng - offset
+        if n > dc.reading:
+            dc.reading = n
+            lane.read(name, n)
+        dc.seen = lane.reads
+        if eng > last:
+            dc.last = eng
+        return True
 
     def _accept(self, name: str, dc: DeviceClock[T], lane: Lane, eng: float) -> None:
         assert dc.offset is not None
