@@ -71,8 +71,10 @@ def _policy(prio: str, body: list[str], head: str, asa: bool) -> IsakmpPolicy:
 def parse(lines: list[str]) -> Config:
     """Read the configuration lines of a running-config (or a fragment of one)."""
     cfg = Config(lines=sum(1 for line in lines if line.strip()))
-    asa = any(line.startswith(("ASA Version", "PIX Version", "nameif", " nameif", "tunnel-group"))
-              for line in lines)  # fmt: skip
+    asa = any(
+        line.startswith(("ASA Version", "PIX Version", "nameif", " nameif", "tunnel-group"))
+        for line in lines
+    )
     maps: dict[tuple[str, int], CryptoMapEntry] = {}
     pix_policies: dict[str, list[str]] = {}
 
@@ -135,8 +137,13 @@ def parse(lines: list[str]) -> Config:
             elif w[3] == "interface" and len(w) > 4:
                 cfg.interfaces.setdefault(w[4], Interface(w[4])).crypto_map = name
             elif w[3].isdigit():
-                e = entry(name, int(w[3]), head if len(w) > 4 and w[4].startswith("ipsec") else
-                          f"crypto map {name} {w[3]}")  # fmt: skip
+                e = entry(
+                    name,
+                    int(w[3]),
+                    head
+                    if len(w) > 4 and w[4].startswith("ipsec")
+                    else f"crypto map {name} {w[3]}",
+                )
                 if len(w) > 4 and not w[4].startswith("ipsec"):
                     set_line(e, " ".join(w[4:]))
                 for s in body:

@@ -153,9 +153,14 @@ def section_time(line: str) -> float | None:
         return None
     try:
         dt = datetime(
-            int(m["year"]), month, int(m["day"]), int(m["h"]), int(m["m"]), int(m["s"]),
+            int(m["year"]),
+            month,
+            int(m["day"]),
+            int(m["h"]),
+            int(m["m"]),
+            int(m["s"]),
             tzinfo=UTC,
-        )  # fmt: skip
+        )
     except ValueError:
         return None
     ms = int((m["ms"] or "0")[:3].ljust(3, "0"))

@@ -82,7 +82,7 @@ def _first(*attempts: tuple[str | None, str]) -> tuple[list[dict[str, Any]], str
         try:
             rows = run(template, text)
         except ParseError as exc:
-            last = exc
+            last = last or exc  # the first template's complaint: the layout tried first
             continue
         if rows:
             return rows, "ok"
@@ -122,8 +122,15 @@ def isakmp_sas(section: Section) -> tuple[list[IsakmpSa], list[Problem]]:
         else:  # ASA: the peer, the local end unknown
             line = _find_line(section.lines, "State", r["STATE"])
             peer_line = _find_line(section.lines, "IKE Peer", r["PEER"])
-            out.append(IsakmpSa(r["PEER"], "", r["STATE"].upper(), r.get("SEQUENCE") or None,
-                                f"{peer_line} / {line}"))  # fmt: skip
+            out.append(
+                IsakmpSa(
+                    r["PEER"],
+                    "",
+                    r["STATE"].upper(),
+                    r.get("SEQUENCE") or None,
+                    f"{peer_line} / {line}",
+                )
+            )
     problems = _problems(section, err, bool(out))
     return out, problems
 
@@ -170,7 +177,7 @@ _COUNTERS_NTC_ASA = {
     "SEND_ERRORS": "send_errors",
     "RECEIVE_ERRORS": "recv_errors",
 }
-_COUNTER_LINE = re.compile(r"#(pkts|send|recv)", re.IGNORECASE)
+_COUNTER_LINE = re.compile(r"#pkts (encaps|decaps):|verify failed|replay failed|#send errors", re.I)
 
 
 def _block_lines(lines: list[str], local_ident: str, peer: str | None) -> list[str]:
@@ -285,9 +292,14 @@ def ipsec_sas(section: Section) -> tuple[list[IpsecSa], list[Problem]]:
     if out and not problems:
         idents = sum(1 for line in section.lines if re.match(r"^\s*local\s+ident\s", line))
         if idents > len(out):
-            problems.append(Problem(TRUNCATED, section.start,
-                                    f"{section.command_text}: {idents - len(out)} block(s) "
-                                    "without counters (cut paste?)"))  # fmt: skip
+            problems.append(
+                Problem(
+                    TRUNCATED,
+                    section.start,
+                    f"{section.command_text}: {idents - len(out)} block(s) "
+                    "without counters (cut paste?)",
+                )
+            )
     return out, problems
 
 
