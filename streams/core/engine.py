@@ -563,14 +563,12 @@ def evidence_incident(
 ) -> dict[str, Any]:
     """The incident record of one piece of capture or config evidence (the KB's
     ``capture_evidence``): the same causes, titles and actions as syslog incidents; a
-    specific ``fix`` comes first among the actions."""
+    specific ``fix`` comes first among the actions. The evidence is the quoted lines."""
     ev = kb.capture_evidence[evidence]
     cause = kb.causes[ev.cause]
     summary = ev.summary.format(peer=peer or "an unidentified peer", device=device, **values)
     if not summary.endswith("."):
         summary += "."
-    if fix:
-        summary += f" Fix: {fix}"
     return {
         "schema": INCIDENT_SCHEMA_VERSION,
         "incident_id": incident_id(device, peer, ev.cause + SEP + evidence, first_seen),

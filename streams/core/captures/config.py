@@ -78,15 +78,15 @@ def parse(lines: list[str]) -> Config:
     maps: dict[tuple[str, int], CryptoMapEntry] = {}
     pix_policies: dict[str, list[str]] = {}
 
-    def entry(name: str, seq: int, head: str) -> CryptoMapEntry:
+    def entry(name: str, seq: int, head: str | None) -> CryptoMapEntry:
         e = maps.get((name, seq))
         if e is None:
             e = maps[(name, seq)] = CryptoMapEntry(name, seq, [], None, [], None, [], [], [])
-        if head not in e.lines:
+        if head is not None and head not in e.lines:
             e.lines.append(head)
         return e
 
-    def set_line(e: CryptoMapEntry, s: str) -> None:
+    def set_line(e: CryptoMapEntry, s: str, quote: str | None = None) -> None:
         w = s.split()
         if w[:2] == ["set", "peer"] and len(w) > 2:
             e.peers.extend(w[2:3])
@@ -98,7 +98,7 @@ def parse(lines: list[str]) -> Config:
             e.acl = w[2]
         else:
             return
-        e.lines.append(s)
+        e.lines.append(quote or s)
 
     for head, body in _blocks(lines):
         w = head.split()
@@ -137,15 +137,11 @@ def parse(lines: list[str]) -> Config:
             elif w[3] == "interface" and len(w) > 4:
                 cfg.interfaces.setdefault(w[4], Interface(w[4])).crypto_map = name
             elif w[3].isdigit():
-                e = entry(
-                    name,
-                    int(w[3]),
-                    head
-                    if len(w) > 4 and w[4].startswith("ipsec")
-                    else f"crypto map {name} {w[3]}",
-                )
-                if len(w) > 4 and not w[4].startswith("ipsec"):
-                    set_line(e, " ".join(w[4:]))
+                ios_head = len(w) == 4 or w[4].startswith("ipsec")
+                e = entry(name, int(w[3]), head if ios_head else None)
+                if not ios_head:
+                    # ASA/PIX: one line per attribute, "crypto map M 10 set peer X".
+                    set_line(e, " ".join(w[4:]), head)
                 for s in body:
                     set_line(e, s)
         elif w[0] == "interface" and len(w) > 1:
@@ -161,6 +157,10 @@ def parse(lines: list[str]) -> Config:
                     itf.nat_side = sw[2]
                 elif sw[:1] == ["nameif"] and len(sw) > 1:
                     itf.nat_side = "outside" if sw[1] == "outside" else "inside"
+                    known = cfg.interfaces.get(sw[1])
+                    if known is not None and known.crypto_map:
+                        itf.crypto_map = known.crypto_map
+                    cfg.interfaces[sw[1]] = itf  # ASA: commands name the interface by nameif
                 else:
                     continue
                 itf.lines.append(s)
@@ -205,7 +205,11 @@ def parse(lines: list[str]) -> Config:
     cfg.crypto_maps = sorted(maps.values(), key=lambda e: (e.map, e.seq))
     for e in cfg.crypto_maps:
         e.acl_entries = list(cfg.acls.get(e.acl or "", []))
-        e.interfaces = [n for n, itf in cfg.interfaces.items() if itf.crypto_map == e.map]
+        seen: set[int] = set()
+        for n, itf in cfg.interfaces.items():
+            if itf.crypto_map == e.map and id(itf) not in seen:
+                seen.add(id(itf))  # an ASA interface is there under its nameif too
+                e.interfaces.append(n)
     return cfg
 
 
