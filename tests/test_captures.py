@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streams.core.captures import is_capture, read
 from streams.core.captures.model import (
     IPSEC_SA,
@@ -115,3 +118,45 @@ def test_another_vendors_config_is_reported_as_such() -> None:
     cap = read("srx.conf", junos)
     assert [p.kind for p in cap.problems] == [OTHER_VENDOR]
     assert cap.records == 0
+
+
+_LINES = st.sampled_from(
+    [
+        "R1#show crypto isakmp sa",
+        "R1#show crypto ipsec sa",
+        "R1#sh run",
+        "PIX(config)#show crypto isakmp sa",
+        "dst             src             state          conn-id status",
+        "10.0.0.2        10.0.0.1        QM_IDLE           1001 ACTIVE",
+        "interface: GigabitEthernet0/0",
+        "   local  ident (addr/mask/prot/port): (10.10.0.0/255.255.255.0/0/0)",
+        "    #pkts encaps: 120, #pkts encrypt: 120, #pkts digest: 120",
+        'Crypto Map "test" 10 ipsec-isakmp',
+        "        Peer = 12.1.1.2",
+        "Transform set TS: { esp-aes 256 esp-sha-hmac  }",
+        "Protection suite of priority 10",
+        "crypto map CMAP 10 ipsec-isakmp",
+        " set peer",
+        "access-list 101 permit ip 10.1.1.0 0.0.0.255",
+        "access-list 101 permit ip host",
+        "ip access-list extended X",
+        " permit ip any",
+        "nat (inside) 0 access-list",
+        "crypto isakmp key k address",
+        "tunnel-group 1.2.3.4 ipsec-attributes",
+        "set security ike policy P",
+        "==== show crypto map ====",
+        'ok: [h] => {"stdout": ["x"]',
+        "",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_LINES, st.text(max_size=40)), max_size=25))
+def test_any_text_reads_without_raising_and_problems_name_real_lines(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    cap = read("fuzz.txt", text)
+    is_capture(text)
+    n = len(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    assert all(1 <= p.line <= n + 1 for p in cap.problems)

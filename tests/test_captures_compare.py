@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from streams.cli.main import main
@@ -233,3 +235,54 @@ def test_one_end_may_be_a_directory_of_show_captures(
     assert main(["compare", "--format", "jsonl", str(d), b]) == 0
     (rec,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rec["device"] == "R1" and rec["cause"] == "ike_policy_mismatch"
+
+
+def test_a_set_peer_that_is_not_the_other_ends_address() -> None:
+    asa = _edit(
+        ASA,
+        "crypto map outside_map 10 set peer 198.51.100.1",
+        "crypto map outside_map 10 set peer 198.51.100.9",
+    )
+    rec = _one(_compare(b=asa))
+    assert rec["cause"] == "peer_address_mismatch" and rec["device"] == "branch-asa"
+    assert "sets peer 198.51.100.9, but hq-rtr talks from 198.51.100.1" in rec["summary"]
+    assert rec["recommended_actions"][0] == "crypto map outside_map 10 / set peer 198.51.100.1"
+
+
+def test_a_crypto_map_applied_to_no_interface() -> None:
+    rec = _one(_compare(a=_edit(HQ, " crypto map CMAP\n", "")))
+    assert rec["cause"] == "local_address_misconfig"
+    assert "hq-rtr crypto map CMAP is applied to no interface" in rec["summary"]
+
+
+def test_a_crypto_map_on_the_wrong_interface_gives_a_wrong_local_address() -> None:
+    # The guide's "Invalid Local Address": the map is applied to the inside interface.
+    hq = _edit(HQ, " ip nat outside\n crypto map CMAP\n", " ip nat outside\n")
+    hq = _edit(
+        hq,
+        " ip address 10.10.0.1 255.255.255.0\n",
+        " ip address 10.10.0.1 255.255.255.0\n crypto map CMAP\n",
+    )
+    rec = _one(_compare(a=hq))
+    assert rec["cause"] == "local_address_misconfig" and rec["device"] == "hq-rtr"
+    assert "hq-rtr identifies itself as 10.10.0.1" in rec["summary"]
+    assert "branch-asa expects 198.51.100.1" in rec["summary"]
+
+
+_CONFIG_LINES = st.sampled_from(HQ.splitlines() + ASA.splitlines() + [
+    "crypto map CMAP 20 ipsec-isakmp", " set peer", " match address", " set pfs",
+    "crypto map X local-address GigabitEthernet0/0", "crypto map X local-address",
+    "ip access-list extended VPN", " permit ip any any", " deny ip", "route-map RM permit 10",
+    " match ip address NAT", "ip nat inside source route-map RM interface Gi0/0 overload",
+    "nat (inside) 0 access-list", "crypto isakmp key k address 0.0.0.0 0.0.0.0",
+    "isakmp policy 10 lifetime", "isakmp key k address 1.2.3.4 netmask 255.255.255.255",
+])  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_CONFIG_LINES, max_size=30), st.lists(_CONFIG_LINES, max_size=30))
+def test_compare_never_raises_on_partial_or_odd_configs(a: list[str], b: list[str]) -> None:
+    ca, cb = read("a.cfg", "\n".join(a)), read("b.cfg", "\n".join(b))
+    recs = finding_records(default_kb(), compare(ca, "a", cb, "b", T0))
+    for r in recs:
+        assert r["evidence"] and r["recommended_actions"]

@@ -310,6 +310,48 @@ def _psk(a: Side, b: Side, peer: str | None, ts: float) -> list[Finding]:
     return out
 
 
+def _local_address(a: Side, b: Side, peer: str | None, ts: float) -> list[Finding]:
+    """``a``'s crypto map applied to no interface, or identifying ``a`` by an address
+    (``local-address``, or the interface it is on) that ``b`` does not expect."""
+    cfg = a.cfg
+    out = []
+    maps = {e.map for e in cfg.crypto_maps if e.peers or e.acl}
+    applied = {i.crypto_map for i in cfg.interfaces.values() if i.crypto_map}
+    for m in sorted(maps - applied):
+        if not any(i.address for i in cfg.interfaces.values()):
+            continue  # only show outputs of this end: its interfaces are unknown
+        e = next(x for x in cfg.crypto_maps if x.map == m)
+        detail = f"{a.name} crypto map {m} is applied to no interface: it never matches traffic"
+        fix = f"apply it to the interface that faces {b.name}: interface <if> / crypto map {m}"
+        out.append(_finding("compare-local-address", a, peer, ts, detail, _q(a, e.lines), fix))
+    ours = a.crypto_address()
+    expected = {p for e in b.cfg.crypto_maps for p in e.peers} | {k.address for k in b.cfg.keys}
+    if ours is None or not expected or ours in expected:
+        return out
+    if not any(e.peers for e in b.cfg.crypto_maps):
+        return out
+    itf = next((i for i in a.cfg.interfaces.values() if i.address == ours and i.crypto_map), None)
+    how = (
+        f"crypto map local-address {next(iter(a.cfg.local_address.values()))}"
+        if a.cfg.local_address
+        else f"the crypto map is on {itf.name if itf else 'an interface'}"
+    )
+    wanted = sorted(expected & set(a.addresses()))
+    if not wanted:
+        return out  # b expects an address a does not have: a key or set peer problem
+    detail = (
+        f"{a.name} identifies itself as {ours} ({how}), but {b.name} expects {', '.join(wanted)}"
+    )
+    lines = _q(a, [ln for i in a.cfg.interfaces.values() if i.address == ours for ln in i.lines])
+    lines += _q(b, [ln for e in b.cfg.crypto_maps for ln in e.lines if "peer" in ln.lower()])
+    fix = (
+        f"apply the crypto map to the interface with {wanted[0]}, or point crypto map "
+        f"local-address at it"
+    )
+    out.append(_finding("compare-local-address", a, peer, ts, detail, lines, fix))
+    return out
+
+
 def _crypto_itf_lines(side: Side) -> list[str]:
     for i in side.cfg.interfaces.values():
         if i.crypto_map and i.address:
@@ -370,6 +412,9 @@ def compare(a: Capture, a_name: str, b: Capture, b_name: str, ts: float) -> list
         out += _transforms(sa, ea, sb, eb, peer_b, ts)
         out += _mirror(sa, ea, sb, eb, peer_b, ts)
     out += _nat(sa, ea_all, peer_b, ts) + _nat(sb, eb_all, peer_a, ts)
-    out += _psk(sa, sb, peer_b, ts) + _psk(sb, sa, peer_a, ts)
+    local = _local_address(sa, sb, peer_b, ts) + _local_address(sb, sa, peer_a, ts)
+    out += local
+    if not local:  # a wrong local address also makes the other end's key and peer look wrong
+        out += _psk(sa, sb, peer_b, ts) + _psk(sb, sa, peer_a, ts)
     out += _order(sa, peer_b, ts) + _order(sb, peer_a, ts)
     return out

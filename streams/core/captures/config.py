@@ -23,6 +23,15 @@ from streams.core.captures.model import (
 from streams.core.captures.show import norm_auth, norm_encryption, norm_hash, norm_transforms
 
 
+def _after(words: list[str], key: str) -> str | None:
+    """The word after ``key``, None when there is none."""
+    if key in words:
+        i = words.index(key)
+        if i + 1 < len(words):
+            return words[i + 1]
+    return None
+
+
 def _blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
     """Top-level commands with the lines indented under them (comments dropped)."""
     out: list[tuple[str, list[str]]] = []
@@ -192,9 +201,9 @@ def parse(lines: list[str]) -> Config:
         elif w[0] == "nat" and len(w) > 2:
             # PIX/ASA < 8.3: "nat (inside) 0 access-list NONAT" exempts; "nat (inside) 1 …" NATs.
             if w[2] == "0" and "access-list" in w:
-                cfg.nat.append(NatRule("exempt", w[w.index("access-list") + 1], head))
+                cfg.nat.append(NatRule("exempt", _after(w, "access-list"), head))
             elif w[2] != "0" and w[2].isdigit():
-                acl = w[w.index("access-list") + 1] if "access-list" in w else None
+                acl = _after(w, "access-list")
                 cfg.nat.append(NatRule("translate", acl or "any", head))
             elif "source" in w and "static" in w and "destination" in w:
                 cfg.nat.append(NatRule("exempt", None, head))  # twice NAT identity: exempt
