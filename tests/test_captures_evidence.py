@@ -271,3 +271,26 @@ def test_the_demo_capture_adds_one_finding_and_leaves_the_syslog_incidents_uncha
         ("rtr-branch4", "198.51.100.1", "crypto_acl_mismatch", "capture:ipsec-decaps-flat")
     ]
     assert "grew by 1608 (15234 to 16842) in 300 s (5.36/s)" in extra[0]["summary"]
+
+
+def test_mm_no_state_corroborates_a_peer_unreachable_incident_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "pix.log"
+    log.write_text(
+        "<163>Mar 10 2024 01:02:03 pix515 : %PIX-3-713123: Group = 203.0.113.9, IP = 203.0.113.9, IKE lost contact with remote peer, deleting connection (keepalive type: DPD)\n"
+        "<166>Mar 10 2024 01:20:00 pix515 : %PIX-6-302013: Built outbound TCP connection 1 for outside:192.0.2.1/80 (192.0.2.1/80) to inside:10.0.0.5/5000 (10.0.0.5/5000)\n",
+        encoding="utf-8",
+    )
+    cap = tmp_path / "pix-isakmp.txt"
+    cap.write_text(
+        "pix515(config)# show crypto isakmp sa\nTotal      : 1\nEmbryonic  : 1\n"
+        "        dst               src        state     pending     created\n"
+        "   203.0.113.9      198.51.100.5    MM_NO_STATE   0           0\n",
+        encoding="utf-8",
+    )
+    assert main(["analyze", "--format", "jsonl", str(log), str(cap)]) == 0
+    (rec,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (rec["cause"], rec["peer"]) == ("peer_unreachable", "203.0.113.9")
+    assert rec["confidence"] == 0.9
+    assert "SHOW_ISAKMP_MM_NO_STATE" in rec["kinds"]

@@ -10,7 +10,9 @@ Layout (as tests/golden/README.md, one directory per case)::
 ``expected.json`` lists, per kind of record, the fields to check of each record in
 order (``isakmp_sas``, ``ipsec_sas`` across the outputs of the file,
 ``engine_connections``, ``policies``, ``transform_sets``, ``crypto_maps``; ``acls``
-maps an ACL name to its entries as ``[action, protocol, src, dst]``), ``device``,
+maps an ACL name to its entries as ``[action, protocol, src, dst]``, ``acls_include``
+to entries it must hold among others), ``keys`` (``[address, mask]``), ``nat``
+(``[kind, acl]``), ``interfaces`` (name to ``[address, crypto map]``), ``device``,
 ``config_lines`` and ``problems`` (the kinds of problems, exactly; none when absent).
 Cases whose source is the seed guide are every ``show`` output and config fragment it
 prints; ``ntc_*`` cases are real device outputs from ntc-templates' fixtures with the
@@ -85,6 +87,16 @@ def test_a_golden_capture_reads_to_its_expected_records(case: Path) -> None:
             _check(kind, got, want[kind])
     for name, entries in want.get("acls", {}).items():
         assert [_entry(e) for e in cap.config.acls.get(name, [])] == entries, name
+    for name, entries in want.get("acls_include", {}).items():
+        have = [_entry(e) for e in cap.config.acls.get(name, [])]
+        assert [e for e in entries if e not in have] == [], name
+    if "keys" in want:
+        assert [(k.address, k.mask) for k in cap.config.keys] == [tuple(k) for k in want["keys"]]
+    if "nat" in want:
+        assert [(r.kind, r.acl) for r in cap.config.nat] == [tuple(r) for r in want["nat"]]
+    if "interfaces" in want:
+        got = {n: (i.address, i.crypto_map) for n, i in cap.config.interfaces.items()}
+        assert got == {n: tuple(v) for n, v in want["interfaces"].items()}
     if "config_lines" in want:
         assert cap.config.lines == want["config_lines"]
 

@@ -609,8 +609,9 @@ def corroborate_incidents(
     kb: KnowledgeBase, records: list[dict[str, Any]], evidence: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Join capture/config evidence records to the syslog incidents they corroborate: an
-    incident of the same device (by name or address), cause and peer (or a device-level
-    incident without a peer) takes the capture's kind, lines and numbers, and its
+    incident of the same device (by name or address), cause (or one of the evidence's
+    ``also_corroborates``) and peer (or a device-level incident without a peer) takes the
+    capture's kind, lines and numbers, and its
     confidence rises to at least the evidence's ``corroborate``. Evidence that
     corroborates nothing stays an incident of its own. Returns the records to publish."""
     extra: list[dict[str, Any]] = []
@@ -619,7 +620,7 @@ def corroborate_incidents(
         hits = [
             r
             for r in records
-            if r["cause"] == ev["cause"]
+            if (r["cause"] == ev["cause"] or r["cause"] in spec.also_corroborates)
             and _same_device(r, ev)
             and (r["peer"] is None or ev["peer"] is None or r["peer"] == ev["peer"])
         ]

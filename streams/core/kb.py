@@ -92,6 +92,7 @@ class CaptureEvidence:
     confidence: float
     corroborate: float
     summary: str
+    also_corroborates: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -311,7 +312,14 @@ def _capture_evidence(raw: Any, causes: dict[str, Cause]) -> dict[str, CaptureEv
         where = f"capture evidence {eid!r}"
         if not isinstance(e, dict):
             raise _err(where, "must be a mapping")
-        unknown = set(e) - {"kind", "cause", "confidence", "corroborate", "summary"}
+        unknown = set(e) - {
+            "kind",
+            "cause",
+            "confidence",
+            "corroborate",
+            "summary",
+            "also_corroborates",
+        }
         if unknown:
             raise _err(where, f"unknown fields {sorted(unknown)}")
         if e.get("cause") not in causes:
@@ -326,7 +334,11 @@ def _capture_evidence(raw: Any, causes: dict[str, Cause]) -> dict[str, CaptureEv
             confidence=_number(e, "confidence", where, 0, 1),
             corroborate=_number(e, "corroborate", where, 0, 1),
             summary=e["summary"],
+            also_corroborates=_kinds(e, "also_corroborates", where),
         )
+        bad = sorted(out[str(eid)].also_corroborates - set(causes))
+        if bad:
+            raise _err(where, f"'also_corroborates' names unknown causes {bad}")
     return out
 
 
