@@ -294,3 +294,10 @@ def test_mm_no_state_corroborates_a_peer_unreachable_incident_too(
     assert (rec["cause"], rec["peer"]) == ("peer_unreachable", "203.0.113.9")
     assert rec["confidence"] == 0.9
     assert "SHOW_ISAKMP_MM_NO_STATE" in rec["kinds"]
+
+
+def test_two_undated_outputs_in_one_file_give_deltas_without_a_rate() -> None:
+    text = ipsec_sa(1000, 990, verify_failed=3) + "\n" + ipsec_sa(1400, 1380, verify_failed=40)
+    (rec,) = _records(("both.txt", text, T0))
+    assert rec["cause"] == "crypto_engine_fault"
+    assert "grew by 37 (3 to 40) between the two captures while 390 packets" in rec["summary"]

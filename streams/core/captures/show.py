@@ -180,19 +180,38 @@ _COUNTERS_NTC_ASA = {
 _COUNTER_LINE = re.compile(r"#pkts (encaps|decaps):|verify failed|replay failed|#send errors", re.I)
 
 
-def _block_lines(lines: list[str], local_ident: str, peer: str | None) -> list[str]:
-    """The counter lines of the block of ``local_ident`` (and ``peer``), to quote."""
-    out: list[str] = []
-    inside = False
+_IDENT = re.compile(r"local\s+ident\s+\(addr/mask/prot/port\):\s+\((\S+)\)")
+
+_Quoted = dict[str, list[tuple[str, list[str]]]]
+
+
+def _counter_lines(lines: list[str]) -> _Quoted:
+    """The counter lines of each block (to quote them), by local ident, with the block's
+    current_peer line; in one pass."""
+    out: _Quoted = {}
+    cur: list[str] | None = None
+    peer_at: tuple[str, int] | None = None
     for line in lines:
-        if "local" in line and "ident" in line:
-            inside = f"({local_ident})" in line
-            continue
-        if inside and "current_peer" in line and peer and peer not in line:
-            inside = False
-        if inside and _COUNTER_LINE.search(line):
-            out.append(line.strip())
+        m = _IDENT.search(line)
+        if m is not None:
+            cur = []
+            lst = out.setdefault(m.group(1), [])
+            lst.append(("", cur))
+            peer_at = (m.group(1), len(lst) - 1)
+        elif cur is not None and peer_at is not None and "current_peer" in line:
+            ident, i = peer_at
+            out[ident][i] = (line, cur)
+        elif cur is not None and _COUNTER_LINE.search(line):
+            cur.append(line.strip())
     return out
+
+
+def _block_lines(blocks: _Quoted, local_ident: str, peer: str | None) -> list[str]:
+    """The counter lines of the block of ``local_ident`` (and ``peer``)."""
+    for peer_line, counters in blocks.get(local_ident, ()):
+        if not peer or peer in peer_line:
+            return counters
+    return []
 
 
 def _ident(addr: str | None, mask: str | None, prot: str | None, port: str | None) -> str:
@@ -248,6 +267,7 @@ def _block_fields(
 
 def ipsec_sas(section: Section) -> tuple[list[IpsecSa], list[Problem]]:
     text = "\n".join(section.lines) + "\n"
+    quoted = _counter_lines(section.lines)
     blocks: dict[tuple[str | None, str, str | None, str | None], IpsecSa] = {}
     err = "ok"
     for template, mapping, flavour in (
@@ -281,7 +301,7 @@ def ipsec_sas(section: Section) -> tuple[list[IpsecSa], list[Problem]]:
                     counters=counters,
                     pfs=pfs,
                     transform=transform,
-                    lines=_block_lines(section.lines, local, peer or None),
+                    lines=_block_lines(quoted, local, peer or None),
                 )
         if blocks:
             err = "ok"
