@@ -301,3 +301,53 @@ def test_two_undated_outputs_in_one_file_give_deltas_without_a_rate() -> None:
     (rec,) = _records(("both.txt", text, T0))
     assert rec["cause"] == "crypto_engine_fault"
     assert "grew by 37 (3 to 40) between the two captures while 390 packets" in rec["summary"]
+
+
+def test_one_capture_with_replay_failures_states_them_as_qos_reordering() -> None:
+    (rec,) = _records(("a.txt", ipsec_sa(900, 880, replay_failed=12), T0))
+    assert rec["cause"] == "qos_reordering" and rec["confidence"] == 0.5
+    assert "12 packets from 203.0.113.2 failed the anti-replay check" in rec["summary"]
+    assert any("##pkts replay failed (rcv): 12" in line for line in rec["evidence"])
+
+
+def test_every_capture_evidence_of_the_knowledge_base_is_produced_by_a_capture_or_a_comparison() -> (
+    None
+):
+    from test_captures_compare import ASA, HQ, _compare, _edit
+
+    produced = {
+        r["rule"].split(":", 1)[1]
+        for r in _records(("a.txt", ipsec_sa(900, 880, verify_failed=9, replay_failed=9), T0))
+        + _records(("b.txt", ipsec_sa(900, 0), T0))
+        + _records(
+            ("t1.txt", ipsec_sa(1000, 990, verify_failed=1, replay_failed=1), T0),
+            ("t2.txt", ipsec_sa(2000, 990, verify_failed=9, replay_failed=9), T0 + 60),
+        )
+        + _records(("c.txt", _golden("show_crypto_isakmp_sa/built_ios_15_mm_no_state"), T0))
+        + _records(("d.txt", _golden("show_crypto_isakmp_sa/guide_pix_mm_key_exch"), T0))
+    }
+    broad = (
+        "crypto map CMAP 5 ipsec-isakmp\n set peer 192.0.2.50\n set transform-set TS\n"
+        " match address BROAD\n!\ncrypto map CMAP 10 ipsec-isakmp"
+    )
+    hq = _edit(HQ, "crypto map CMAP 10 ipsec-isakmp", broad)
+    hq += "ip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\n"
+    hq = _edit(hq, " deny   ip 10.10.0.0 0.0.0.255 10.20.0.0 0.0.0.255\n", "")
+    asa = _edit(ASA, " group 14\n", " group 5\n")
+    asa = _edit(asa, "esp-aes-256 esp-sha-hmac", "esp-3des esp-md5-hmac")
+    asa = _edit(asa, "crypto map outside_map 10 set pfs group14\n", "")
+    asa = _edit(
+        asa,
+        "10.10.0.0 255.255.255.0\naccess-list NONAT",
+        "10.10.0.0 255.255.0.0\naccess-list NONAT",
+    )
+    asa = _edit(
+        asa,
+        "tunnel-group 198.51.100.1 ipsec-attributes",
+        "tunnel-group 198.51.100.7 ipsec-attributes",
+    )
+    produced |= {r["rule"].split(":", 1)[1] for r in _compare(hq, asa)}
+    produced |= {
+        r["rule"].split(":", 1)[1] for r in _compare(_edit(HQ, " crypto map CMAP\n", ""), ASA)
+    }
+    assert set(default_kb().capture_evidence) - produced == set()
