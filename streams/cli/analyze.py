@@ -23,7 +23,9 @@ TICK_EVERY = 4096
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("analyze", help="diagnose VPN incidents in syslog archives")
+    p = sub.add_parser(
+        "analyze", help="diagnose VPN incidents in syslog archives and show crypto captures"
+    )
     add_input_options(p)
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.add_argument(
