@@ -82,6 +82,58 @@ interface: GigabitEthernet0/0
 """
 
 
+def asa_ipsec_sa(encaps: int, decaps: int, pre_frag_failures: int = 0, pmtus_rcvd: int = 0) -> str:
+    """An ASA 9.x `show crypto ipsec sa` output with the given counters."""
+    return f"""asa-dc# show crypto ipsec sa
+interface: outside
+    Crypto map tag: outside_map, seq num: 10, local addr: 192.0.2.1
+
+      access-list VPN extended permit ip 10.20.0.0 255.255.255.0 10.10.0.0 255.255.255.0
+      local ident (addr/mask/prot/port): (10.20.0.0/255.255.255.0/0/0)
+      remote ident (addr/mask/prot/port): (10.10.0.0/255.255.255.0/0/0)
+      current_peer: 198.51.100.1
+
+      #pkts encaps: {encaps}, #pkts encrypt: {encaps}, #pkts digest: {encaps}
+      #pkts decaps: {decaps}, #pkts decrypt: {decaps}, #pkts verify: {decaps}
+      #pkts compressed: 0, #pkts decompressed: 0
+      #pkts not compressed: {encaps}, #pkts comp failed: 0, #pkts decomp failed: 0
+      #pre-frag successes: 0, #pre-frag failures: {pre_frag_failures}, #fragments created: 0
+      #PMTUs sent: 0, #PMTUs rcvd: {pmtus_rcvd}, #decapsulated frgs needing reassembly: 0
+      #TFC rcvd: 0, #TFC sent: 0
+      #Valid ICMP Errors rcvd: 0, #Invalid ICMP Errors rcvd: 0
+      #send errors: 0, #recv errors: 0
+
+      local crypto endpt.: 192.0.2.1/0, remote crypto endpt.: 198.51.100.1/0
+      path mtu 1500, ipsec overhead 74(44), media mtu 1500
+      PMTU time remaining (sec): 0, DF policy: copy-df
+      ICMP error validation: disabled, TFC packets: disabled
+      current outbound spi: 50023DDC
+      current inbound spi : 32F752FF
+"""
+
+
+def test_asa_pre_fragmentation_failures_and_pmtu_messages_give_fragmentation_mtu() -> None:
+    (rec,) = _records(("asa.txt", asa_ipsec_sa(5000, 4900, pre_frag_failures=41, pmtus_rcvd=7), T0))
+    assert rec["cause"] == "fragmentation_mtu" and rec["device"] == "asa-dc"
+    assert "41 pre-fragmentation failures and 7 PMTU messages received" in rec["summary"]
+    assert any("#pre-frag failures: 41" in line for line in rec["evidence"])
+    (grow,) = _records(
+        ("t1.txt", asa_ipsec_sa(5000, 4900, pre_frag_failures=41), T0),
+        ("t2.txt", asa_ipsec_sa(6000, 5900, pre_frag_failures=71), T0 + 120),
+    )
+    assert grow["rule"] == "capture:ipsec-fragmentation-growing"
+    assert (
+        "30 pre-fragmentation failures more on the SA with 198.51.100.1 in 120 s (0.25/s)"
+        in grow["summary"]
+    )
+
+
+def test_a_healthy_asa_capture_gives_nothing() -> None:
+    assert (
+        _records(("asa.txt", asa_ipsec_sa(5000, 4900, pre_frag_failures=1, pmtus_rcvd=2), T0)) == []
+    )
+
+
 def test_mm_key_exch_in_the_guides_pix_capture_gives_a_psk_mismatch() -> None:
     (rec,) = _records(("pix.txt", _golden("show_crypto_isakmp_sa/guide_pix_mm_key_exch"), T0))
     assert rec["cause"] == "psk_mismatch"
@@ -325,6 +377,11 @@ def test_every_capture_evidence_of_the_knowledge_base_is_produced_by_a_capture_o
         )
         + _records(("c.txt", _golden("show_crypto_isakmp_sa/built_ios_15_mm_no_state"), T0))
         + _records(("d.txt", _golden("show_crypto_isakmp_sa/guide_pix_mm_key_exch"), T0))
+        + _records(("e.txt", asa_ipsec_sa(900, 880, pre_frag_failures=9), T0))
+        + _records(
+            ("t3.txt", asa_ipsec_sa(900, 880, pmtus_rcvd=1), T0),
+            ("t4.txt", asa_ipsec_sa(990, 970, pmtus_rcvd=9), T0 + 60),
+        )
     }
     broad = (
         "crypto map CMAP 5 ipsec-isakmp\n set peer 192.0.2.50\n set transform-set TS\n"

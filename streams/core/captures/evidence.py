@@ -76,6 +76,18 @@ def isakmp_findings(cap: Capture, device: str, ts: float) -> list[Finding]:
     return out
 
 
+# ASA counters of fragmentation trouble: packets it could not fragment before
+# encryption, path-MTU messages it received.
+_FRAGMENT = {
+    "pre_frag_failures": "pre-fragmentation failures",
+    "pmtus_rcvd": "PMTU messages received",
+}
+
+
+def _fragment_text(counts: dict[str, int]) -> str:
+    return " and ".join(f"{n} {_FRAGMENT[k]}" for k, n in counts.items())
+
+
 def _key(b: IpsecSa) -> tuple[str | None, str, str | None]:
     return (b.peer, b.local_ident, b.remote_ident)
 
@@ -107,6 +119,9 @@ def _series(
             found.append(("ipsec-replay-failed", {"replay_failed": c2["replay_failed"]}))
         if c2.get("encaps", 0) > 0 and c2.get("decaps", -1) == 0:
             found.append(("ipsec-no-decaps", {"encaps": c2["encaps"]}))
+        frag = {k: c2[k] for k in _FRAGMENT if c2.get(k, 0) >= MIN_ERRORS}
+        if frag:
+            found.append(("ipsec-fragmentation", {"counts": _fragment_text(frag)}))
     elif all(c2.get(k, 0) >= c1.get(k, 0) for k in ("encaps", "decaps")):
         # (Counters that went down: the SA was cleared or re-created, no deltas.)
         seconds = (t2 - t1) if t1 is not None and t2 is not None else None
@@ -130,6 +145,12 @@ def _series(
                         },
                     )
                 )
+        frag = {k: d[k] for k in _FRAGMENT if d.get(k, 0) >= MIN_ERRORS}
+        if frag:
+            span, rate = _rate(sum(frag.values()), seconds)
+            found.append(("ipsec-fragmentation-growing", {
+                "counts": _fragment_text(frag), "span": span, "rate_text": rate,
+            }))  # fmt: skip
         if d.get("encaps", 0) > 0 and d.get("decaps", 0) == 0 and "decaps" in c2:
             span, rate = _rate(d["encaps"], seconds)
             found.append(

@@ -156,6 +156,8 @@ _COUNTERS_OWN = {
     "REPLAY_FAILED": "replay_failed",
     "SEND_ERRORS": "send_errors",
     "RECV_ERRORS": "recv_errors",
+    "PRE_FRAG_FAILURES": "pre_frag_failures",
+    "PMTUS_RCVD": "pmtus_rcvd",
 }
 _COUNTERS_NTC_IOS = {
     "PKTS_ENCAPS": "encaps",
@@ -176,8 +178,12 @@ _COUNTERS_NTC_ASA = {
     "PACKETS_VERIFIED": "verify",
     "SEND_ERRORS": "send_errors",
     "RECEIVE_ERRORS": "recv_errors",
+    "PRE_FRAGMENT_FAILURES": "pre_frag_failures",
+    "PMTUS_RECEIVED": "pmtus_rcvd",
 }
-_COUNTER_LINE = re.compile(r"#pkts (encaps|decaps):|verify failed|replay failed|#send errors", re.I)
+_COUNTER_LINE = re.compile(
+    r"#pkts (encaps|decaps):|verify failed|replay failed|#send errors|#pre-frag|#PMTUs", re.I
+)
 
 
 _IDENT = re.compile(r"local\s+ident\s+\(addr/mask/prot/port\):\s+\((\S+)\)")
