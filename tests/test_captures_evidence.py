@@ -407,4 +407,58 @@ def test_every_capture_evidence_of_the_knowledge_base_is_produced_by_a_capture_o
     produced |= {
         r["rule"].split(":", 1)[1] for r in _compare(_edit(HQ, " crypto map CMAP\n", ""), ASA)
     }
+    split = _records(("f.txt", "vpngroup vpn3000 split-tunnel 90\n", T0))
+    produced |= {r["rule"].split(":", 1)[1] for r in split}
     assert set(default_kb().capture_evidence) - produced == set()
+
+
+GROUP_POLICY = """ciscoasa# show running-config group-policy
+group-policy RA-USERS internal
+group-policy RA-USERS attributes
+ dns-server value 10.0.0.53
+ vpn-tunnel-protocol ikev1
+ split-tunnel-policy tunnelspecified
+"""
+
+
+def test_a_group_policy_that_tunnels_specified_networks_without_a_list_gives_split_tunnel_misconfig() -> (
+    None
+):
+    (rec,) = _records(("gp.txt", GROUP_POLICY, T0))
+    assert rec["cause"] == "split_tunnel_misconfig" and rec["device"] == "ciscoasa"
+    assert (
+        "group-policy RA-USERS has split-tunnel-policy tunnelspecified but no split-tunnel-network-list"
+        in rec["summary"]
+    )
+    assert rec["evidence"] == [
+        "ciscoasa: group-policy RA-USERS attributes",
+        "ciscoasa: split-tunnel-policy tunnelspecified",
+    ]
+    ok = (
+        GROUP_POLICY
+        + " split-tunnel-network-list value SPLIT\naccess-list SPLIT standard permit 10.0.0.0 255.0.0.0\n"
+    )
+    assert _records(("gp.txt", ok, T0)) == []
+
+
+def test_the_guides_pix_split_tunnel_needs_its_acl() -> None:
+    guide = _golden("show_running_config/guide_pix_vpngroup_split_tunnel")
+    assert _records(("pix.cfg", guide, T0)) == []
+    (rec,) = _records(("pix.cfg", guide.split("\n")[0] + "\n", T0))
+    assert rec["cause"] == "split_tunnel_misconfig"
+    assert (
+        "group vpn3000 tunnels the networks of ACL 90, which the configuration does not define"
+        in rec["summary"]
+    )
+
+
+def test_analyze_of_one_config_reports_a_shadowed_crypto_map_entry() -> None:
+    from test_captures_compare import HQ, _edit
+
+    hq = _edit(HQ, "crypto map CMAP 10 ipsec-isakmp", (
+        "crypto map CMAP 5 ipsec-isakmp\n set peer 192.0.2.50\n set transform-set TS\n"
+        " match address BROAD\n!\ncrypto map CMAP 10 ipsec-isakmp"))  # fmt: skip
+    hq += "ip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\n"
+    (rec,) = _records(("hq.cfg", hq, T0))
+    assert rec["rule"] == "capture:compare-map-order" and rec["device"] == "hq-rtr"
+    assert _records(("hq.cfg", HQ, T0)) == []

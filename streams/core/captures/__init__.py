@@ -154,4 +154,5 @@ def merge(cap: Capture, parsed: Config) -> None:
         c.route_maps.setdefault(k2, []).extend(v2)
     for k3, itf in parsed.interfaces.items():
         c.interfaces.setdefault(k3, itf)
+    c.split_tunnels.extend(parsed.split_tunnels)
     c.lines += parsed.lines

@@ -310,9 +310,8 @@ def _psk(a: Side, b: Side, peer: str | None, ts: float) -> list[Finding]:
     return out
 
 
-def _local_address(a: Side, b: Side, peer: str | None, ts: float) -> list[Finding]:
-    """``a``'s crypto map applied to no interface, or identifying ``a`` by an address
-    (``local-address``, or the interface it is on) that ``b`` does not expect."""
+def _unapplied(a: Side, towards: str, peer: str | None, ts: float) -> list[Finding]:
+    """``a``'s crypto maps applied to no interface (when its interfaces are known)."""
     cfg = a.cfg
     out = []
     maps = {e.map for e in cfg.crypto_maps if e.peers or e.acl}
@@ -322,8 +321,54 @@ def _local_address(a: Side, b: Side, peer: str | None, ts: float) -> list[Findin
             continue  # only show outputs of this end: its interfaces are unknown
         e = next(x for x in cfg.crypto_maps if x.map == m)
         detail = f"{a.name} crypto map {m} is applied to no interface: it never matches traffic"
-        fix = f"apply it to the interface that faces {b.name}: interface <if> / crypto map {m}"
+        fix = f"apply it to the interface that faces {towards}: interface <if> / crypto map {m}"
         out.append(_finding("compare-local-address", a, peer, ts, detail, _q(a, e.lines), fix))
+    return out
+
+
+def _split_tunnel(a: Side, ts: float) -> list[Finding]:
+    """Remote-access groups whose split tunnelling names no network list, or a list that
+    the configuration does not define (the guide's split tunnelling sections)."""
+    out = []
+    for st in a.cfg.split_tunnels:
+        if st.policy == "tunnelall":
+            continue
+        if st.acl is not None and st.acl in a.cfg.acls:
+            continue
+        if st.acl is None:
+            detail = (
+                f"{a.name} group-policy {st.group} has split-tunnel-policy {st.policy} but no "
+                "split-tunnel-network-list: the clients get no networks to tunnel"
+            )
+            fix = (
+                f"group-policy {st.group} attributes / split-tunnel-network-list value <acl> "
+                "with an ACL of the networks behind this end"
+            )
+        else:
+            detail = (
+                f"{a.name} group {st.group} tunnels the networks of ACL {st.acl}, which the "
+                "configuration does not define"
+            )
+            fix = (
+                f"define access-list {st.acl} with the networks behind this end (the same "
+                "content as the NAT exemption)"
+            )
+        out.append(_finding("config-split-tunnel", a, None, ts, detail, _q(a, st.lines), fix))
+    return out
+
+
+def one_end(cap: Capture, name: str, ts: float) -> list[Finding]:
+    """What one end's configuration shows on its own, without the other end's: crypto map
+    entries shadowed by a broader one, crypto maps applied to no interface, split
+    tunnelling without a network list."""
+    side = Side(name, cap)
+    return _order(side, None, ts) + _unapplied(side, "the peer", None, ts) + _split_tunnel(side, ts)
+
+
+def _local_address(a: Side, b: Side, peer: str | None, ts: float) -> list[Finding]:
+    """``a``'s crypto map applied to no interface, or identifying ``a`` by an address
+    (``local-address``, or the interface it is on) that ``b`` does not expect."""
+    out = _unapplied(a, b.name, peer, ts)
     ours = a.crypto_address()
     expected = {p for e in b.cfg.crypto_maps for p in e.peers} | {k.address for k in b.cfg.keys}
     if ours is None or not expected or ours in expected:
@@ -417,4 +462,5 @@ def compare(a: Capture, a_name: str, b: Capture, b_name: str, ts: float) -> list
     if not local:  # a wrong local address also makes the other end's key and peer look wrong
         out += _psk(sa, sb, peer_b, ts) + _psk(sb, sa, peer_a, ts)
     out += _order(sa, peer_b, ts) + _order(sb, peer_a, ts)
+    out += _split_tunnel(sa, ts) + _split_tunnel(sb, ts)
     return out

@@ -18,6 +18,7 @@ from streams.core.captures.model import (
     IsakmpPolicy,
     NatRule,
     PskBinding,
+    SplitTunnel,
     TransformSet,
 )
 from streams.core.captures.show import norm_auth, norm_encryption, norm_hash, norm_transforms
@@ -198,6 +199,26 @@ def parse(lines: list[str]) -> Config:
                 sw = s.split()
                 if sw[:3] == ["match", "ip", "address"] and permit:
                     cfg.route_maps.setdefault(w[1], []).extend(sw[3:])
+        elif w[0] == "group-policy" and len(w) > 2 and w[2] == "attributes":
+            # ASA: split-tunnel-policy tunnelspecified / split-tunnel-network-list value ACL
+            st = SplitTunnel(w[1], None, None, [head])
+            for s in body:
+                sw = s.split()
+                if sw[:1] == ["split-tunnel-policy"] and len(sw) > 1:
+                    st.policy = sw[1]
+                elif sw[:1] == ["split-tunnel-network-list"]:
+                    st.acl = sw[2] if len(sw) > 2 and sw[1] == "value" else None
+                else:
+                    continue
+                st.lines.append(s)
+            if len(st.lines) > 1:
+                cfg.split_tunnels.append(st)
+        elif w[0] == "vpngroup" and len(w) > 3 and w[2] == "split-tunnel":
+            cfg.split_tunnels.append(SplitTunnel(w[1], None, w[3], [head]))  # PIX 6.x
+        elif w[:5] == ["crypto", "isakmp", "client", "configuration", "group"] and len(w) > 5:
+            for s in body:  # IOS Easy VPN server: "acl 150" is the split tunnel list
+                if s.split()[:1] == ["acl"] and len(s.split()) > 1:
+                    cfg.split_tunnels.append(SplitTunnel(w[5], None, s.split()[1], [head, s]))
         elif w[0] == "nat" and len(w) > 2:
             # PIX/ASA < 8.3: "nat (inside) 0 access-list NONAT" exempts; "nat (inside) 1 …" NATs.
             if w[2] == "0" and "access-list" in w:

@@ -195,13 +195,17 @@ def ipsec_findings(
 
 
 def findings(captures: list[tuple[Capture, str, float]]) -> list[Finding]:
-    """Findings of capture files ``(capture, device name, time)``: SA states per file,
-    counters per device across its files (ordered by time, then file order)."""
+    """Findings of capture files ``(capture, device name, time)``: SA states and what a
+    configuration shows on its own per file, counters per device across its files
+    (ordered by time, then file order)."""
     out: list[Finding] = []
     per_device: dict[str, list[tuple[int, str, float | None, list[IpsecSa]]]] = {}
     addresses: dict[str, set[str]] = {}
+    from streams.core.captures.compare import one_end
+
     for order, (cap, device, ts) in enumerate(captures):
         out.extend(isakmp_findings(cap, device, ts))
+        out.extend(one_end(cap, device, ts))
         addresses.setdefault(device, set()).update(local_addresses(cap))
         for i, (t, blocks) in enumerate(cap.ipsec_snapshots):
             per_device.setdefault(device, []).append((order * 1000 + i, cap.name, t, blocks))

@@ -201,6 +201,16 @@ class Interface:
 
 
 @dataclass(slots=True)
+class SplitTunnel:
+    """A remote-access group's split tunnelling: its policy and the ACL of its networks."""
+
+    group: str
+    policy: str | None  # tunnelspecified | excludespecified | tunnelall | None (IOS/PIX: an ACL)
+    acl: str | None
+    lines: list[str]
+
+
+@dataclass(slots=True)
 class Config:
     """The crypto and NAT parts of a running-config (IOS, PIX or ASA)."""
 
@@ -214,6 +224,7 @@ class Config:
     nat: list[NatRule] = field(default_factory=list)
     route_maps: dict[str, list[str]] = field(default_factory=dict)  # name -> ACLs matched
     interfaces: dict[str, Interface] = field(default_factory=dict)
+    split_tunnels: list[SplitTunnel] = field(default_factory=list)
     lines: int = 0
 
 
