@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from streams.core.captures import Capture, is_capture, read
-from streams.core.captures.evidence import Finding, findings
+from streams.core.captures.evidence import findings
+from streams.core.captures.model import Finding
 from streams.core.engine import evidence_incident
 from streams.core.kb import KnowledgeBase
 from streams.shell.archive import open_archive

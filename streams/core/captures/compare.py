@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.core.captures.acl import first_match
-from streams.core.captures.evidence import Finding
 from streams.core.captures.model import (
     AclEntry,
     Capture,
     Config,
     CryptoMapEntry,
+    Finding,
     IsakmpPolicy,
     Net,
 )

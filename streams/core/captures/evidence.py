@@ -10,31 +10,16 @@ handed to :func:`streams.core.engine.evidence_incident`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core.captures.model import Capture, IpsecSa
+from streams.core.captures.compare import one_end
+from streams.core.captures.model import Capture, Finding, IpsecSa
 
 # As the syslog rules (>= 5 within 10 minutes): a lone HMAC or replay failure raises
 # nothing, in one capture (errors since the SA came up) or between two.
 MIN_ERRORS = 5
 MM_NO_STATE = "MM_NO_STATE"
 MM_KEY_EXCH = "MM_KEY_EXCH"
-
-
-@dataclass(slots=True)
-class Finding:
-    """One piece of evidence of a capture or a config comparison."""
-
-    evidence: str  # an id of the KB's capture_evidence
-    device: str
-    peer: str | None
-    first_seen: float
-    last_seen: float
-    values: dict[str, Any]
-    lines: list[str]
-    fix: str | None = None
-    addresses: list[str] = field(default_factory=list)
 
 
 def local_addresses(cap: Capture) -> set[str]:
@@ -201,8 +186,6 @@ def findings(captures: list[tuple[Capture, str, float]]) -> list[Finding]:
     out: list[Finding] = []
     per_device: dict[str, list[tuple[int, str, float | None, list[IpsecSa]]]] = {}
     addresses: dict[str, set[str]] = {}
-    from streams.core.captures.compare import one_end
-
     for order, (cap, device, ts) in enumerate(captures):
         out.extend(isakmp_findings(cap, device, ts))
         out.extend(one_end(cap, device, ts))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 # Canonical names of the commands tunnelwatch reads.
 ISAKMP_SA = "show_crypto_isakmp_sa"
@@ -257,3 +258,18 @@ class Capture:
     acl_lines: dict[str, list[AclEntry]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     records: int = 0  # records read (SAs, blocks, policies, entries, config lines)
+
+
+@dataclass(slots=True)
+class Finding:
+    """One piece of evidence of a capture or a config comparison."""
+
+    evidence: str  # an id of the KB's capture_evidence
+    device: str
+    peer: str | None
+    first_seen: float
+    last_seen: float
+    values: dict[str, Any]
+    lines: list[str]
+    fix: str | None = None
+    addresses: list[str] = field(default_factory=list)
