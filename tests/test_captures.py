@@ -160,3 +160,21 @@ def test_any_text_reads_without_raising_and_problems_name_real_lines(lines: list
     is_capture(text)
     n = len(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     assert all(1 <= p.line <= n + 1 for p in cap.problems)
+
+
+def test_a_running_config_cut_before_its_end_line_is_reported() -> None:
+    whole = (DATA / "compare" / "hq-rtr.cfg").read_text(encoding="utf-8")
+    assert read("hq.cfg", whole).problems == []
+    cut = whole.split("ip access-list extended VPN")[0]
+    cap = read("hq.cfg", cut)
+    assert [(p.kind, p.line) for p in cap.problems] == [(TRUNCATED, 1)]
+    assert "before its 'end' line" in cap.problems[0].detail
+    assert cap.config.crypto_maps[0].acl == "VPN" and cap.config.crypto_maps[0].acl_entries == []
+
+
+def test_an_ipsec_block_cut_between_its_encaps_and_decaps_lines_is_reported() -> None:
+    text = _text("netmiko_multi.txt").split("==================== show version")[0]
+    cut = text.split("    #pkts decaps:")[0]
+    cap = read("cut.txt", cut)
+    assert [p.kind for p in cap.problems] == [TRUNCATED]
+    assert "lacks its encaps or decaps counters" in cap.problems[0].detail

@@ -155,7 +155,11 @@ def test_a_broader_crypto_map_entry_that_matches_first() -> None:
     hq = _edit(HQ, "crypto map CMAP 10 ipsec-isakmp", (
         "crypto map CMAP 5 ipsec-isakmp\n set peer 192.0.2.50\n set transform-set TS\n"
         " match address BROAD\n!\ncrypto map CMAP 10 ipsec-isakmp"))  # fmt: skip
-    hq += "ip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\n"
+    hq = _edit(
+        hq,
+        "\nend\n",
+        "\nip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\nend\n",
+    )
     rec = _one(_compare(a=hq))
     assert rec["rule"] == "capture:compare-map-order" and rec["cause"] == "crypto_acl_mismatch"
     assert (

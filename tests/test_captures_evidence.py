@@ -388,7 +388,11 @@ def test_every_capture_evidence_of_the_knowledge_base_is_produced_by_a_capture_o
         " match address BROAD\n!\ncrypto map CMAP 10 ipsec-isakmp"
     )
     hq = _edit(HQ, "crypto map CMAP 10 ipsec-isakmp", broad)
-    hq += "ip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\n"
+    hq = _edit(
+        hq,
+        "\nend\n",
+        "\nip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\nend\n",
+    )
     hq = _edit(hq, " deny   ip 10.10.0.0 0.0.0.255 10.20.0.0 0.0.0.255\n", "")
     asa = _edit(ASA, " group 14\n", " group 5\n")
     asa = _edit(asa, "esp-aes-256 esp-sha-hmac", "esp-3des esp-md5-hmac")
@@ -458,7 +462,11 @@ def test_analyze_of_one_config_reports_a_shadowed_crypto_map_entry() -> None:
     hq = _edit(HQ, "crypto map CMAP 10 ipsec-isakmp", (
         "crypto map CMAP 5 ipsec-isakmp\n set peer 192.0.2.50\n set transform-set TS\n"
         " match address BROAD\n!\ncrypto map CMAP 10 ipsec-isakmp"))  # fmt: skip
-    hq += "ip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\n"
+    hq = _edit(
+        hq,
+        "\nend\n",
+        "\nip access-list extended BROAD\n permit ip 10.0.0.0 0.255.255.255 any\nend\n",
+    )
     (rec,) = _records(("hq.cfg", hq, T0))
     assert rec["rule"] == "capture:compare-map-order" and rec["device"] == "hq-rtr"
     assert _records(("hq.cfg", HQ, T0)) == []

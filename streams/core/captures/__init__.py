@@ -23,6 +23,7 @@ from streams.core.captures.model import (
     OTHER_VENDOR,
     RUNNING_CONFIG,
     TRANSFORM_SET,
+    TRUNCATED,
     UNKNOWN_COMMAND,
     UNRECOGNIZED,
     Capture,
@@ -85,6 +86,10 @@ def read(name: str, text: str, time: float | None = None) -> Capture:
                 )
             continue
         if cmd == RUNNING_CONFIG:
+            if config_mod.cut_before_end(sec.lines):
+                cap.problems.append(
+                    Problem(TRUNCATED, sec.start, "running-config ends before its 'end' line")
+                )
             if sections_mod.other_vendor(sec.lines) and not config_mod.looks_like_config(sec.lines):
                 cap.problems.append(
                     Problem(

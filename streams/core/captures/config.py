@@ -248,3 +248,17 @@ _IOS_HINT = re.compile(r"^(crypto |hostname |interface |access-list |ip |isakmp 
 
 def looks_like_config(lines: list[str]) -> bool:
     return any(_IOS_HINT.match(line) for line in lines)
+
+
+_WHOLE = re.compile(
+    r"^(Building configuration|Current configuration\s*:|: Saved|ASA Version |PIX Version )"
+)
+
+
+def cut_before_end(lines: list[str]) -> bool:
+    """Whether a whole running-config (one that starts with its header) lacks the ``end``
+    line IOS, PIX and ASA close it with: the paste was cut."""
+    text = [line.strip() for line in lines if line.strip()]
+    if not text or not any(_WHOLE.match(line) for line in text[:5]):
+        return False
+    return text[-1] not in ("end", ": end")

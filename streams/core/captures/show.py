@@ -314,10 +314,20 @@ def ipsec_sas(section: Section) -> tuple[list[IpsecSa], list[Problem]]:
             break
     out = list(blocks.values())
     problems = _problems(section, err, bool(out))
-    # A paste cut inside a block: its counter lines are missing.
+    # A paste cut inside a block: its counter lines are missing, or half of them.
     if out and not problems:
         idents = sum(1 for line in section.lines if re.match(r"^\s*local\s+ident\s", line))
-        if idents > len(out):
+        half = [b for b in out if "encaps" not in b.counters or "decaps" not in b.counters]
+        if half:
+            problems.append(
+                Problem(
+                    TRUNCATED,
+                    section.start,
+                    f"{section.command_text}: the block of {half[0].local_ident} lacks its "
+                    "encaps or decaps counters (cut paste?)",
+                )
+            )
+        elif idents > len(out):
             problems.append(
                 Problem(
                     TRUNCATED,
