@@ -32,7 +32,7 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 install: $(STAMP) $(NATIVE)
 
 demo: $(STAMP) $(NATIVE)
-	$(BIN)/tunnelwatch analyze --year 2024 streams/data/sample.log
+	$(BIN)/tunnelwatch analyze --year 2024 streams/data/sample.log streams/data/rtr-branch4-show-crypto.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check streams load tests

@@ -11,22 +11,29 @@ import orjson
 
 from streams.cli.common import add_input_options, error, iter_chunks, iter_parsed, make_parser
 from streams.core import native
-from streams.core.engine import Correlator
+from streams.core.engine import Correlator, corroborate_incidents
 from streams.core.event import Unparsed
 from streams.core.kb import default_kb
 from streams.core.parse import Parser
 from streams.core.stories import join_stories
 from streams.errors import ConfigError, InputError
+from streams.shell import captures
 from streams.shell.topics import device_lane
 
 TICK_EVERY = 4096
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("analyze", help="diagnose VPN incidents in syslog archives")
+    p = sub.add_parser(
+        "analyze", help="diagnose VPN incidents in syslog archives and show crypto captures"
+    )
     add_input_options(p)
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
-    p.add_argument("--strict", action="store_true", help="exit 2 when a line was not syslog")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 when a line was not syslog or a capture file had a problem",
+    )
     p.set_defaults(func=run)
 
 
@@ -95,15 +102,21 @@ def analyze(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser]:
 
 def analyze_with_path(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser, str]:
     """:func:`analyze`, and which path read the lines (``native`` or ``python``)."""
-    records, parser, path, _ = analyze_full(args)
+    records, parser, path, _, _ = analyze_all(args)
     return records, parser, path
 
 
-def analyze_full(
+def analyze_all(
     args: argparse.Namespace,
-) -> tuple[list[dict[str, Any]], Parser, str, Correlator]:
-    """:func:`analyze_with_path`, and the correlator (its fleet clock's report)."""
+) -> tuple[list[dict[str, Any]], Parser, str, list[captures.Loaded], Correlator]:
+    """:func:`analyze_with_path`, the capture files among ``args.files`` (told apart by
+    their content: their evidence corroborates the syslog incidents of the same device
+    and peer, or stands as incidents of its own), and the correlator (its fleet clock's
+    report)."""
     kb = default_kb()
+    syslog_files, capture_files = captures.split_files(list(args.files))
+    loaded = captures.load(capture_files, args.device)
+    args = argparse.Namespace(**{**vars(args), "files": syslog_files})
     parser = make_parser(args)
     # The stream's partitions are the fleet clock's lanes: both read a lane in one order.
     corr = Correlator(kb, lane_of=device_lane())
@@ -117,17 +130,19 @@ def analyze_full(
         _run_python(args, parser, corr, latest)
     for rec in corr.finish():
         latest[rec["incident_id"]] = rec
-    records = sorted(latest.values(), key=lambda r: (r["first_seen"], r["device"], r["cause"]))
+    records = corroborate_incidents(kb, list(latest.values()), captures.capture_records(kb, loaded))
+    records.sort(key=lambda r: (r["first_seen"], r["device"], r["cause"]))
     join_stories(records)
-    return records, parser, "python" if module is None else "native", corr
+    return records, parser, "python" if module is None else "native", loaded, corr
 
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
-        records, parser, path, corr = analyze_full(args)
+        records, parser, path, loaded, corr = analyze_all(args)
     except (InputError, ConfigError) as exc:
         return error(str(exc))
+    problems = captures.report_problems(loaded)
     elapsed = time.perf_counter() - t0
     if args.format == "jsonl":
         out = sys.stdout.buffer
@@ -147,7 +162,12 @@ def run(args: argparse.Namespace) -> int:
         f"elapsed={elapsed:.2f}s rate={rate:,.0f} lines/s path={path}",
         file=sys.stderr,
     )
-    return 2 if args.strict and s.unparsed else 0
+    if loaded:
+        n = sum(x.capture.records for x in loaded)
+        print(
+            f"tunnelwatch: captures={len(loaded)} records={n} problems={problems}", file=sys.stderr
+        )
+    return 2 if args.strict and (s.unparsed or problems) else 0
 
 
 def _clock_report(corr: Correlator, limit: int = 20) -> None:

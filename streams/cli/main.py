@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Modules under streams.cli that provide sub-commands, in help order.
 COMMANDS: tuple[str, ...] = (
     "analyze",
+    "compare_cmd",
     "parse",
     "kafka_cmd",
     "receive_cmd",

@@ -577,3 +577,98 @@ class Correlator:
             for d, dc in self.fleet.devices.items()
             if dc.jumps or dc.outliers
         }
+
+
+# --- Evidence from `show` captures and configs (streams.core.captures) -----------------
+
+MAX_EVIDENCE = 20  # schemas/incident.schema.json: evidence maxItems
+
+
+def evidence_incident(
+    kb: KnowledgeBase,
+    evidence: str,
+    device: str,
+    peer: str | None,
+    first_seen: float,
+    last_seen: float,
+    values: dict[str, Any],
+    lines: list[str],
+    fix: str | None = None,
+    addresses: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The incident record of one piece of capture or config evidence (the KB's
+    ``capture_evidence``): the same causes, titles and actions as syslog incidents; a
+    specific ``fix`` comes first among the actions. The evidence is the quoted lines."""
+    ev = kb.capture_evidence[evidence]
+    cause = kb.causes[ev.cause]
+    summary = ev.summary.format(peer=peer or "an unidentified peer", device=device, **values)
+    if not summary.endswith("."):
+        summary += "."
+    return {
+        "schema": INCIDENT_SCHEMA_VERSION,
+        "incident_id": incident_id(device, peer, ev.cause + SEP + evidence, first_seen),
+        "device": device,
+        "peer": peer,
+        "cause": ev.cause,
+        "title": cause.title,
+        "confidence": round(ev.confidence, 2),
+        "severity": cause.severity,
+        "status": "open",
+        "first_seen": iso_utc(first_seen),
+        "last_seen": iso_utc(last_seen),
+        "resolved_at": None,
+        "resolution": None,
+        "count": 1,
+        "kinds": [ev.kind],
+        "kind_counts": {ev.kind: 1},
+        "rule": f"capture:{evidence}",
+        "summary": summary,
+        "recommended_actions": ([fix] if fix else []) + list(cause.actions),
+        "evidence": list(lines[:MAX_EVIDENCE]) or [summary],
+        "related": [],
+        "device_addresses": [a for a in addresses if is_address(a)][:MAX_ADDRESSES],
+    }
+
+
+def _same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a["device"] == b["device"]:
+        return True
+    return bool(
+        a["device"] in b["device_addresses"]
+        or b["device"] in a["device_addresses"]
+        or set(a["device_addresses"]) & set(b["device_addresses"])
+    )
+
+
+def corroborate_incidents(
+    kb: KnowledgeBase, records: list[dict[str, Any]], evidence: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Join capture/config evidence records to the syslog incidents they corroborate: an
+    incident of the same device (by name or address), cause (or one of the evidence's
+    ``also_corroborates``) and peer (or a device-level incident without a peer) takes the
+    capture's kind, lines and numbers, and its
+    confidence rises to at least the evidence's ``corroborate``. Evidence that
+    corroborates nothing stays an incident of its own. Returns the records to publish."""
+    extra: list[dict[str, Any]] = []
+    for ev in evidence:
+        spec = kb.capture_evidence[ev["rule"].split(":", 1)[1]]
+        hits = [
+            r
+            for r in records
+            if (r["cause"] == ev["cause"] or r["cause"] in spec.also_corroborates)
+            and _same_device(r, ev)
+            and (r["peer"] is None or ev["peer"] is None or r["peer"] == ev["peer"])
+        ]
+        if not hits:
+            extra.append(ev)
+            continue
+        for r in hits:
+            r["confidence"] = round(max(r["confidence"], spec.corroborate), 2)
+            kind = spec.kind
+            r["kind_counts"][kind] = r["kind_counts"].get(kind, 0) + 1
+            r["kind_counts"] = dict(sorted(r["kind_counts"].items()))
+            r["kinds"] = sorted(r["kind_counts"])
+            lines = ev["evidence"][: MAX_EVIDENCE // 2]
+            r["evidence"] = r["evidence"][: MAX_EVIDENCE - len(lines)] + lines
+            r["summary"] = r["summary"] + " Corroborated by a capture: " + ev["summary"]
+    return records + extra

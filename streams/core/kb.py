@@ -82,6 +82,19 @@ class Rule:
         return self.kinds | self.first | self.then
 
 
+@dataclass(slots=True, frozen=True)
+class CaptureEvidence:
+    """Evidence read from a `show` capture or a config (``capture_evidence`` in the KB)."""
+
+    id: str
+    kind: str
+    cause: str
+    confidence: float
+    corroborate: float
+    summary: str
+    also_corroborates: frozenset[str] = frozenset()
+
+
 @dataclass(slots=True)
 class KnowledgeBase:
     version: int
@@ -96,6 +109,7 @@ class KnowledgeBase:
     resolvers: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
     watched: frozenset[str] = frozenset()  # kinds remembered for corroborate/unless
     max_window: float = 0.0
+    capture_evidence: dict[str, CaptureEvidence] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         by_kind: dict[str, list[Rule]] = {}
@@ -277,7 +291,9 @@ def load_document(doc: Any, known_kinds: set[str] | None = None) -> KnowledgeBas
             if ref not in ids:
                 raise _err(f"seed section {title!r}", f"unknown rule {ref!r}")
         sections[str(title)] = tuple(refs)
+    evidence = _capture_evidence(doc.get("capture_evidence") or {}, causes)
     return KnowledgeBase(
+        capture_evidence=evidence,
         version=version,
         quiet_period=_number(defaults, "quiet_period", "defaults", 1, 7 * 86400),
         lateness=_number(defaults, "lateness", "defaults", 0, 86400),
@@ -286,6 +302,44 @@ def load_document(doc: Any, known_kinds: set[str] | None = None) -> KnowledgeBas
         rules=rules,
         seed_sections=sections,
     )
+
+
+def _capture_evidence(raw: Any, causes: dict[str, Cause]) -> dict[str, CaptureEvidence]:
+    if not isinstance(raw, dict):
+        raise _err("capture_evidence", "must be a mapping")
+    out: dict[str, CaptureEvidence] = {}
+    for eid, e in raw.items():
+        where = f"capture evidence {eid!r}"
+        if not isinstance(e, dict):
+            raise _err(where, "must be a mapping")
+        unknown = set(e) - {
+            "kind",
+            "cause",
+            "confidence",
+            "corroborate",
+            "summary",
+            "also_corroborates",
+        }
+        if unknown:
+            raise _err(where, f"unknown fields {sorted(unknown)}")
+        if e.get("cause") not in causes:
+            raise _err(where, f"'cause' {e.get('cause')!r} is not in the closed vocabulary")
+        for name in ("kind", "summary"):
+            if not isinstance(e.get(name), str) or not e[name]:
+                raise _err(where, f"'{name}' is required")
+        out[str(eid)] = CaptureEvidence(
+            id=str(eid),
+            kind=e["kind"],
+            cause=e["cause"],
+            confidence=_number(e, "confidence", where, 0, 1),
+            corroborate=_number(e, "corroborate", where, 0, 1),
+            summary=e["summary"],
+            also_corroborates=_kinds(e, "also_corroborates", where),
+        )
+        bad = sorted(out[str(eid)].also_corroborates - set(causes))
+        if bad:
+            raise _err(where, f"'also_corroborates' names unknown causes {bad}")
+    return out
 
 
 def load_file(path: Path, known_kinds: set[str] | None = None) -> KnowledgeBase:
