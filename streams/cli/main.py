@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "incidents_cmd",
     "stack_cmd",
     "load_cmd",
+    "notify_cmd",
 )
 
 
