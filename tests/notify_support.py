@@ -166,6 +166,7 @@ class Alertmanager:
 class Received:
     body: bytes
     headers: dict[str, str]
+    path: str = "/hook"
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -195,7 +196,7 @@ class HookServer:
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return web.Response(status=self.fail_status, text="not now")
-            self.received.append(Received(body, dict(request.headers)))
+            self.received.append(Received(body, dict(request.headers), request.path))
         return web.Response(text="ok")
 
     def start(self) -> HookServer:
@@ -204,7 +205,7 @@ class HookServer:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             application = web.Application()
-            application.router.add_post("/hook", self._handle)
+            application.router.add_post("/{path:.*}", self._handle)
             self._runner = web.AppRunner(application, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -227,9 +228,9 @@ class HookServer:
         if self._thread is not None:
             self._thread.join(10)
 
-    def bodies(self) -> list[Any]:
+    def bodies(self, path: str | None = None) -> list[Any]:
         with self._lock:
-            return [r.json() for r in self.received]
+            return [r.json() for r in self.received if path is None or r.path == path]
 
     def alertmanager_alerts(self) -> list[dict[str, Any]]:
         """Every alert of every Alertmanager notification received."""

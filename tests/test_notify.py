@@ -5,6 +5,11 @@ real Kafka broker."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +23,7 @@ from notify_support import (
     NotifierThread,
     alertmanager_binary,
     committed_lag,
+    free_port,
     incident,
     produce,
     wait_for,
@@ -27,6 +33,7 @@ from streams.cli.main import main
 from streams.core.alerting import verify
 from streams.shell.notify.config import NotifyConfigError, load_config, parse_config
 from streams.shell.notify.sinks import DELIVERY_HEADER, WebhookSink, deliver
+from streams.shell.receiver.metrics import parse_metrics
 from streams.shell.topics import TopicSpec, ensure_topics
 
 if TYPE_CHECKING:
@@ -370,3 +377,64 @@ def test_a_year_old_archive_replayed_sends_nothing_unless_max_age_allows_it(
         assert wide.notifier.stats.not_sent["replay"] == 0
     finally:
         wide.stop()
+
+
+@pytest.mark.kafka
+def test_the_notify_command_routes_by_matchers_serves_metrics_and_stops_on_sigterm(
+    kafka_bootstrap: str, kafka_names: KafkaNames, hook: HookServer, tmp_path: Path
+) -> None:
+    topic = _topic(kafka_bootstrap, kafka_names)
+    base = f"http://127.0.0.1:{hook.port}"
+    config = tmp_path / "notify.yaml"
+    config.write_text(
+        "sinks:\n"
+        f"  all: {{type: webhook, url: '{base}/all', secret_env: TW_TEST_HOOK_SECRET}}\n"
+        f"  pager: {{type: webhook, format: pagerduty, url: '{base}/pd', routing_key: RK}}\n"
+        "routes:\n"
+        "  - sinks: [all]\n"
+        "  - sinks: [pager]\n"
+        "    match: {cause: [peer_unreachable], device: ['core-*']}\n"
+    )
+    records = [
+        incident(1, NOW, tag=topic, device="core-1", cause="peer_unreachable"),
+        incident(2, NOW, tag=topic, device="edge-2", cause="peer_unreachable"),
+        incident(3, NOW, tag=topic, device="core-3"),
+        incident(4, NOW - timedelta(days=2), tag=topic, device="core-4", cause="peer_unreachable"),
+    ]
+    produce(kafka_bootstrap, topic, records)
+    port = free_port()
+    ready = tmp_path / "ready.json"
+    env = {**os.environ, "TW_TEST_HOOK_SECRET": "k3y"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tunnelwatch")), "notify", "--config", str(config),
+         "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", kafka_names.group_id,
+         "--metrics", f"127.0.0.1:{port}", "--ready-file", str(ready)],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: committed_lag(kafka_bootstrap, kafka_names.group_id) == 0, 60, "commit")
+        assert ready.exists()
+        assert sorted(b["incident_id"] for b in hook.bodies("/all")) == sorted(
+            r["incident_id"] for r in records[:3]
+        )
+        assert [b["dedup_key"] for b in hook.bodies("/pd")] == [records[0]["incident_id"]]
+        assert all(
+            verify(b"k3y", r.body, r.headers["X-Tunnelwatch-Signature"])
+            for r in hook.received
+            if r.path == "/all"
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        samples = parse_metrics(text)
+        assert samples["tunnelwatch_notify_records_total"] == 4
+        assert samples['tunnelwatch_notify_sent_total{sink="all"}'] == 3
+        assert samples['tunnelwatch_notify_sent_total{sink="pager"}'] == 1
+        assert samples['tunnelwatch_notify_not_sent_total{reason="replay"}'] == 1
+        key = 'tunnelwatch_notify_open_incidents{cause="peer_unreachable",severity="major"}'
+        assert samples[key] == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"not sent (replay: last_seen {records[3]['last_seen']}" in err
+    assert "stopped after" in err
