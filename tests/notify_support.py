@@ -325,7 +325,7 @@ def incident(
     return rec
 
 
-async def _produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes]) -> None:
+async def aproduce(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes]) -> None:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -342,7 +342,7 @@ async def _produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any] 
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[dict[str, Any] | bytes]) -> None:
-    asyncio.run(_produce(bootstrap, topic, list(records)))
+    asyncio.run(aproduce(bootstrap, topic, list(records)))
 
 
 def committed_lag(bootstrap: str, group: str) -> int:

@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "stack_cmd",
     "load_cmd",
     "notify_cmd",
+    "board_cmd",
 )
 
 
