@@ -247,10 +247,18 @@ class NotifierThread:
         topic: str,
         group: str,
         max_age: float | None,
+        operator_topic: str | None = None,
     ) -> None:
         self.lines: list[str] = []
         self.notifier = Notifier(
-            config, bootstrap, topic, group, max_age=max_age, say=self.lines.append
+            config,
+            bootstrap,
+            topic,
+            group,
+            max_age=max_age,
+            # The test's own operator topic, unless told which.
+            operator_topic=operator_topic or f"{topic}-operator",
+            say=self.lines.append,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

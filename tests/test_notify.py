@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from board_support import BoardProcess
 from notify_support import (
     Alertmanager,
     HookServer,
@@ -408,6 +410,7 @@ def test_the_notify_command_routes_by_matchers_serves_metrics_and_stops_on_sigte
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("tunnelwatch")), "notify", "--config", str(config),
          "--bootstrap", kafka_bootstrap, "--topic", topic, "--group", kafka_names.group_id,
+         "--operator-topic", f"{topic}-operator",
          "--metrics", f"127.0.0.1:{port}", "--ready-file", str(ready)],
         stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -438,3 +441,62 @@ def test_the_notify_command_routes_by_matchers_serves_metrics_and_stops_on_sigte
     assert proc.returncode == 0, err
     assert f"not sent (replay: last_seen {records[3]['last_seen']}" in err
     assert "stopped after" in err
+
+
+@pytest.mark.kafka
+def test_a_silence_and_a_maintenance_window_made_on_the_board_keep_incidents_from_alertmanager(
+    kafka_bootstrap: str, kafka_names: KafkaNames, alertmanager: Alertmanager, tmp_path: Path
+) -> None:
+    topic = _topic(kafka_bootstrap, kafka_names)
+    operator = f"{topic}-operator"
+    board = BoardProcess(kafka_bootstrap, topic, operator, tmp_path, "tok").start()
+    notifier = NotifierThread(_am_config(alertmanager), kafka_bootstrap, topic,
+                              kafka_names.group_id, 3600, operator).start()  # fmt: skip
+    try:
+        now = datetime.now(UTC)
+        local = now.astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None)
+
+        async def operator_actions() -> None:
+            auth = {"Authorization": "Bearer tok"}
+            async with aiohttp.ClientSession() as s:
+                silence = {"matchers": "device=asa-*", "duration": "1h", "created_by": "noc"}
+                async with s.post(f"{board.url}/api/silences", json=silence, headers=auth) as r:
+                    assert r.status == 200, await r.text()
+                window = {
+                    "matchers": {"device": ["tokyo-*"], "cause": ["peer_unreachable"]},
+                    "zone": "Asia/Tokyo",
+                    "start": (local - timedelta(minutes=10)).isoformat(timespec="minutes"),
+                    "end": (local + timedelta(hours=1)).isoformat(timespec="minutes"),
+                    "created_by": "noc",
+                }
+                async with s.post(f"{board.url}/api/maintenance", json=window, headers=auth) as r:
+                    assert r.status == 200, await r.text()
+
+        asyncio.run(operator_actions())
+        wait_for(lambda: len(notifier.notifier.ops.maintenances) == 1, 15, "the notifier to see it")
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        silenced = incident(1, later, device="asa-dc", tag=topic)
+        in_window = incident(2, later, device="tokyo-7", cause="peer_unreachable", tag=topic)
+        other_cause = incident(3, later, device="tokyo-7", tag=topic)
+        plain = incident(4, later, device="rtr-hq", tag=topic)
+        produce(kafka_bootstrap, topic, [silenced, in_window, other_cause, plain])
+        wait_for(lambda: committed_lag(kafka_bootstrap, kafka_names.group_id) == 0, 30, "commit")
+        assert alertmanager.alert_ids() == {other_cause["incident_id"], plain["incident_id"]}
+        assert notifier.notifier.stats.not_sent["suppressed"] == 2
+        said = [line for line in notifier.lines if line.startswith("not sent (suppressed by")]
+        assert len(said) == 2 and any("maintenance" in s for s in said)
+
+        async def states() -> dict[str, str]:
+            async with aiohttp.ClientSession() as s, s.get(f"{board.url}/api/incidents") as r:
+                return {v["incident_id"]: v["state"] for v in await r.json()}
+
+        wait_for(lambda: len(asyncio.run(states())) == 4, 15, "the board to list them")
+        assert asyncio.run(states()) == {
+            silenced["incident_id"]: "suppressed",
+            in_window["incident_id"]: "suppressed",
+            other_cause["incident_id"]: "open",
+            plain["incident_id"]: "open",
+        }
+    finally:
+        notifier.stop()
+        board.stop()

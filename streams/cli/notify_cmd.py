@@ -18,7 +18,7 @@ from typing import Any
 from streams.core.alerting import parse_duration
 from streams.errors import BrokerError
 from streams.shell.notify.config import NotifyConfigError, load_config
-from streams.shell.topics import DEFAULT_BOOTSTRAP, INCIDENTS_TOPIC
+from streams.shell.topics import DEFAULT_BOOTSTRAP, INCIDENTS_TOPIC, OPERATOR_TOPIC
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--config", type=Path, required=True, metavar="F", help="the YAML file")
     p.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers")
     p.add_argument("--topic", default=INCIDENTS_TOPIC, help="default: %(default)s")
+    p.add_argument(
+        "--operator-topic",
+        default=OPERATOR_TOPIC,
+        help="silences and maintenance windows set on the board (default: %(default)s)",
+    )
     p.add_argument("--group", default=DEFAULT_GROUP, help="consumer group (default: %(default)s)")
     p.add_argument(
         "--max-age",
@@ -63,6 +68,7 @@ async def _serve(args: argparse.Namespace) -> int:
         args.topic,
         args.group,
         max_age=_max_age(args.max_age, config.max_age),
+        operator_topic=args.operator_topic,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -127,8 +127,8 @@ def check_maintenance(spec: Mapping[str, Any]) -> dict[str, Any]:
     start_local, end_local = start_local.replace(tzinfo=None), end_local.replace(tzinfo=None)
     if end_local <= start_local:
         raise OperatorError("end: must be after start")
-    out["start"] = start_local.isoformat("minutes")
-    out["end"] = end_local.isoformat("minutes")
+    out["start"] = start_local.isoformat(timespec="minutes")
+    out["end"] = end_local.isoformat(timespec="minutes")
     return out
 
 

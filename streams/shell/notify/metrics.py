@@ -5,6 +5,7 @@
 ``tunnelwatch_notify_bad_records_total``                 records that are not incidents (skipped)
 ``tunnelwatch_notify_sent_total{sink}``                  deliveries a sink accepted
 ``tunnelwatch_notify_not_sent_total{reason}``            ``replay`` (older than max-age),
+                                                         ``suppressed`` (silence, maintenance),
                                                          ``unrouted`` (no route matched)
 ``tunnelwatch_notify_failures_total{sink,reason}``       ``retried`` (failed attempt, retried),
                                                          ``rejected`` (given up), ``repost``
@@ -54,8 +55,9 @@ def render(notifier: Notifier, lag: int) -> str:
     metric(
         "not_sent_total",
         "counter",
-        "Records not sent: replay (older than max-age) or unrouted.",
-        [(f'{{reason="{r}"}}', s.not_sent[r]) for r in ("replay", "unrouted")],
+        "Records not sent: replay (older than max-age), suppressed (silence or maintenance "
+        "window) or unrouted.",
+        [(f'{{reason="{r}"}}', s.not_sent[r]) for r in ("replay", "suppressed", "unrouted")],
     )
     metric(
         "failures_total",

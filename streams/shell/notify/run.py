@@ -37,10 +37,11 @@ import aiohttp
 import orjson
 
 from streams.core.alerting import event_time, is_replay, matches
+from streams.core.operator import OperatorState, suppressed_by
 from streams.errors import BrokerUnavailable
 from streams.shell.notify.config import NotifyConfig
 from streams.shell.notify.sinks import AlertmanagerSink, DeliveryError, Sink, deliver, make_sink
-from streams.shell.topics import partition_counts
+from streams.shell.topics import OPERATOR_TOPIC, TopicSpec, ensure_topics, partition_counts
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Notifier:
         group_id: str = DEFAULT_GROUP,
         *,
         max_age: float | None,
+        operator_topic: str | None = OPERATOR_TOPIC,
         say: Callable[[str], None] = _stderr,
     ) -> None:
         self.config = config
@@ -91,6 +93,8 @@ class Notifier:
         self.topic = topic
         self.group_id = group_id
         self.max_age = max_age
+        self.operator_topic = operator_topic
+        self.ops = OperatorState()
         self.say = say
         self.stats = NotifyStats()
         self.sinks: dict[str, Sink] = {}
@@ -98,6 +102,7 @@ class Notifier:
         self.open_alerts: dict[str, dict[str, dict[str, Any]]] = {}
         self.sent_ids: set[str] = set()
         self.replay_ids: set[str] = set()
+        self.suppressed_said: set[tuple[str, str]] = set()
         self.ready = asyncio.Event()
         self._consumer: Any = None
 
@@ -212,6 +217,41 @@ class Notifier:
             f"already handled by group {self.group_id}, {reposted} open alerts to keep posting"
         )
 
+    # -- operator state (silences, maintenance windows) -----------------------------
+
+    async def _follow_operator(self, synced: asyncio.Event, stop: asyncio.Event) -> None:
+        """Read the operator topic to its end (then ``synced``), and keep following it."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        assert self.operator_topic is not None
+        await ensure_topics(
+            self.bootstrap, [TopicSpec(self.operator_topic, 1, {"cleanup.policy": "compact"})]
+        )
+        counts = await partition_counts(self.bootstrap, [self.operator_topic])
+        tps = [TopicPartition(self.operator_topic, p) for p in range(counts[self.operator_topic])]
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            while not stop.is_set():
+                batches = await consumer.getmany(*tps, timeout_ms=_POLL_MS)
+                for messages in batches.values():
+                    for m in messages:
+                        value = _decode(m.value) if m.value is not None else None
+                        if m.key is None or (m.value is not None and value is None):
+                            continue
+                        self.ops.apply(m.key.decode("utf-8", "replace"), value)
+                if not synced.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                        synced.set()
+        finally:
+            await consumer.stop()
+
     # -- the loop --------------------------------------------------------------------
 
     async def handle(self, rec: dict[str, Any], stop: asyncio.Event) -> bool:
@@ -229,6 +269,13 @@ class Notifier:
                     f"{self.stats.fleet_newest.isoformat()}): {iid} {rec['device']} "
                     f"{rec['cause']} {rec['status']}"
                 )
+            return True
+        why = suppressed_by(rec, self.ops)
+        if why is not None and not (rec.get("status") == "resolved" and iid in self.sent_ids):
+            self.stats.not_sent["suppressed"] += 1
+            if (iid, why) not in self.suppressed_said:
+                self.suppressed_said.add((iid, why))
+                self.say(f"not sent (suppressed by {why}): {iid} {rec['device']} {rec['cause']}")
             return True
         targets = self.targets(rec)
         if not targets:
@@ -306,6 +353,20 @@ class Notifier:
 
         async with aiohttp.ClientSession() as session:
             self.sinks = {s.name: make_sink(s, self.config, session) for s in self.config.sinks}
+            synced = asyncio.Event()
+            follower: asyncio.Future[None] | None = None
+            if self.operator_topic is None:
+                synced.set()
+            else:
+                follower = asyncio.ensure_future(self._follow_operator(synced, stop))
+                waiter = asyncio.ensure_future(synced.wait())
+                await asyncio.wait({follower, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if follower.done():
+                    exc = follower.exception()
+                    if exc is not None:
+                        raise BrokerUnavailable(f"cannot read {self.operator_topic}: {exc}")
+                    return  # stopped before it started
             try:
                 await self._learn()
             except Exception as exc:
@@ -365,6 +426,10 @@ class Notifier:
                 reposter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reposter
+                if follower is not None:
+                    follower.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await follower
                 self._consumer = None
                 await consumer.stop()
                 elapsed = time.monotonic() - started
