@@ -55,6 +55,7 @@ demo-stream: $(STAMP) $(NATIVE)
 	$(BIN)/tunnelwatch replay streams/data/sample.log --to udp://127.0.0.1:5514 --speed max
 	$(BIN)/tunnelwatch incidents --wait-quiet 5 --group tunnelwatch
 	@echo "The stack is still up: tunnelwatch incidents --follow; tunnelwatch down to stop it."
+	@echo "Incident board: http://127.0.0.1:8514/ (export TUNNELWATCH_BOARD_TOKEN before up to acknowledge and silence)"
 
 bench: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_analyze

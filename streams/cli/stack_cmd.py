@@ -55,6 +55,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--listen", default=DEFAULT_LISTEN, help="receiver UDP+TCP address (default: %(default)s)"
     )
+    p.add_argument(
+        "--board",
+        default="127.0.0.1:8514",
+        metavar="HOST:PORT",
+        help="the incident board's address ('none': no board; default: %(default)s)",
+    )
+    p.add_argument(
+        "--notify-config", type=Path, metavar="F", help="also start `tunnelwatch notify` with F"
+    )
     p.set_defaults(func=_up)
     d = sub.add_parser("down", parents=[state], help="stop what `tunnelwatch up` started")
     d.set_defaults(func=_down)
@@ -71,6 +80,8 @@ def _up(args: argparse.Namespace) -> int:
             partitions=args.partitions,
             listen=args.listen,
             workers=args.workers,
+            board=None if args.board == "none" else args.board,
+            notify_config=args.notify_config,
         )
     except TunnelwatchError as exc:
         print(f"tunnelwatch up: {exc}", file=sys.stderr)
