@@ -297,3 +297,61 @@ def test_write_actions_need_the_token(
         assert status == 403 and "write actions are disabled" in answer["error"]
     finally:
         read_only.stop()
+
+
+def test_maintenance_windows_and_silences_are_managed_on_the_operator_page(
+    kafka_bootstrap: str, topics: tuple[str, str], board: BoardProcess, chromium: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    async def scenario() -> None:
+        async with Browser(chromium, tmp_path / "profile") as b:
+            await b.goto(board.url + "/operator")
+            await b.eval("(() => { const t = document.getElementById('token');"
+                         f" t.value = {json.dumps(TOKEN)}; t.dispatchEvent(new Event('change')); }})()")  # fmt: skip
+            fields = {"matchers": "device=paris-*", "zone": "Europe/Paris",
+                      "weekly_days": "sat,sun", "weekly_start": "22:00", "weekly_end": "02:00",
+                      "created_by": "carol"}  # fmt: skip
+            for name, value in fields.items():
+                await b.eval(f"document.querySelector('#maintenance-form [name={name}]').value"
+                             f" = {json.dumps(value)}")  # fmt: skip
+            await b.eval("window.__before = 1; "
+                         "document.getElementById('maintenance-form').requestSubmit()")  # fmt: skip
+            await b.wait_for("window.__before === undefined && "
+                             "document.querySelectorAll('#maintenance tr').length === 2")  # fmt: skip
+            row = await b.eval("document.querySelectorAll('#maintenance tr')[1].textContent")
+            assert "device=paris-*" in row and "Europe/Paris" in row
+            assert "weekly sat,sun 22:00-02:00" in row
+            # A bad zone is refused with the field named, nothing written.
+            for name, value in {**fields, "zone": "Mars/Olympus"}.items():
+                await b.eval(f"document.querySelector('#maintenance-form [name={name}]').value"
+                             f" = {json.dumps(value)}")  # fmt: skip
+            await b.eval("document.getElementById('maintenance-form').requestSubmit()")
+            await b.wait_for("document.getElementById('msg').textContent.includes('zone')")
+            assert await b.eval("document.querySelectorAll('#maintenance tr').length") == 2
+            # A silence, then its expiry.
+            for name, value in {"matchers": "cause=psk_mismatch", "duration": "30m",
+                                "created_by": "carol"}.items():  # fmt: skip
+                await b.eval(f"document.querySelector('#silence-form [name={name}]').value"
+                             f" = {json.dumps(value)}")  # fmt: skip
+            await b.eval("window.__before = 1; "
+                         "document.getElementById('silence-form').requestSubmit()")  # fmt: skip
+            await b.wait_for("window.__before === undefined && "
+                             "document.querySelectorAll('#silences tr').length === 2")  # fmt: skip
+            await b.screenshot(SHOTS / "operator.png")
+            await b.eval("window.__before = 1; "
+                         "document.querySelector('#silences button[data-delete]').click()")  # fmt: skip
+            await b.wait_for("window.__before === undefined && "
+                             "document.querySelectorAll('#silences tr').length === 1")  # fmt: skip
+
+    asyncio.run(scenario())
+
+    async def operator_state() -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(f"{board.url}/api/operator") as r:
+            result: dict[str, Any] = await r.json()
+            return result
+
+    state = asyncio.run(operator_state())
+    assert state["silences"] == {}
+    [window] = state["maintenance"].values()
+    assert window["weekly"] == {"days": ["sat", "sun"], "start": "22:00", "end": "02:00"}
+    assert window["zone"] == "Europe/Paris" and window["created_by"] == "carol"

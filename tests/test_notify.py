@@ -5,6 +5,7 @@ real Kafka broker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import jsonschema
 import pytest
 from board_support import BoardProcess
 from notify_support import (
@@ -500,3 +502,34 @@ def test_a_silence_and_a_maintenance_window_made_on_the_board_keep_incidents_fro
     finally:
         notifier.stop()
         board.stop()
+
+
+@pytest.mark.kafka
+def test_a_notifier_stopped_while_its_sink_is_down_leaves_the_records_to_the_next_one(
+    kafka_bootstrap: str, kafka_names: KafkaNames, hook: HookServer
+) -> None:
+    topic = _topic(kafka_bootstrap, kafka_names)
+    cfg = parse_config({"sinks": {"hook": {"type": "webhook", "url": hook.url,
+                                           "retry": {"initial": "100ms", "max": "500ms"}}}})  # fmt: skip
+    records = [incident(n, NOW, tag=topic) for n in range(6)]
+    produce(kafka_bootstrap, topic, records)
+    hook.fail_next = 10**6  # down
+    first = NotifierThread(cfg, kafka_bootstrap, topic, kafka_names.group_id, 3600).start()
+    try:
+        wait_for(lambda: first.notifier.stats.retries["hook"] >= 3, 20, "retries")
+    finally:
+        first.stop()
+    assert hook.received == []
+    assert committed_lag(kafka_bootstrap, kafka_names.group_id) != 0  # nothing committed
+    hook.fail_next = 0  # back
+    second = NotifierThread(cfg, kafka_bootstrap, topic, kafka_names.group_id, 3600).start()
+    try:
+        wait_for(lambda: committed_lag(kafka_bootstrap, kafka_names.group_id) == 0, 30, "commit")
+    finally:
+        second.stop()
+    got = [r.json() for r in hook.received]
+    assert sorted(r["incident_id"] for r in got) == sorted(r["incident_id"] for r in records)
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" /
+                         "incident.schema.json").read_text())  # fmt: skip
+    for rec in got:
+        jsonschema.validate(rec, schema)
