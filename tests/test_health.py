@@ -170,9 +170,12 @@ def test_the_worker_metrics_show_records_lag_and_open_incidents_and_pass_promtoo
     ])  # fmt: skip
     port = free_port()
     health = WorkerHealth(kafka_bootstrap, kafka_names.group_id, raw, incidents)
-    serve_in_thread(health, "127.0.0.1", port)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
-        text = resp.read().decode()
+    server = serve_in_thread(health, "127.0.0.1", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+    finally:
+        server.stop()  # its Kafka clients must not outlive the test
     samples = parse_metrics(text)
     assert samples["tunnelwatch_worker_raw_records_total"] == 10
     assert samples["tunnelwatch_worker_records_total"] == 6

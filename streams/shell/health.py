@@ -166,30 +166,58 @@ def app(health: WorkerHealth) -> web.Application:
     return application
 
 
-def serve_in_thread(health: WorkerHealth, host: str, port: int) -> threading.Thread:
-    """Serve ``/metrics`` from a daemon thread (its own event loop); returns once bound."""
-    bound = threading.Event()
-    errors: list[BaseException] = []
+class HealthServer:
+    """``/metrics`` served from a daemon thread with its own event loop."""
 
-    async def main() -> None:
-        runner = web.AppRunner(app(health), access_log=None)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            errors.append(exc)
+    def __init__(self, health: WorkerHealth, host: str, port: int) -> None:
+        self.health = health
+        self.host = host
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HealthServer:
+        """Returns once bound (raises OSError when the address is taken)."""
+        bound = threading.Event()
+        errors: list[BaseException] = []
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            runner = web.AppRunner(app(self.health), access_log=None)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, self.host, self.port).start()
+            except OSError as exc:
+                errors.append(exc)
+                bound.set()
+                await runner.cleanup()
+                return
             bound.set()
-            return
-        bound.set()
-        try:
-            await asyncio.Event().wait()  # until the process ends
-        finally:
-            await health.close()
-            await runner.cleanup()
+            try:
+                await self._stop.wait()
+            finally:
+                await self.health.close()
+                await runner.cleanup()
 
-    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True, name="metrics")
-    thread.start()
-    bound.wait(30)
-    if errors:
-        raise errors[0]
-    return thread
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(main(),), daemon=True, name="metrics"
+        )
+        self._thread.start()
+        bound.wait(30)
+        if errors:
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+
+
+def serve_in_thread(health: WorkerHealth, host: str, port: int) -> HealthServer:
+    """Serve ``/metrics`` until the process ends (or :meth:`HealthServer.stop`)."""
+    return HealthServer(health, host, port).start()
