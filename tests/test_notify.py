@@ -474,8 +474,11 @@ def test_a_silence_and_a_maintenance_window_made_on_the_board_keep_incidents_fro
                 async with s.post(f"{board.url}/api/maintenance", json=window, headers=auth) as r:
                     assert r.status == 200, await r.text()
 
+        # Junk on the operator topic (anyone can write there) is skipped by both.
+        produce(kafka_bootstrap, operator, [b"not json", b'{"matchers": 5}'])
         asyncio.run(operator_actions())
         wait_for(lambda: len(notifier.notifier.ops.maintenances) == 1, 15, "the notifier to see it")
+        assert notifier.notifier.ops.rejected == 1  # the JSON one; the other is not JSON
         later = datetime.now(UTC) + timedelta(seconds=1)
         silenced = incident(1, later, device="asa-dc", tag=topic)
         in_window = incident(2, later, device="tokyo-7", cause="peer_unreachable", tag=topic)

@@ -84,5 +84,13 @@ def test_silences_and_windows_suppress_matching_incidents_at_their_event_time() 
     state.apply("maintenance:m1", None)  # a tombstone removes it
     state.apply("silence:s1", None)
     assert suppressed_by(incident(1, now + timedelta(minutes=5), device="asa-dc"), state) is None
-    state.apply("nonsense", {"x": 1})  # unknown keys are ignored
-    assert state == OperatorState()
+    # Unknown keys and invalid records (the topic is writable by anyone) are counted, not
+    # applied, so they can never break a later suppressed_by.
+    assert not state.apply("nonsense", {"x": 1})
+    assert not state.apply("maintenance:bad", {"matchers": {"device": ["x"]}, "zone": "Nowhere/X",
+                                               "start": "2026-12-04T11:00", "end": "2026-12-04T13:00"})  # fmt: skip
+    assert not state.apply("silence:bad", {"matchers": {"device": ["x"]}, "starts_at": "soon"})
+    assert not state.apply("ack:x", {"note": "no user"})
+    assert state.rejected == 4
+    assert suppressed_by(incident(1, now, device="x"), state) is None
+    assert (state.acks, state.silences, state.maintenances) == ({}, {}, {})

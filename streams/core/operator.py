@@ -40,18 +40,35 @@ class OperatorState:
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)
     silences: dict[str, dict[str, Any]] = field(default_factory=dict)
     maintenances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Records refused (unknown key, invalid silence or window): counted, never applied.
+    rejected: int = 0
 
-    def apply(self, key: str, value: Mapping[str, Any] | None) -> None:
-        """One record of the topic (``value`` None: a tombstone). Unknown keys are ignored."""
+    def apply(self, key: str, value: Mapping[str, Any] | None) -> bool:
+        """One record of the topic (``value`` None: a tombstone). Records that are not
+        valid acks, silences or windows are counted in ``rejected`` and ignored."""
         kind, _, ident = key.partition(":")
         table = {"ack": self.acks, "silence": self.silences, "maintenance": self.maintenances}
         target = table.get(kind)
         if target is None or not ident:
-            return
+            self.rejected += 1
+            return False
         if value is None:
             target.pop(ident, None)
-        else:
-            target[ident] = dict(value)
+            return True
+        try:
+            if kind == "silence":
+                check_matchers(value.get("matchers"))
+                _aware(value["starts_at"], "starts_at")
+                _aware(value["ends_at"], "ends_at")
+            elif kind == "maintenance":
+                check_maintenance(value)
+            elif not isinstance(value.get("user"), str):
+                raise OperatorError("ack: user missing")
+        except (OperatorError, KeyError, TypeError, AttributeError):
+            self.rejected += 1
+            return False
+        target[ident] = dict(value)
+        return True
 
 
 def _aware(text: Any, what: str) -> datetime:

@@ -138,8 +138,7 @@ class Feed:
         if value is not None and not isinstance(value, dict):
             self.skipped += 1
             return False
-        self.ops.apply(key.decode("utf-8", "replace"), value)
-        return True
+        return self.ops.apply(key.decode("utf-8", "replace"), value)
 
     async def run(self, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
