@@ -536,3 +536,34 @@ def test_a_notifier_stopped_while_its_sink_is_down_leaves_the_records_to_the_nex
                          "incident.schema.json").read_text())  # fmt: skip
     for rec in got:
         jsonschema.validate(rec, schema)
+
+
+@pytest.mark.kafka
+def test_a_restarted_notifier_keeps_posting_the_open_alerts_it_had_sent(
+    kafka_bootstrap: str, kafka_names: KafkaNames, alertmanager: Alertmanager
+) -> None:
+    topic = _topic(kafka_bootstrap, kafka_names)
+    still_open = [incident(n, NOW, tag=topic) for n in range(3)]
+    done = incident(3, NOW, tag=topic)
+    produce(kafka_bootstrap, topic, [*still_open, done, dict(done, status="resolved",
+                                                              resolved_at=NOW.isoformat())])  # fmt: skip
+    cfg = _am_config(alertmanager)
+    first = NotifierThread(cfg, kafka_bootstrap, topic, kafka_names.group_id, 3600).start()
+    try:
+        wait_for(lambda: committed_lag(kafka_bootstrap, kafka_names.group_id) == 0, 30, "commit")
+    finally:
+        first.stop()
+    # Alertmanager restarts empty (alerts live in its memory only).
+    alertmanager.kill()
+    alertmanager.start()
+    assert alertmanager.alert_ids() == set()
+    second = NotifierThread(cfg, kafka_bootstrap, topic, kafka_names.group_id, 3600).start()
+    try:
+        # Nothing new on the topic: the open alerts come back from what the group handled.
+        assert set(second.notifier.open_alerts["am"]) == {r["incident_id"] for r in still_open}
+        wait_for(lambda: alertmanager.alert_ids() == {r["incident_id"] for r in still_open},
+                 15, "the re-posted alerts")  # fmt: skip
+        assert second.notifier.stats.sent["am"] == 0 and second.notifier.stats.reposts["am"] >= 3
+        assert any("3 open alerts to keep posting" in line for line in second.lines)
+    finally:
+        second.stop()
