@@ -73,5 +73,10 @@ bench-load: $(STAMP) $(NATIVE)
 bench-latency: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_ingest latency --workers 2
 
+# How fast the notifier drains a backlog of incidents into a webhook and into Alertmanager.
+.PHONY: bench-notify
+bench-notify: $(STAMP) $(NATIVE)
+	$(BIN)/python -m load.bench_notify
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info native/target
