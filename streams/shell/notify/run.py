@@ -319,7 +319,7 @@ class Notifier:
     async def repost(self) -> None:
         """Post every open alert again (one request per chunk); failures wait for the next
         round."""
-        for name, alerts in self.open_alerts.items():
+        for name, alerts in list(self.open_alerts.items()):  # handle() may add a sink
             sink = self.sinks[name]
             assert isinstance(sink, AlertmanagerSink)
             records = list(alerts.values())
