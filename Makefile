@@ -55,6 +55,7 @@ demo-stream: $(STAMP) $(NATIVE)
 	$(BIN)/tunnelwatch replay streams/data/sample.log --to udp://127.0.0.1:5514 --speed max
 	$(BIN)/tunnelwatch incidents --wait-quiet 5 --group tunnelwatch
 	@echo "The stack is still up: tunnelwatch incidents --follow; tunnelwatch down to stop it."
+	@echo "Incident board: http://127.0.0.1:8514/ (export TUNNELWATCH_BOARD_TOKEN before up to acknowledge and silence)"
 
 bench: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_analyze
@@ -71,6 +72,11 @@ bench-load: $(STAMP) $(NATIVE)
 # for 30 s.
 bench-latency: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_ingest latency --workers 2
+
+# How fast the notifier drains a backlog of incidents into a webhook and into Alertmanager.
+.PHONY: bench-notify
+bench-notify: $(STAMP) $(NATIVE)
+	$(BIN)/python -m load.bench_notify
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info native/target

@@ -197,7 +197,7 @@ async def _counters_scenario(tmp_path: Path) -> None:
             "tunnelwatch_spool_bytes",
             "tunnelwatch_queue_depth",
             "tunnelwatch_publish_latency_seconds_count",
-            "tunnelwatch_udp_rcvbuf_errors",
+            "tunnelwatch_udp_rcvbuf_errors_total",
             "tunnelwatch_udp_rcvbuf_bytes",
         ):
             assert name in samples, name

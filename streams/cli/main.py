@@ -24,6 +24,8 @@ COMMANDS: tuple[str, ...] = (
     "incidents_cmd",
     "stack_cmd",
     "load_cmd",
+    "notify_cmd",
+    "board_cmd",
 )
 
 

@@ -60,6 +60,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="device name, IP or CIDR -> IANA zone (CSV or YAML) for the workers",
     )
+    p.add_argument(
+        "--board",
+        default="127.0.0.1:8514",
+        metavar="HOST:PORT",
+        help="the incident board's address ('none': no board; default: %(default)s)",
+    )
+    p.add_argument(
+        "--notify-config", type=Path, metavar="F", help="also start `tunnelwatch notify` with F"
+    )
     p.set_defaults(func=_up)
     d = sub.add_parser("down", parents=[state], help="stop what `tunnelwatch up` started")
     d.set_defaults(func=_down)
@@ -77,6 +86,8 @@ def _up(args: argparse.Namespace) -> int:
             listen=args.listen,
             workers=args.workers,
             tz_map=args.tz_map,
+            board=None if args.board == "none" else args.board,
+            notify_config=args.notify_config,
         )
     except TunnelwatchError as exc:
         print(f"tunnelwatch up: {exc}", file=sys.stderr)

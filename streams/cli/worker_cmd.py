@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "of its device (default: 2)",
     )
     p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
+    p.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics (streams/shell/health.py)"
+    )
     p.set_defaults(func=run)
 
 
@@ -103,6 +106,16 @@ def run(args: argparse.Namespace) -> int:
     )
     from streams.shell.worker.run import run_worker
 
+    if getattr(args, "metrics", None):
+        from streams.shell.health import WorkerHealth, serve_in_thread
+
+        host, _, port = args.metrics.rpartition(":")
+        health = WorkerHealth(args.bootstrap, args.app_id, args.raw_topic, args.incidents_topic)
+        try:
+            serve_in_thread(health, host or "127.0.0.1", int(port))
+        except (OSError, ValueError) as exc:
+            print(f"tunnelwatch worker: --metrics {args.metrics}: {exc}", file=sys.stderr)
+            return 1
     try:
         return run_worker(cfg)
     except BrokerError as exc:

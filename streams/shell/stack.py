@@ -124,7 +124,11 @@ def running_pid(paths: StackPaths, part: str) -> int | None:
 
 
 def part_command(part: str) -> str:
-    return "worker" if part.startswith("worker") else {"receiver": "receive"}[part]
+    return (
+        "worker"
+        if part.startswith("worker")
+        else {"receiver": "receive", "board": "board", "notify": "notify"}[part]
+    )
 
 
 def _launch(argv: Sequence[str], log: Path) -> int:
@@ -271,12 +275,15 @@ def up(
     metrics: str = DEFAULT_METRICS,
     workers: int = 1,
     tz_map: str | None = None,
+    board: str | None = None,
+    notify_config: Path | None = None,
     say: Callable[[str], None] = print,
 ) -> bool:
     """Start what is not running; True when every part is up and ready.
 
     ``workers``: worker processes in one consumer group (they share the partitions;
-    more than ``partitions`` would leave some idle)."""
+    more than ``partitions`` would leave some idle). ``board`` (HOST:PORT) and
+    ``notify_config`` start the board and the notifier (:mod:`streams.shell.noc`)."""
     paths = StackPaths(Path(state_dir).resolve())
     paths.state.mkdir(parents=True, exist_ok=True)
     python = [sys.executable, "-m", "streams.cli.main"]
@@ -293,6 +300,9 @@ def up(
         part = worker_part(index)
         wpid, wverb = start_worker(paths, bootstrap, partitions, part, tz_map)
         say(f"{part:<9} ready, {wverb} (pid {wpid}, log {paths.log(part)})")
+    from streams.shell.noc import start_noc
+
+    start_noc(paths, bootstrap, board=board, notify_config=notify_config, say=say)
 
     host, _, port_text = listen.rpartition(":")
     argv = receiver_argv(listen, bootstrap, names.raw, paths, metrics)
@@ -325,7 +335,7 @@ def up(
 def down(state_dir: Path = DEFAULT_STATE_DIR, *, say: Callable[[str], None] = print) -> None:
     """Stop the receiver, the worker and the broker (whatever of them runs)."""
     paths = StackPaths(Path(state_dir).resolve())
-    for part in ("receiver", *(paths.workers() or ["worker"])):
+    for part in ("receiver", "notify", "board", *(paths.workers() or ["worker"])):
         pid = running_pid(paths, part)
         if pid is None:
             say(f"{part:<9} not running")

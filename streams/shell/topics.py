@@ -7,6 +7,8 @@ This is the ONE place where the streaming layout is defined::
     syslog.events      worker (parse)        Event.to_record() as JSON, keyed by device
     syslog.deadletter  worker (parse)        {"reason", "raw", ...} for unparseable records
     vpn.incidents      worker (correlate)    full incident records, keyed by incident_id
+    vpn.operator       board -> notifier     acks, silences, maintenance windows (compacted,
+                                             one partition; see streams/core/operator.py)
     <app-id>-device_state-changelog          the worker's per-device engine state (compacted)
     <app-id>-reroute   worker -> worker      events whose raw record was keyed by another
                                              name than their device (rare): to the worker
@@ -36,6 +38,7 @@ RAW_TOPIC = "syslog.raw"
 EVENTS_TOPIC = "syslog.events"
 DEADLETTER_TOPIC = "syslog.deadletter"
 INCIDENTS_TOPIC = "vpn.incidents"
+OPERATOR_TOPIC = "vpn.operator"
 DEFAULT_APP_ID = "tunnelwatch"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 #: Partitions of every topic the project creates. Change it here and nowhere else.
@@ -112,6 +115,7 @@ def stack_topics(
         TopicSpec(names.incidents, partitions),
         TopicSpec(reroute_topic(app_id), partitions),
         TopicSpec(changelog_topic(app_id), partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(OPERATOR_TOPIC, 1, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -13,8 +13,8 @@ Prometheus text exposition format 0.0.4, every name prefixed ``tunnelwatch_``:
                                     (they are still published)
 ``queue_depth``                     records waiting in memory (queue and batches in flight)
 ``publish_latency_seconds``         histogram: from handing a batch to the producer to its ack
-``udp_rcvbuf_errors``               Udp RcvbufErrors of /proc/net/snmp (the network namespace)
-``udp_in_errors``                   Udp InErrors of /proc/net/snmp
+``udp_rcvbuf_errors_total``         Udp RcvbufErrors of /proc/net/snmp (the network namespace)
+``udp_in_errors_total``             Udp InErrors of /proc/net/snmp
 ``udp_rcvbuf_bytes``                the receive buffer the kernel granted the UDP socket
 ``udp_buffered``                    native path: datagrams read from the socket by the reader
                                     thread and not yet taken by the event loop
@@ -141,13 +141,13 @@ class Metrics:
         lines.append(f"{p}publish_latency_seconds_sum {h.sum!r}")
         lines.append(f"{p}publish_latency_seconds_count {h.total}")
         metric(
-            "udp_rcvbuf_errors",
+            "udp_rcvbuf_errors_total",
             "counter",
             "Udp RcvbufErrors from /proc/net/snmp (whole network namespace).",
             [("", snmp.get("RcvbufErrors", 0))],
         )
         metric(
-            "udp_in_errors",
+            "udp_in_errors_total",
             "counter",
             "Udp InErrors from /proc/net/snmp (whole network namespace).",
             [("", snmp.get("InErrors", 0))],

@@ -1,0 +1,1 @@
+"""``tunnelwatch board``: the live incident board (aiohttp, server-sent events)."""

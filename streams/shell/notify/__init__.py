@@ -1,0 +1,1 @@
+"""``tunnelwatch notify``: incidents from vpn.incidents to Alertmanager and webhooks."""
