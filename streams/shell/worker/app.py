@@ -44,7 +44,13 @@ from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
 from streams.shell.worker.inbox import Inbox
 from streams.shell.worker.outbox import Outbox, partition_of
-from streams.shell.worker.stages import ParseStage, Shard, decode_event
+from streams.shell.worker.stages import (
+    ParseStage,
+    Shard,
+    decode_event,
+    fit_incident,
+    replacement_letters,
+)
 
 
 def say(msg: str) -> None:
@@ -139,7 +145,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     stage = ParseStage(year=cfg.year, device=cfg.device)
     shard = Shard(default_kb())
-    counters = {"raw": 0, "published": 0}
+    counters = {"raw": 0, "published": 0, "replaced": 0, "skipped": 0}
     lock = asyncio.Lock()
     ready = {"done": False}
 
@@ -156,7 +162,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             return
         pending = [
             await incidents_topic.send(
-                key=rec["incident_id"].encode("ascii"), value=orjson.dumps(rec)
+                key=rec["incident_id"].encode("ascii"), value=fit_incident(rec)
             )
             for rec in records
         ]
@@ -222,7 +228,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             if outbox is None:
                 # faust's own aiokafka producer: its flush before a commit covers these.
                 aio = cast(Any, app.producer)._ensure_producer()
-                outbox = Outbox(aio, partitions, say)
+                outbox = Outbox(aio, partitions, say, replacement_letters(names.deadletter))
             items: list[_Item] = []
             for msg in batch:
                 counters["raw"] += 1
@@ -235,17 +241,18 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     offset=msg.offset,
                 )
                 if routed.deadletter:
-                    outbox.add(names.deadletter, routed.key, routed.value, msg.partition)
+                    outbox.add(names.deadletter, routed.key, routed.value, msg.partition, msg)
                     continue
                 key = routed.key or b"unknown"
-                outbox.add(names.events, key, routed.value)
+                outbox.add(names.events, key, routed.value, origin=msg)
                 if not inline:
                     continue
                 if routed.event is not None and outbox.partition(key) == msg.partition:
                     items.append((Source(msg), key, routed.event, msg.partition, msg.offset))
                 else:
-                    outbox.add(reroute_name, key, routed.value)
+                    outbox.add(reroute_name, key, routed.value, origin=msg)
             await outbox.deliver()
+            counters["replaced"], counters["skipped"] = outbox.replaced, outbox.skipped
             if items:
                 await correlate_batch(items, rerouted=False)
             inbox.ack(batch)
@@ -304,7 +311,9 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             if shard.applied != last["applied"]:
                 say(
                     f"raw={counters['raw']} events={stage.events} "
-                    f"deadletter={stage.deadletters} applied={shard.applied} "
+                    f"deadletter={stage.deadletters} oversize={stage.oversize} "
+                    f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
+                    f"refused_skipped={counters['skipped']} applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
                     f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
                     f"inbox_dropped={inbox.dropped} "

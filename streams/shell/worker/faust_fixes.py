@@ -69,6 +69,8 @@ Fetches that wait 1.5 s for idle partitions (latency)
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import types
 from collections.abc import Generator
 from typing import Any
@@ -287,6 +289,36 @@ def _short_fetch_wait(create: Any) -> Any:
     return _create_worker_consumer
 
 
+def stop_within(worker: Any, grace: float, say: Any) -> None:
+    """Bound the stop a signal starts to ``grace`` seconds.
+
+    faust's stop waits for the producer to flush, and a publish being retried (broker
+    away, a partition without enough replicas: faust's producer retries for 20 minutes)
+    kept the worker from exiting on SIGTERM. Past ``grace`` the process exits at once:
+    that is safe, as a kill -9 is (only acknowledged offsets are committed; the rest is
+    read again at the next start).
+    """
+    schedule = worker._schedule_shutdown
+
+    def _schedule_shutdown(sig: Any) -> None:
+        if not getattr(worker, "_tunnelwatch_deadline", None):
+
+            def exit_now() -> None:
+                say(
+                    f"stop did not finish in {grace:.0f} s (a publish is being retried?): "
+                    "exiting now; records not yet committed are read again at the next start"
+                )
+                os._exit(0)
+
+            timer = threading.Timer(grace, exit_now)
+            timer.daemon = True
+            timer.start()
+            worker._tunnelwatch_deadline = timer
+        schedule(sig)
+
+    worker._schedule_shutdown = _schedule_shutdown
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
     global _applied
@@ -313,4 +345,5 @@ __all__ = [
     "find_holes",
     "find_stalls",
     "quiet_monitor",
+    "stop_within",
 ]

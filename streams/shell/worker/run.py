@@ -43,6 +43,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     import faust
     import uvloop
 
+    from streams.shell.worker import faust_fixes
     from streams.shell.worker.app import build_app, say
 
     # faust's consumer, streams and timers are event-loop bound: uvloop cut the worker's
@@ -62,6 +63,8 @@ def run_worker(cfg: WorkerConfig) -> int:
         redirect_stdouts=False,
         workdir=str(cfg.data_dir),
     )
+    # SIGTERM stops the worker within seconds in every state (see faust_fixes).
+    faust_fixes.stop_within(worker, cfg.stop_grace, say)
     try:
         worker.execute_from_commandline()  # returns only by raising SystemExit
     except SystemExit as exc:
