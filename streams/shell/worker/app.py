@@ -28,13 +28,11 @@ import logging
 import os
 import sys
 import time
-import weakref
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event  # the context the table reads the partition from
 from faust.types import TP
 
 from streams.core.event import Event
@@ -198,11 +196,8 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             for key, event in touched.items():
                 # Write in the context of the device's own last record, so that the
                 # changelog (and a RocksDB store) file it under that record's partition.
-                token = _current_event.set(weakref.ref(event))
-                try:
+                with faust_fixes.event_context(event):
                     table[key] = shard.slots[key.decode("utf-8", errors="replace")].dump()
-                finally:
-                    _current_event.reset(token)
 
     # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
     # stream (see inbox.py): the agent is still what subscribes the topic.
@@ -227,7 +222,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             batch = await inbox.take(cfg.batch_max, cfg.batch_linger)
             if outbox is None:
                 # faust's own aiokafka producer: its flush before a commit covers these.
-                aio = cast(Any, app.producer)._ensure_producer()
+                aio = faust_fixes.aiokafka_producer(app)
                 outbox = Outbox(aio, partitions, say, replacement_letters(names.deadletter))
             items: list[_Item] = []
             for msg in batch:

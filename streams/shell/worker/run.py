@@ -35,6 +35,9 @@ def prepare_topics(cfg: WorkerConfig) -> tuple[int, int]:
 
 def run_worker(cfg: WorkerConfig) -> int:
     """Run until SIGTERM/SIGINT; the exit code of the faust worker."""
+    from streams.shell.worker.faust_fixes import check_versions
+
+    check_versions()  # before anything else: a clear error, not a broken patch
     partitions, raw_partitions = prepare_topics(cfg)
     # faust is imported here, not at module level: the CLI and the tests import this
     # package without paying for (or being warned by) faust.
