@@ -42,6 +42,7 @@ from test_worker import (  # the worker proofs' helpers and fixture
     workers,
 )
 
+from streams.core.kb import default_kb
 from streams.shell import broker
 from streams.shell import incidents as incident_reader
 from streams.shell.topics import TopicSpec, ensure_topics, stack_topics
@@ -49,9 +50,12 @@ from streams.shell.worker.outbox import Outbox, partition_of
 from streams.shell.worker.stages import (
     LETTER_RAW_CHARS,
     MAX_PUBLISH_BYTES,
+    STATE_RAW_CHARS,
     ParseStage,
+    Shard,
     dead_letter,
     fit_incident,
+    replacement_letters,
 )
 
 __all__ = ["workers"]  # the fixture, imported for the tests below
@@ -129,6 +133,49 @@ def test_an_incident_too_large_to_publish_keeps_short_evidence_lines() -> None:
     assert out["evidence"][0].endswith("[truncated: 400000 bytes]")
     small = {"incident_id": "y", "evidence": ["line"]}
     assert fit_incident(small) == orjson.dumps(small)
+
+
+def test_a_device_fed_250kb_lines_keeps_a_stored_state_small_enough_for_kafka() -> None:
+    stage, shard = ParseStage(year=YEAR), Shard(default_kb())
+    slot = shard.restore("rtr-long", None, 0)
+    fed = 0
+    incidents: list[dict[str, Any]] = []
+    for n in range(40):  # eight peers, five invalid SPIs each: eight incidents
+        line = _poison("rtr-long", 250_000).replace(
+            b"198.51.100.7", f"198.51.100.{n % 8 + 10}".encode()
+        )
+        line = line.replace(b"10:00:00", f"10:0{n // 8}:00".encode())
+        routed = stage.handle(line, b"rtr-long", None, offset=n)
+        assert not routed.deadletter and routed.event is not None  # 250 KB events publish
+        fed += len(routed.event.raw)
+        incidents.extend(shard.apply(slot, routed.event, 0, n) or [])
+    assert fed > 5 * MAX_PUBLISH_BYTES  # kept whole, the evidence alone would not fit
+    assert len({r["incident_id"] for r in incidents}) == 8
+    assert len(slot.dump()) < MAX_PUBLISH_BYTES // 4
+    evidence = incidents[-1]["evidence"]
+    assert all(len(e) < STATE_RAW_CHARS + 100 for e in evidence)
+    assert evidence[0].endswith(f"[truncated: {len(line)} characters]")
+
+
+def test_a_refused_record_is_replaced_by_the_short_dead_letter_of_its_raw_record() -> None:
+    replace = replacement_letters("dl")
+    value = b"<13>Mar  5 10:00:00 rtr-1 %SYS-5-X: " + b"y" * 50_000
+    origin = _Origin("raw", 2, 41, value)
+    origin.headers = [("source", b"10.0.0.1:514"), ("received_at", b"2024-03-05T10:00:01Z")]
+    error = RuntimeError("refused")
+    topic, key, letter_bytes = replace("events", b"rtr-1", b"{}", origin, error)
+    letter = orjson.loads(letter_bytes)
+    assert topic == "dl" and key is None  # the raw record had no key
+    assert LETTER_SCHEMA.is_valid(letter)
+    assert letter["truncated"] and letter["raw_bytes"] == len(value)
+    assert letter["raw_sha256"] == hashlib.sha256(value).hexdigest()
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("raw", 2, 41)
+    assert letter["source"] == "10.0.0.1:514" and "refused by Kafka on events" in letter["reason"]
+    # A key that is itself too large is not carried over.
+    origin.key = b"k" * 2_000_000
+    assert replace("events", origin.key, b"{}", origin, error)[1] is None
+    origin.key = b"rtr-1"
+    assert replace("events", origin.key, b"{}", origin, error)[1] == b"rtr-1"
 
 
 # --------------------------------------------------------------------------- Kafka
@@ -293,20 +340,22 @@ def test_sigterm_stops_a_worker_whose_broker_died_mid_publish_within_seconds(
     assert "exiting now" in log  # faust's own stop would have waited for the broker
 
 
-async def _receiver_frame_scenario(bootstrap: str, run: Run, frame: bytes) -> None:
+async def _receiver_frame_scenario(bootstrap: str, run: Run, frames: list[bytes]) -> None:
     await ensure_topics(bootstrap, stack_topics(run.names, run.app_id))
     cfg = config(bootstrap, run.names.raw, run.data_dir / "spool", max_message_bytes=262_144)
     async with running(cfg) as rx:
         assert rx.tcp_address
         good, _ = _keyed_records([SAMPLE])
         _, writer = await asyncio.open_connection(*rx.tcp_address)
-        for value in [frame, *(v for _, v in good)]:
+        for value in [*frames, *(v for _, v in good)]:
             writer.write(b"%d " % len(value) + value)  # RFC 6587 octet counting
         await writer.drain()
         writer.close()
         await writer.wait_closed()
         await wait_for(
-            lambda: rx.metrics.published == len(good) + 1, timeout=60, what="all published"
+            lambda: rx.metrics.published == len(good) + len(frames),
+            timeout=60,
+            what="all published",
         )
 
 
@@ -322,10 +371,21 @@ def test_a_250kb_frame_through_a_receiver_allowing_256kb_does_not_choke_the_work
     # A catalog line whose 250 KB tail is bytes that are not UTF-8 and control characters:
     # each becomes three bytes (U+FFFD) or six (\u001b) in the event's JSON.
     frame = _poison("rtr-frame", 1000) + b"\xff\x1b" * 125_000
-    asyncio.run(_receiver_frame_scenario(kafka_bootstrap, run, frame))
+    # And six plain 250 KB catalog lines of one device and peer: events that publish,
+    # an incident, and a device state that must still fit in the changelog.
+    plain = [
+        _poison("rtr-long", 250_000).replace(b"10:00:00", f"10:0{i}:00".encode()) for i in range(6)
+    ]
+    asyncio.run(_receiver_frame_scenario(kafka_bootstrap, run, [frame, *plain]))
     _start(workers, kafka_bootstrap, run)
     _wait_done(kafka_bootstrap, run)
     streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
     assert all(INCIDENT_SCHEMA.is_valid(r) for r in streamed.values())
-    _assert_same_incidents(_analyze([SAMPLE], capsys), streamed)
+    long = {k: r for k, r in streamed.items() if r["device"] == "rtr-long"}
+    assert [r["cause"] for r in long.values()] == ["sa_out_of_sync"]
+    assert all("[truncated: " in e for r in long.values() for e in r["evidence"])
+    rest = {k: r for k, r in streamed.items() if k not in long}
+    _assert_same_incidents(_analyze([SAMPLE], capsys), rest)
     _assert_short_letters_of(_letters(kafka_bootstrap, run), [frame])
+    log = run.log.read_text(encoding="utf-8", errors="replace")
+    assert "not stored in the changelog" not in log, log[-3000:]

@@ -43,6 +43,7 @@ from streams.shell.worker.config import WorkerConfig
 from streams.shell.worker.inbox import Inbox
 from streams.shell.worker.outbox import Outbox, partition_of
 from streams.shell.worker.stages import (
+    MAX_PUBLISH_BYTES,
     ParseStage,
     Shard,
     decode_event,
@@ -143,7 +144,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     stage = ParseStage(year=cfg.year, device=cfg.device)
     shard = Shard(default_kb())
-    counters = {"raw": 0, "published": 0, "replaced": 0, "skipped": 0}
+    counters = {"raw": 0, "published": 0, "replaced": 0, "skipped": 0, "state_too_large": 0}
     lock = asyncio.Lock()
     ready = {"done": False}
 
@@ -194,10 +195,19 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 touched[key] = event
             await publish(out)
             for key, event in touched.items():
+                state = shard.slots[key.decode("utf-8", errors="replace")].dump()
+                if len(state) > MAX_PUBLISH_BYTES:
+                    # Kafka would refuse it, and faust's producer would fail the worker:
+                    # kept in memory only, logged and counted (after a restart the device
+                    # resumes from its last stored state). Bounded raw texts (stages.py)
+                    # make this all but impossible.
+                    counters["state_too_large"] += 1
+                    say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
+                    continue
                 # Write in the context of the device's own last record, so that the
                 # changelog (and a RocksDB store) file it under that record's partition.
                 with faust_fixes.event_context(event):
-                    table[key] = shard.slots[key.decode("utf-8", errors="replace")].dump()
+                    table[key] = state
 
     # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
     # stream (see inbox.py): the agent is still what subscribes the topic.
@@ -308,7 +318,8 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     f"raw={counters['raw']} events={stage.events} "
                     f"deadletter={stage.deadletters} oversize={stage.oversize} "
                     f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
-                    f"refused_skipped={counters['skipped']} applied={shard.applied} "
+                    f"refused_skipped={counters['skipped']} "
+                    f"state_too_large={counters['state_too_large']} applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
                     f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
                     f"inbox_dropped={inbox.dropped} "

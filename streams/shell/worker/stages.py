@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,20 @@ MAX_PUBLISH_BYTES = 900_000
 LETTER_RAW_CHARS = 16_384
 #: Characters an incident's evidence line keeps when the whole record is too large.
 EVIDENCE_CHARS = 4_096
+#: Characters of an event's raw text the worker's engine state keeps (as evidence and in
+#: rule windows). The catalog reads the first 2,048 characters of a message only; a
+#: sender's 250 KB lines would otherwise grow a device's stored state past Kafka's limit.
+STATE_RAW_CHARS = 2_048
+
+
+def bounded(ev: Event) -> Event:
+    """``ev`` with its raw text cut to :data:`STATE_RAW_CHARS` characters (and the
+    original length said) when longer; else ``ev`` itself."""
+    if len(ev.raw) <= STATE_RAW_CHARS:
+        return ev
+    short = f"{ev.raw[:STATE_RAW_CHARS]}… [truncated: {len(ev.raw)} characters]"
+    return replace(ev, raw=short)
+
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -154,7 +168,9 @@ def replacement_letters(deadletter_topic: str) -> Callable[..., tuple[str, bytes
             offset=int(getattr(origin, "offset", -1)),
             limit=0,  # always the short form: the full one may be what was refused
         )
-        return deadletter_topic, getattr(origin, "key", key), letter
+        raw_key = getattr(origin, "key", key)
+        # The raw record's key, unless it is itself what made the record too large.
+        return deadletter_topic, raw_key if len(raw_key or b"") <= 1024 else None, letter
 
     return replace
 
@@ -456,7 +472,7 @@ class Shard:
             if ev.ts > self.part_max.get(partition, float("-inf")):
                 self.part_max[partition] = ev.ts
         self.applied += 1
-        _, out = step(slot.state, ev, self.kb)
+        _, out = step(slot.state, bounded(ev), self.kb)
         return out
 
     def tick(self, highwater: Callable[[int], int | None]) -> list[dict[str, Any]]:
@@ -505,11 +521,13 @@ def decode_event(value: bytes) -> Event:
 __all__ = [
     "LETTER_RAW_CHARS",
     "MAX_PUBLISH_BYTES",
+    "STATE_RAW_CHARS",
     "UNKNOWN_DEVICE",
     "ParseStage",
     "Routed",
     "Shard",
     "Slot",
+    "bounded",
     "dead_letter",
     "decode_event",
     "fingerprint",
