@@ -281,16 +281,19 @@ class ParseStage:
                 parser.set_reference(ref)
             # A line without any stamp takes the time it was received.
             out = parser.parse(value, source=source, received=ref)
-        where: dict[str, Any] = {
-            "source": source_header,
-            "received_at": received_at,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-        }
         if isinstance(out, Unparsed):
             self.deadletters += 1
-            return Routed(True, key, dead_letter(value, out.reason, raw=out.raw, **where))
+            letter = dead_letter(
+                value,
+                out.reason,
+                raw=out.raw,
+                source=source_header,
+                received_at=received_at,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+            return Routed(True, key, letter)
         device = out.device or UNKNOWN_DEVICE
         try:
             device_key = device.encode("utf-8")
@@ -309,7 +312,16 @@ class ParseStage:
         # same): aside, shortened, with the original's size and digest.
         self.oversize += 1
         self.deadletters += 1
-        return Routed(True, key, dead_letter(value, reason, **where))
+        letter = dead_letter(
+            value,
+            reason,
+            source=source_header,
+            received_at=received_at,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+        return Routed(True, key, letter)
 
 
 def fingerprint(rec: dict[str, Any]) -> tuple[Any, ...]:
