@@ -389,3 +389,45 @@ def test_a_250kb_frame_through_a_receiver_allowing_256kb_does_not_choke_the_work
     _assert_short_letters_of(_letters(kafka_bootstrap, run), [frame])
     log = run.log.read_text(encoding="utf-8", errors="replace")
     assert "not stored in the changelog" not in log, log[-3000:]
+
+
+async def _junk_on_events(bootstrap: str, run: Run, junk: Sequence[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    # syslog.raw with fewer partitions than syslog.events: the worker correlates from
+    # syslog.events (its correlate agent), where anyone may have written anything.
+    specs = [
+        TopicSpec(s.name, 2) if s.name == run.names.raw else s
+        for s in stack_topics(run.names, run.app_id)
+    ]
+    await ensure_topics(bootstrap, specs)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in junk:
+            await producer.send_and_wait(run.names.events, value, key=b"rtr-junk")
+    finally:
+        await producer.stop()
+
+
+@pytest.mark.kafka
+def test_records_on_the_events_topic_that_are_not_events_are_skipped_not_fatal(
+    kafka_bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+) -> None:
+    run = _new_run(kafka_names, tmp_path, "events-junk")
+    junk = [b"not json", b'{"no": "event fields"}', b"\xff\xfe"]
+    asyncio.run(_junk_on_events(kafka_bootstrap, run, junk))
+    good, _ = _keyed_records([SAMPLE])
+    asyncio.run(_publish(kafka_bootstrap, run, good))
+    _start(workers, kafka_bootstrap, run)
+    _wait_done(kafka_bootstrap, run)
+    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
+    _assert_same_incidents(_analyze([SAMPLE], capsys), streamed)
+    log = run.log.read_text(encoding="utf-8", errors="replace")
+    skipped = [line for line in log.splitlines() if "SKIPPED" in line]
+    assert len(skipped) == len(junk), log[-3000:]
+    assert all(f"{run.names.events}:" in line for line in skipped)

@@ -144,7 +144,9 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     stage = ParseStage(year=cfg.year, device=cfg.device)
     shard = Shard(default_kb())
-    counters = {"raw": 0, "published": 0, "replaced": 0, "skipped": 0, "state_too_large": 0}
+    counters = dict.fromkeys(
+        ("raw", "published", "replaced", "skipped", "state_too_large", "bad_events"), 0
+    )
     lock = asyncio.Lock()
     ready = {"done": False}
 
@@ -269,7 +271,16 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             for event in batch:
                 msg = event.message
                 key: bytes = msg.key or b"unknown"
-                items.append((event, key, decode_event(msg.value), msg.partition, msg.offset))
+                try:
+                    ev = decode_event(msg.value)
+                except Exception as exc:  # not an event record: skipped, never a crash
+                    counters["bad_events"] += 1
+                    say(
+                        f"SKIPPED {msg.topic}:{msg.partition}@{msg.offset}: not an event "
+                        f"record ({type(exc).__name__}: {str(exc)[:200]})"
+                    )
+                    continue
+                items.append((event, key, ev, msg.partition, msg.offset))
             await correlate_batch(items, rerouted=inline)
 
     def owned_keys() -> list[bytes]:
@@ -319,7 +330,8 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     f"deadletter={stage.deadletters} oversize={stage.oversize} "
                     f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
                     f"refused_skipped={counters['skipped']} "
-                    f"state_too_large={counters['state_too_large']} applied={shard.applied} "
+                    f"state_too_large={counters['state_too_large']} "
+                    f"bad_events={counters['bad_events']} applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
                     f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
                     f"inbox_dropped={inbox.dropped} "
