@@ -178,6 +178,16 @@ def test_a_refused_record_is_replaced_by_the_short_dead_letter_of_its_raw_record
     assert replace("events", origin.key, b"{}", origin, error)[1] == b"rtr-1"
 
 
+def test_a_stored_state_that_cannot_be_read_starts_the_device_afresh_instead_of_failing() -> None:
+    shard = Shard(default_kb())
+    slot = shard.restore("rtr-1", b"\x00 not a state", 3)
+    assert slot.partition == 3 and slot.offset == -1 and slot.state.device == "rtr-1"
+    assert shard.restore("rtr-2", b'{"format": 1}', 0).state.device == "rtr-2"
+    assert shard.bad_states == 2
+    good = Shard(default_kb()).restore("rtr-3", slot.dump(), 1)
+    assert good.partition == 3  # a readable state is taken as stored
+
+
 # --------------------------------------------------------------------------- Kafka
 
 

@@ -397,6 +397,7 @@ class Shard:
         self.published: dict[str, tuple[Any, ...]] = {}
         self.applied = 0
         self.duplicates = 0
+        self.bad_states = 0  # stored states that could not be read (started afresh)
 
     # -- state ---------------------------------------------------------------------
 
@@ -405,11 +406,16 @@ class Shard:
         slot = self.slots.get(device)
         if slot is not None:
             return slot
+        slot = None
         if stored:
-            slot = Slot.load(stored)
-            if slot.synced_max > self.part_max.get(slot.partition, float("-inf")):
-                self.part_max[slot.partition] = slot.synced_max
-        else:
+            try:
+                slot = Slot.load(stored)
+            except Exception:  # not a state this worker wrote: start the device afresh
+                self.bad_states += 1
+            else:
+                if slot.synced_max > self.part_max.get(slot.partition, float("-inf")):
+                    self.part_max[slot.partition] = slot.synced_max
+        if slot is None:
             slot = Slot(DeviceState(device), partition)
         self.slots[device] = slot
         return slot
