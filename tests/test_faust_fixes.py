@@ -1,200 +1,227 @@
-"""The worker's fixes of faust-streaming's offset bookkeeping (streams/shell/worker/faust_fixes.py).
+"""The worker's one module of faust internals (streams/shell/worker/faust_fixes.py).
 
-These drive faust's own ``Consumer._new_offset`` and our hole finder on the consumer's
-real bookkeeping structures; the end-to-end proof is the worker crash test against the
-real broker (tests/test_worker.py).
+Every test drives real faust objects: a real (never started) faust app, its real
+consumer with faust's own offset bookkeeping, faust's own messages and flow events. Only
+the two calls that would go to a broker (``seek``, ``highwater``) are recorded on the
+consumer instead. The end-to-end proofs run the worker against the real broker
+(tests/test_worker.py, tests/test_worker_poison.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from dataclasses import dataclass, field
+import re
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
-from intervaltree import IntervalTree
+from faust_support import RAW, faust_app, message
 
 from streams.shell.worker import faust_fixes
 
-
-@dataclass(eq=False)
-class _Msg:
-    tp: TP
-    offset: int
-    acked: bool = False
+REPO = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class _Books:
-    """The attributes of a faust Consumer that the offset bookkeeping reads."""
+def _run(scenario: Callable[[Any], Awaitable[Any]], *acking: str) -> Any:
+    async def go() -> Any:
+        faust_fixes.apply()
+        async with faust_app(*acking) as app:
+            return await scenario(app)
 
-    _acked: dict[TP, list[int]] = field(default_factory=lambda: defaultdict(list))
-    _acked_index: dict[TP, set[int]] = field(default_factory=lambda: defaultdict(set))
-    _committed_offset: dict[TP, int | None] = field(default_factory=lambda: defaultdict(None))
-    _gap: dict[TP, Any] = field(default_factory=lambda: defaultdict(IntervalTree))
-    _unacked_messages: set[_Msg] = field(default_factory=set)
-    _read_offset: dict[TP, int | None] = field(default_factory=dict)
-    seeks: list[tuple[TP, int]] = field(default_factory=list)
-
-    ends: dict[TP, int] = field(default_factory=dict)
-
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def highwater(self, tp: TP) -> int | None:
-        return self.ends.get(tp)
+    return asyncio.run(go())
 
 
-RAW = TP("raw", 0)
+def _record_broker_calls(consumer: Any) -> tuple[list[tuple[TP, int]], dict[TP, int]]:
+    """The seeks the consumer is asked for, and the end offsets it answers."""
+    seeks: list[tuple[TP, int]] = []
+    ends: dict[TP, int] = {}
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    consumer.seek = seek
+    consumer.highwater = ends.get
+    return seeks, ends
 
 
-def _new_offset(books: _Books, tp: TP) -> int | None:
-    faust_fixes.apply()
-    return Consumer._new_offset(books, tp)  # type: ignore[arg-type]
+# --------------------------------------------------------------------------- versions
+
+
+def test_the_installed_faust_and_mode_are_the_supported_versions() -> None:
+    faust_fixes.check_versions()  # raises otherwise
+
+
+def test_another_faust_version_is_refused_with_the_supported_versions_named() -> None:
+    with pytest.raises(faust_fixes.UnsupportedFaust) as err:
+        faust_fixes.check_versions({"faust-streaming": "0.16.0", "mode-streaming": "0.7.1"})
+    text = str(err.value)
+    assert "faust-streaming==0.15.3" in text and "mode-streaming==0.7.1" in text
+    assert "found faust-streaming 0.16.0" in text
+    with pytest.raises(faust_fixes.UnsupportedFaust, match="mode-streaming not installed"):
+        faust_fixes.check_versions({"faust-streaming": "0.15.3", "mode-streaming": None})
+
+
+def test_pyproject_pins_exactly_the_versions_the_guard_supports() -> None:
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "dependencies"
+    ]
+    pins = {}
+    for dep in deps:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9.]+)", dep)
+        if m:
+            pins[m.group(1)] = m.group(2)
+    assert {n: pins.get(n) for n in faust_fixes.SUPPORTED} == faust_fixes.SUPPORTED
+
+
+# --------------------------------------------------------------------------- offsets
 
 
 def test_repeated_acks_no_longer_stop_the_commit_after_two_offsets() -> None:
-    books = _Books()
-    books._committed_offset[RAW] = 911
-    books._acked[RAW] = [911, 912, 912, 913, 913, 914, 914, 915]
-    books._acked_index[RAW] = {911, 912, 913, 914, 915}
-    faust_fixes.apply()
-    # faust alone would commit 913 (the run 911, 912 ends at the repeated 912)
-    assert (
-        Consumer._new_offset.__wrapped__(  # type: ignore[attr-defined]
-            _copy(books), RAW
-        )
-        == 913
-    )
-    assert _new_offset(books, RAW) == 916
-    assert books._acked[RAW] == []
+    async def scenario(app: Any) -> tuple[int | None, int | None, list[int]]:
+        consumer = app.consumer
+        consumer._committed_offset[RAW] = 911
+        # faust's own bookkeeping after a restart that recovered a table: every offset
+        # acked twice (the second ack of a message object faust saw as new).
+        for offset in (911, 912, 912, 913, 913, 914, 914, 915):
+            consumer._acked[RAW].append(offset)
+            consumer._acked_index[RAW].add(offset)
+        unpatched = Consumer._new_offset.__wrapped__  # type: ignore[attr-defined]
+        saved = list(consumer._acked[RAW])
+        faust_alone = unpatched(consumer, RAW)
+        consumer._acked[RAW][:] = saved
+        return faust_alone, consumer._new_offset(RAW), list(consumer._acked[RAW])
 
-
-def _copy(books: _Books) -> _Books:
-    c = _Books()
-    c._acked[RAW] = list(books._acked[RAW])
-    c._acked_index[RAW] = set(books._acked_index[RAW])
-    c._committed_offset[RAW] = books._committed_offset[RAW]
-    return c
+    faust_alone, fixed, left = _run(scenario)
+    assert faust_alone == 913  # the run 911, 912 ends at the repeated 912
+    assert fixed == 916
+    assert left == []
 
 
 def test_a_hole_at_the_head_of_the_acks_is_found_only_when_nothing_below_is_in_flight() -> None:
-    books = _Books()
-    books._committed_offset[RAW] = 1225
-    books._acked[RAW] = [1286, 1287, 1288]
-    assert faust_fixes.find_holes(books, {"raw"}) == {RAW: (1225, 1286)}
-    assert faust_fixes.find_holes(books, {"other"}) == {}
-    pending = _Msg(RAW, 1240)
-    books._unacked_messages.add(pending)
-    assert faust_fixes.find_holes(books, {"raw"}) == {}  # still being processed
-    pending.acked = True
-    assert faust_fixes.find_holes(books, {"raw"}) == {RAW: (1225, 1286)}
-    books._acked[RAW] = [1225, 1226]
-    assert faust_fixes.find_holes(books, {"raw"}) == {}
+    async def scenario(app: Any) -> None:
+        consumer = app.consumer
+        consumer._committed_offset[RAW] = 1225
+        for offset in (1286, 1287, 1288):
+            consumer.ack(message(offset))
+        assert faust_fixes.find_holes(consumer, {"raw"}) == {RAW: (1225, 1286)}
+        assert faust_fixes.find_holes(consumer, {"other"}) == {}
+        pending = message(1240)
+        consumer.track_message(pending)
+        assert faust_fixes.find_holes(consumer, {"raw"}) == {}  # still being processed
+        consumer.ack(pending)  # done: the hole now ends below it
+        assert faust_fixes.find_holes(consumer, {"raw"}) == {RAW: (1225, 1240)}
+        consumer._acked[RAW] = [1225, 1226]
+        assert faust_fixes.find_holes(consumer, {"raw"}) == {}
+
+    _run(scenario, "raw")
 
 
 def test_the_healer_seeks_back_to_the_committed_offset_when_a_hole_outlives_one_check() -> None:
-    books = _Books()
-    books._committed_offset[RAW] = 1225
-    books._acked[RAW] = [1286, 1287]
-    said: list[str] = []
-    healer = faust_fixes.HoleHealer({"raw"}, said.append)
-    asyncio.run(healer.check(books))
-    assert books.seeks == []  # a fresh hole may be a batch still being acked
-    asyncio.run(healer.check(books))
-    assert books.seeks == [(RAW, 1225)]
-    assert "1225..1285" in said[0]
-    # a hole that moved (commits progressed) starts over
-    books._committed_offset[RAW] = 1300
-    books._acked[RAW] = [1310]
-    asyncio.run(healer.check(books))
-    assert books.seeks == [(RAW, 1225)]
+    async def scenario(app: Any) -> None:
+        consumer = app.consumer
+        seeks, _ = _record_broker_calls(consumer)
+        consumer._committed_offset[RAW] = 1225
+        for offset in (1286, 1287):
+            consumer.ack(message(offset))
+        said: list[str] = []
+        healer = faust_fixes.HoleHealer({"raw"}, said.append)
+        await healer.check(consumer)
+        assert seeks == []  # a fresh hole may be a batch still being acked
+        await healer.check(consumer)
+        assert seeks == [(RAW, 1225)]
+        assert "1225..1285" in said[0]
+        # a hole that moved (commits progressed) starts over
+        consumer._committed_offset[RAW] = 1300
+        consumer._acked[RAW] = [1310]
+        await healer.check(consumer)
+        assert seeks == [(RAW, 1225)]
+
+    _run(scenario, "raw")
 
 
 def test_records_read_and_given_up_with_nothing_acked_after_them_are_a_stall() -> None:
-    books = _Books()
-    books._committed_offset[RAW] = 500
-    books._read_offset[RAW] = 640  # read up to 640, none of 500..640 acked
-    assert faust_fixes.find_stalls(books, {"raw"}) == {RAW: (500, 640)}
-    assert faust_fixes.find_stalls(books, {"other"}) == {}
-    assert faust_fixes.find_stalls(books, {"raw"}, frozenset({RAW})) == {}  # waiting in the inbox
-    pending = _Msg(RAW, 520)
-    books._unacked_messages.add(pending)
-    assert faust_fixes.find_stalls(books, {"raw"}) == {}  # being processed
-    pending.acked = True
-    books._acked[RAW] = [500, 501]
-    assert faust_fixes.find_stalls(books, {"raw"}) == {}  # acked, about to be committed
-    books._acked[RAW] = []
-    books._read_offset[RAW] = 499  # everything read was committed: caught up
-    assert faust_fixes.find_stalls(books, {"raw"}) == {}
+    async def scenario(app: Any) -> None:
+        consumer = app.consumer
+        _record_broker_calls(consumer)
+        consumer._committed_offset[RAW] = 500
+        consumer._read_offset[RAW] = 640  # read up to 640, none of 500..640 acked
+        assert faust_fixes.find_stalls(consumer, {"raw"}) == {RAW: (500, 640)}
+        assert faust_fixes.find_stalls(consumer, {"other"}) == {}
+        # waiting in the inbox
+        assert faust_fixes.find_stalls(consumer, {"raw"}, frozenset({RAW})) == {}
+        pending = message(520)
+        consumer.track_message(pending)
+        assert faust_fixes.find_stalls(consumer, {"raw"}) == {}  # being processed
+        consumer.ack(pending)
+        assert faust_fixes.find_stalls(consumer, {"raw"}) == {}  # acked, about to be committed
+        consumer._acked[RAW] = []
+        consumer._read_offset[RAW] = 499  # everything read was committed: caught up
+        assert faust_fixes.find_stalls(consumer, {"raw"}) == {}
+
+    _run(scenario, "raw")
 
 
 def test_a_read_position_at_the_committed_offset_is_a_stall_only_with_records_to_read() -> None:
-    books = _Books()
-    books._committed_offset[RAW] = 500
-    books._read_offset[RAW] = 500  # what faust sets after a seek, or one record given up
-    books.ends[RAW] = 500
-    assert faust_fixes.find_stalls(books, {"raw"}) == {}  # idle partition
-    books.ends[RAW] = 501
-    assert faust_fixes.find_stalls(books, {"raw"}) == {RAW: (500, 500)}
+    async def scenario(app: Any) -> None:
+        consumer = app.consumer
+        _, ends = _record_broker_calls(consumer)
+        consumer._committed_offset[RAW] = 500
+        consumer._read_offset[RAW] = 500  # what faust sets after a seek, or one record given up
+        ends[RAW] = 500
+        assert faust_fixes.find_stalls(consumer, {"raw"}) == {}  # idle partition
+        ends[RAW] = 501
+        assert faust_fixes.find_stalls(consumer, {"raw"}) == {RAW: (500, 500)}
+
+    _run(scenario, "raw")
 
 
 def test_the_healer_seeks_a_stalled_partition_back_when_it_has_not_moved_for_one_check() -> None:
-    books = _Books()
-    books._committed_offset[RAW] = 500
-    books._read_offset[RAW] = 640
-    said: list[str] = []
-    healer = faust_fixes.HoleHealer({"raw"}, said.append)
-    asyncio.run(healer.check(books))
-    assert books.seeks == []
-    asyncio.run(healer.check(books))
-    assert books.seeks == [(RAW, 500)]
-    assert "500..640" in said[0]
-    books._read_offset[RAW] = 700  # it moved: starts over
-    asyncio.run(healer.check(books))
-    assert books.seeks == [(RAW, 500)]
+    async def scenario(app: Any) -> None:
+        consumer = app.consumer
+        seeks, _ = _record_broker_calls(consumer)
+        consumer._committed_offset[RAW] = 500
+        consumer._read_offset[RAW] = 640
+        said: list[str] = []
+        healer = faust_fixes.HoleHealer({"raw"}, said.append)
+        await healer.check(consumer)
+        assert seeks == []
+        await healer.check(consumer)
+        assert seeks == [(RAW, 500)]
+        assert "500..640" in said[0]
+        consumer._read_offset[RAW] = 700  # it moved: starts over
+        await healer.check(consumer)
+        assert seeks == [(RAW, 500)]
+
+    _run(scenario, "raw")
 
 
-class _FlowService:
-    """The attributes of a faust Consumer that its ``wait_first`` reads."""
-
-    def __init__(self) -> None:
-        self.suspend_flow = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._crashed = asyncio.Event()
-        self.loop = asyncio.get_running_loop()
+# --------------------------------------------------------------------------- hand-over
 
 
 def test_a_hand_over_that_does_not_block_returns_without_any_task() -> None:
-    from faust.transport.consumer import Consumer
-
-    faust_fixes.apply()
-
-    async def scenario() -> tuple[Any, int]:
-        svc = _FlowService()
+    async def scenario(app: Any) -> tuple[Any, int]:
+        consumer = app.consumer
         before = len(asyncio.all_tasks())
 
         async def hand_over() -> str:
             return "put"
 
-        result = await Consumer.wait_first(svc, hand_over(), svc.suspend_flow.wait())  # type: ignore[arg-type]
+        result = await consumer.wait_first(hand_over(), consumer.suspend_flow.wait())
         return result, len(asyncio.all_tasks()) - before
 
-    result, extra_tasks = asyncio.run(scenario())
+    result, extra_tasks = _run(scenario)
     assert result.results == ["put"]
     assert not result.stopped
     assert extra_tasks == 0
 
 
 def test_a_hand_over_that_blocks_is_still_abandoned_when_the_flow_is_suspended() -> None:
-    from faust.transport.consumer import Consumer
-
-    faust_fixes.apply()
-
-    async def scenario() -> tuple[Any, list[str]]:
-        svc = _FlowService()
+    async def scenario(app: Any) -> tuple[Any, list[str]]:
+        consumer = app.consumer
         steps: list[str] = []
         never = asyncio.get_running_loop().create_future()
 
@@ -206,24 +233,21 @@ def test_a_hand_over_that_blocks_is_still_abandoned_when_the_flow_is_suspended()
 
         async def rebalance() -> None:
             await asyncio.sleep(0.01)
-            svc.suspend_flow.set()
+            consumer.suspend_flow.set()
 
-        asyncio.get_running_loop().create_task(rebalance())
-        result = await Consumer.wait_first(svc, hand_over(), svc.suspend_flow.wait())  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(rebalance())
+        result = await consumer.wait_first(hand_over(), consumer.suspend_flow.wait())
+        await task
         return result, steps
 
-    result, steps = asyncio.run(scenario())
+    result, steps = _run(scenario)
     assert steps == ["started"]  # started inline, then raced and abandoned
     assert len(result.done) == 1 and result.results == [True]  # the suspension won
 
 
 def test_a_hand_over_that_blocks_then_completes_gives_its_result() -> None:
-    from faust.transport.consumer import Consumer
-
-    faust_fixes.apply()
-
-    async def scenario() -> Any:
-        svc = _FlowService()
+    async def scenario(app: Any) -> Any:
+        consumer = app.consumer
         gate = asyncio.Event()
 
         async def hand_over() -> str:
@@ -232,26 +256,81 @@ def test_a_hand_over_that_blocks_then_completes_gives_its_result() -> None:
             return "put"
 
         asyncio.get_running_loop().call_later(0.01, gate.set)
-        return await Consumer.wait_first(svc, hand_over(), svc.suspend_flow.wait())  # type: ignore[arg-type]
+        return await consumer.wait_first(hand_over(), consumer.suspend_flow.wait())
 
-    result = asyncio.run(scenario())
-    assert "put" in result.results
+    assert "put" in _run(scenario).results
 
 
-class _Built:
-    _fetch_max_wait_ms = 1500  # what faust passes to AIOKafkaConsumer
+# --------------------------------------------------------------------------- the rest
 
 
 def test_the_worker_consumer_waits_for_idle_partitions_only_as_long_as_the_app_says() -> None:
-    from types import SimpleNamespace
+    async def scenario(app: Any) -> tuple[int, int]:
+        thread = app.consumer._thread
+        default = thread._create_worker_consumer(app.transport)
+        app.tunnelwatch_fetch_max_wait_ms = 50
+        short = thread._create_worker_consumer(app.transport)
+        for built in (default, short):
+            await built.stop()
+        return default._fetch_max_wait_ms, short._fetch_max_wait_ms
 
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    assert _run(scenario) == (1500, 50)  # faust's own 1.5 s unless the app asks
 
-    faust_fixes.apply()
-    create = AIOKafkaConsumerThread._create_worker_consumer
-    assert hasattr(create, "__wrapped__")  # installed by apply()
-    made = faust_fixes._short_fetch_wait(lambda self, transport: _Built())
-    asked = SimpleNamespace(app=SimpleNamespace(tunnelwatch_fetch_max_wait_ms=50))
-    assert made(asked, None)._fetch_max_wait_ms == 50
-    # An app that does not ask keeps faust's own 1.5 s.
-    assert made(SimpleNamespace(app=SimpleNamespace()), None)._fetch_max_wait_ms == 1500
+
+def test_a_table_write_in_an_event_context_sees_that_event() -> None:
+    from faust.streams import current_event
+
+    class Event:  # the worker's Source: any object holding the record
+        def __init__(self, msg: Any) -> None:
+            self.message = msg
+
+    async def scenario(app: Any) -> tuple[Any, Any, Any]:
+        event = Event(message(7))
+        before = current_event()
+        with faust_fixes.event_context(event):
+            inside = current_event()
+        return before, inside, current_event()
+
+    before, inside, after = _run(scenario)
+    assert before is None and after is None
+    assert inside.message.offset == 7
+
+
+def test_a_stop_request_arms_a_deadline_once_and_still_runs_faust_s_own_stop() -> None:
+    import faust
+
+    async def scenario(app: Any) -> tuple[list[Any], Any]:
+        worker = faust.Worker(app, quiet=True, redirect_stdouts=False, loglevel="error")
+        asked: list[Any] = []
+        worker._schedule_shutdown = asked.append  # faust's own stop, recorded
+        faust_fixes.stop_within(worker, 3600.0, print)
+        worker._schedule_shutdown("SIGTERM")
+        first = worker._tunnelwatch_deadline
+        worker._schedule_shutdown("SIGTERM")
+        assert worker._tunnelwatch_deadline is first  # one deadline, not one per signal
+        first.cancel()
+        return asked, first
+
+    asked, timer = _run(scenario)
+    assert asked == ["SIGTERM", "SIGTERM"]
+    assert timer.interval == 3600.0 and timer.daemon
+
+
+def test_the_worker_refuses_to_start_with_another_faust_and_says_which_it_supports(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib import metadata
+
+    from streams.cli.main import main
+
+    real = metadata.version
+    monkeypatch.setattr(
+        faust_fixes.metadata,
+        "version",
+        lambda name: "0.16.1" if name == "faust-streaming" else real(name),
+    )
+    # Refused before any broker is contacted (nothing listens on port 9).
+    assert main(["worker", "--bootstrap", "127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert "supports exactly faust-streaming==0.15.3, mode-streaming==0.7.1" in err
+    assert "found faust-streaming 0.16.1" in err

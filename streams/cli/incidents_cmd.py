@@ -60,7 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _line(rec: dict[str, Any]) -> str:
-    return (
+    from streams.cli.render import safe_text  # device text: no escape sequences
+
+    return safe_text(
         f"{rec['status']:<8} {rec['device']} {rec['peer'] or '-'} {rec['cause']} "
         f"conf={rec['confidence']:.2f} n={rec['count']} "
         f"{rec['first_seen'][:19]}..{rec['last_seen'][:19]} {rec['incident_id']}"

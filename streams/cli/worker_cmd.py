@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from streams.errors import BrokerError
+from streams.errors import BrokerError, ConfigError
 from streams.shell.topics import (
     DEADLETTER_TOPIC,
     DEFAULT_APP_ID,
@@ -118,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
             return 1
     try:
         return run_worker(cfg)
-    except BrokerError as exc:
+    except (BrokerError, ConfigError) as exc:  # ConfigError: unsupported faust version
         print(f"tunnelwatch worker: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,11 @@
 - ``config.py``: :class:`WorkerConfig`;
 - ``stages.py``: the parse and correlate stages without faust (tested on their own);
 - ``app.py``: the faust app (agents ``parse`` and ``correlate``, the state table, timers);
-- ``run.py``: topic creation and the faust worker's main loop.
+- ``run.py``: topic creation and the faust worker's main loop;
+- ``inbox.py``, ``outbox.py``: whole fetches in, whole batches out (refused records go
+  aside as dead letters);
+- ``faust_fixes.py``: the ONE module that touches faust's and mode's private names (with
+  the version guard: both are pinned exactly).
 
 Importing this package does not import faust: ``run.run_worker`` does.
 """

@@ -28,13 +28,11 @@ import logging
 import os
 import sys
 import time
-import weakref
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event  # the context the table reads the partition from
 
 from streams.core.event import Event
 from streams.core.kb import default_kb
@@ -44,7 +42,14 @@ from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
 from streams.shell.worker.inbox import Inbox
 from streams.shell.worker.outbox import Outbox, partition_of
-from streams.shell.worker.stages import ParseStage, Shard, decode_event
+from streams.shell.worker.stages import (
+    MAX_PUBLISH_BYTES,
+    ParseStage,
+    Shard,
+    decode_event,
+    fit_incident,
+    replacement_letters,
+)
 
 
 def say(msg: str) -> None:
@@ -143,7 +148,9 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         tz_map=load_tz_map(cfg.tz_map) if cfg.tz_map else None,
     )
     shard = Shard(default_kb())
-    counters = {"raw": 0, "published": 0}
+    counters = dict.fromkeys(
+        ("raw", "published", "replaced", "skipped", "state_too_large", "bad_events"), 0
+    )
     lock = asyncio.Lock()
     ready = {"done": False}
 
@@ -153,7 +160,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             return
         pending = [
             await incidents_topic.send(
-                key=rec["incident_id"].encode("ascii"), value=orjson.dumps(rec)
+                key=rec["incident_id"].encode("ascii"), value=fit_incident(rec)
             )
             for rec in records
         ]
@@ -191,13 +198,19 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 touched[key] = event
             await publish(out)
             for key, event in touched.items():
+                state = shard.dump(key.decode("utf-8", errors="replace"))
+                if len(state) > MAX_PUBLISH_BYTES:
+                    # Kafka would refuse it, and faust's producer would fail the worker:
+                    # kept in memory only, logged and counted (after a restart the device
+                    # resumes from its last stored state). Bounded raw texts (stages.py)
+                    # make this all but impossible.
+                    counters["state_too_large"] += 1
+                    say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
+                    continue
                 # Write in the context of the device's own last record, so that the
                 # changelog (and a RocksDB store) file it under that record's partition.
-                token = _current_event.set(weakref.ref(event))
-                try:
-                    table[key] = shard.dump(key.decode("utf-8", errors="replace"))
-                finally:
-                    _current_event.reset(token)
+                with faust_fixes.event_context(event):
+                    table[key] = state
 
     # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
     # stream (see inbox.py): the agent is still what subscribes the topic.
@@ -222,8 +235,8 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             batch = await inbox.take(cfg.batch_max, cfg.batch_linger)
             if outbox is None:
                 # faust's own aiokafka producer: its flush before a commit covers these.
-                aio = cast(Any, app.producer)._ensure_producer()
-                outbox = Outbox(aio, partitions, say)
+                aio = faust_fixes.aiokafka_producer(app)
+                outbox = Outbox(aio, partitions, say, replacement_letters(names.deadletter))
             items: list[_Item] = []
             for msg in batch:
                 counters["raw"] += 1
@@ -236,17 +249,18 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     offset=msg.offset,
                 )
                 if routed.deadletter:
-                    outbox.add(names.deadletter, routed.key, routed.value, msg.partition)
+                    outbox.add(names.deadletter, routed.key, routed.value, msg.partition, msg)
                     continue
                 key = routed.key or b"unknown"
-                outbox.add(names.events, key, routed.value)
+                outbox.add(names.events, key, routed.value, origin=msg)
                 if not inline:
                     continue
                 if routed.event is not None and outbox.partition(key) == msg.partition:
                     items.append((Source(msg), key, routed.event, msg.partition, msg.offset))
                 else:
-                    outbox.add(reroute_name, key, routed.value)
+                    outbox.add(reroute_name, key, routed.value, origin=msg)
             await outbox.deliver()
+            counters["replaced"], counters["skipped"] = outbox.replaced, outbox.skipped
             if items:
                 await correlate_batch(items, rerouted=False)
             inbox.ack(batch)
@@ -258,7 +272,16 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             for event in batch:
                 msg = event.message
                 key: bytes = msg.key or b"unknown"
-                items.append((event, key, decode_event(msg.value), msg.partition, msg.offset))
+                try:
+                    ev = decode_event(msg.value)
+                except Exception as exc:  # not an event record: skipped, never a crash
+                    counters["bad_events"] += 1
+                    say(
+                        f"SKIPPED {msg.topic}:{msg.partition}@{msg.offset}: not an event "
+                        f"record ({type(exc).__name__}: {str(exc)[:200]})"
+                    )
+                    continue
+                items.append((event, key, ev, msg.partition, msg.offset))
             await correlate_batch(items, rerouted=inline)
 
     def owned_keys() -> list[bytes]:
@@ -312,7 +335,12 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             if shard.applied != last["applied"]:
                 say(
                     f"raw={counters['raw']} events={stage.events} "
-                    f"deadletter={stage.deadletters} applied={shard.applied} "
+                    f"deadletter={stage.deadletters} oversize={stage.oversize} "
+                    f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
+                    f"refused_skipped={counters['skipped']} "
+                    f"state_too_large={counters['state_too_large']} "
+                    f"bad_events={counters['bad_events']} bad_states={shard.bad_states} "
+                    f"applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
                     f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
                     f"inbox_dropped={inbox.dropped} "

@@ -38,6 +38,7 @@ class WorkerConfig:
     commit_interval: float = 1.0  # seconds between offset commits
     stats_interval: float = 10.0  # seconds between two throughput log lines (0: never)
     loglevel: str = "warning"
+    stop_grace: float = 8.0  # seconds a stop may take before the process exits at once
 
     @property
     def store_url(self) -> str:

@@ -1,4 +1,13 @@
-"""Runtime fixes for faust-streaming defects that break the worker's guarantees.
+"""Runtime fixes for faust-streaming defects that break the worker's guarantees, and
+every other access the worker makes to faust's or mode's private names.
+
+This is the ONE module that reaches into faust-streaming and mode-streaming: their
+private names change between releases without notice, so both are pinned exactly in
+``pyproject.toml`` (:data:`SUPPORTED`), and :func:`check_versions` refuses to start the
+worker with any other version, naming the supported ones. Everything else (``app.py``,
+``inbox.py``) goes through faust's public API or the functions here
+(:func:`event_context`, :func:`aiokafka_producer`, :func:`drain_messages`,
+:func:`stop_within`). The tests of this module drive real faust objects.
 
 Applied once, before the app starts (:func:`apply`). Each fix names the symptom it
 removes and is covered by a test against the real broker.
@@ -50,7 +59,7 @@ Per-record sensor bookkeeping (speed)
 The whole per-record stream, for the parse agent (speed)
     Even so, a no-op faust agent costs 58 µs a record here, of the 89 µs the worker
     spent at 10k msg/s, and the workers fell behind. The consumer's delivery loop is
-    replaced by :func:`streams.shell.worker.inbox.drain_messages` when the app has an
+    replaced by :func:`drain_messages` when the app has an
     inbox (``app.tunnelwatch_inbox``): records of the inbox's topics go to it as one
     list per partition and fetch, the others take faust's path. The inbox module's
     docstring says how offsets, rebalances and back-pressure keep faust's guarantees.
@@ -69,9 +78,67 @@ Fetches that wait 1.5 s for idle partitions (latency)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import types
-from collections.abc import Generator
+import weakref
+from collections.abc import Generator, Iterator, Mapping
+from importlib import metadata
 from typing import Any
+
+from streams.errors import ConfigError
+
+#: The exact versions whose private names this module was written and tested against
+#: (pinned to the same in pyproject.toml).
+SUPPORTED = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1"}
+
+
+class UnsupportedFaust(ConfigError):
+    """The installed faust-streaming or mode-streaming is not the supported version."""
+
+
+def check_versions(installed: Mapping[str, str | None] | None = None) -> None:
+    """Raise :class:`UnsupportedFaust` unless the installed faust-streaming and
+    mode-streaming are exactly :data:`SUPPORTED` (``installed``: the versions to check,
+    default those of this environment; None for a package that is missing)."""
+    if installed is None:
+        found: dict[str, str | None] = {}
+        for name in SUPPORTED:
+            try:
+                found[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                found[name] = None
+        installed = found
+    wrong = {n: installed.get(n) for n, v in SUPPORTED.items() if installed.get(n) != v}
+    if wrong:
+        have = ", ".join(f"{n} {v or 'not installed'}" for n, v in sorted(wrong.items()))
+        want = ", ".join(f"{n}=={v}" for n, v in sorted(SUPPORTED.items()))
+        raise UnsupportedFaust(
+            f"the worker supports exactly {want} (it patches their internals); found "
+            f"{have}. Install the pinned versions: pip install -e . (or make install)"
+        )
+
+
+@contextlib.contextmanager
+def event_context(event: Any) -> Iterator[None]:
+    """Make ``event`` faust's current event for the block: a table write files itself
+    under the current event's partition (its changelog partition, and a RocksDB
+    store's)."""
+    from faust.streams import _current_event
+
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def aiokafka_producer(app: Any) -> Any:
+    """The started aiokafka producer under faust's producer (``app.producer``): batches
+    sent on it are covered by faust's flush before each offset commit."""
+    return app.producer._ensure_producer()
+
 
 _applied = False
 #: Repeated acked offsets removed since the process started (for the stats line).
@@ -261,13 +328,106 @@ def quiet_monitor() -> type:
     return QuietMonitor
 
 
+async def drain_messages(consumer: Any, fetcher: Any, inbox: Any) -> None:
+    """faust's ``Consumer._drain_messages`` with the inbox's topics delivered as lists.
+
+    Same loop as faust's (fetch, skip records already read, report gaps, stop the
+    fetch at a rebalance, seek back when the flow is stopped), by partition instead of
+    faust's round-robin over records.
+    """
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    callback = consumer.callback
+    consumer_should_stop = consumer._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    read_offsets = consumer._read_offset
+    set_flag = consumer.diag.set_flag
+    unset_flag = consumer.diag.unset_flag
+    commit_every = consumer._commit_every
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    to_message = consumer._to_message
+    app = consumer.app
+    mine = inbox.topics
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            records, active = await consumer._wait_next_records(1.0)
+            await consumer.sleep(0)
+            if records is None or consumer.should_stop:
+                unset_flag(CONSUMER_FETCHING)
+                continue
+            if not consumer.flow_active:
+                # As faust's getmany: records fetched while the flow stopped are
+                # dropped, and the positions go back to the committed offsets.
+                try:
+                    await consumer.perform_seek()
+                except Exception as exc:
+                    consumer.log.warning(f"exception performing seek when flow not active {exc}")
+                unset_flag(CONSUMER_FETCHING)
+                continue
+            generation = app.consumer_generation_id
+            for tp, recs in records.items():
+                if not consumer.flow_active or app.consumer_generation_id != generation:
+                    break
+                if (
+                    active is not None
+                    and tp not in active
+                    and tp not in consumer._buffered_partitions
+                ):
+                    continue
+                app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
+                batch = tp.topic in mine
+                messages: list[Any] = []
+                r_offset = read_offsets[tp]
+                for record in recs:
+                    offset = record.offset
+                    if r_offset is not None and offset < r_offset:
+                        continue  # read before (faust drops these too)
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(tp.topic):
+                        await consumer._add_gap(tp, r_offset + 1, offset)
+                    r_offset = offset
+                    if batch:
+                        messages.append(to_message(tp, record))
+                        continue
+                    if commit_every is not None and consumer._n_acked >= commit_every:
+                        consumer._n_acked = 0
+                        await consumer.commit()
+                    await consumer.wait_first(
+                        callback(to_message(tp, record)), consumer.suspend_flow.wait()
+                    )
+                    read_offsets[tp] = offset
+                if messages:
+                    before = read_offsets[tp]
+                    if not await inbox.put(messages, consumer):
+                        break
+                    if read_offsets[tp] == before:
+                        read_offsets[tp] = messages[-1].offset
+                    # else a seek moved the read position while the list waited: the
+                    # seek's position stands (the list's records come again: harmless).
+            unset_flag(CONSUMER_FETCHING)
+    except consumer.consumer_stopped_errors:
+        if consumer.transport.app.should_stop:
+            consumer.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if consumer.transport.app.should_stop:
+            consumer.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        consumer.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
+
+
 def _inbox_drain(drain: Any) -> Any:
     async def _drain_messages(self: Any, fetcher: Any) -> None:
         inbox = getattr(self.app, "tunnelwatch_inbox", None)
         if inbox is None:
             return await drain(self, fetcher)  # type: ignore[no-any-return]
-        from streams.shell.worker.inbox import drain_messages
-
         await drain_messages(self, fetcher, inbox)
 
     _drain_messages.__wrapped__ = drain  # type: ignore[attr-defined]
@@ -287,11 +447,42 @@ def _short_fetch_wait(create: Any) -> Any:
     return _create_worker_consumer
 
 
+def stop_within(worker: Any, grace: float, say: Any) -> None:
+    """Bound the stop a signal starts to ``grace`` seconds.
+
+    faust's stop waits for the producer to flush, and a publish being retried (broker
+    away, a partition without enough replicas: faust's producer retries for 20 minutes)
+    kept the worker from exiting on SIGTERM. Past ``grace`` the process exits at once:
+    that is safe, as a kill -9 is (only acknowledged offsets are committed; the rest is
+    read again at the next start).
+    """
+    schedule = worker._schedule_shutdown
+
+    def _schedule_shutdown(sig: Any) -> None:
+        if not getattr(worker, "_tunnelwatch_deadline", None):
+
+            def exit_now() -> None:
+                say(
+                    f"stop did not finish in {grace:.0f} s (a publish is being retried?): "
+                    "exiting now; records not yet committed are read again at the next start"
+                )
+                os._exit(0)
+
+            timer = threading.Timer(grace, exit_now)
+            timer.daemon = True
+            timer.start()
+            worker._tunnelwatch_deadline = timer
+        schedule(sig)
+
+    worker._schedule_shutdown = _schedule_shutdown
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
     global _applied
     if _applied:
         return
+    check_versions()
     from faust.transport.consumer import Consumer
     from mode.services import Service, WaitResults
 
@@ -307,10 +498,17 @@ def apply() -> None:
 
 
 __all__ = [
+    "SUPPORTED",
     "HoleHealer",
+    "UnsupportedFaust",
+    "aiokafka_producer",
     "apply",
+    "check_versions",
+    "drain_messages",
     "duplicate_acks",
+    "event_context",
     "find_holes",
     "find_stalls",
     "quiet_monitor",
+    "stop_within",
 ]

@@ -8,9 +8,11 @@ record, of the 89 µs the worker spent), and at 10k msg/s the workers fell behin
 receiver.
 
 The parse agent needs none of it: it reads raw bytes and works in batches. So the
-consumer's delivery loop (:func:`drain_messages`, installed by
-:func:`streams.shell.worker.faust_fixes.apply`) hands each partition's part of a fetch
-to the app's :class:`Inbox` as one list, and the agent takes lists out of it. Every
+consumer's delivery loop (:func:`streams.shell.worker.faust_fixes.drain_messages`,
+installed by :func:`streams.shell.worker.faust_fixes.apply`: that module holds every
+access to faust's private names) hands each partition's part of a fetch to the app's
+:class:`Inbox` as one list, and the agent takes lists out of it. The inbox itself uses
+faust's public API only. Every
 other topic (the reroute topic, whatever a test subscribes) keeps faust's path.
 
 What faust's path guaranteed, and how the inbox keeps it:
@@ -148,99 +150,4 @@ class Inbox:
             ack(message)
 
 
-async def drain_messages(consumer: Any, fetcher: Any, inbox: Inbox) -> None:
-    """faust's ``Consumer._drain_messages`` with the inbox's topics delivered as lists.
-
-    Same loop as faust's (fetch, skip records already read, report gaps, stop the
-    fetch at a rebalance, seek back when the flow is stopped), by partition instead of
-    faust's round-robin over records.
-    """
-    from faust.transport.consumer import CONSUMER_FETCHING
-
-    callback = consumer.callback
-    consumer_should_stop = consumer._stopped.is_set
-    fetcher_should_stop = fetcher._stopped.is_set
-    read_offsets = consumer._read_offset
-    set_flag = consumer.diag.set_flag
-    unset_flag = consumer.diag.unset_flag
-    commit_every = consumer._commit_every
-    acks_enabled_for = consumer.app.topics.acks_enabled_for
-    to_message = consumer._to_message
-    app = consumer.app
-    mine = inbox.topics
-    try:
-        while not (consumer_should_stop() or fetcher_should_stop()):
-            set_flag(CONSUMER_FETCHING)
-            records, active = await consumer._wait_next_records(1.0)
-            await consumer.sleep(0)
-            if records is None or consumer.should_stop:
-                unset_flag(CONSUMER_FETCHING)
-                continue
-            if not consumer.flow_active:
-                # As faust's getmany: records fetched while the flow stopped are
-                # dropped, and the positions go back to the committed offsets.
-                try:
-                    await consumer.perform_seek()
-                except Exception as exc:
-                    consumer.log.warning(f"exception performing seek when flow not active {exc}")
-                unset_flag(CONSUMER_FETCHING)
-                continue
-            generation = app.consumer_generation_id
-            for tp, recs in records.items():
-                if not consumer.flow_active or app.consumer_generation_id != generation:
-                    break
-                if (
-                    active is not None
-                    and tp not in active
-                    and tp not in consumer._buffered_partitions
-                ):
-                    continue
-                app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
-                batch = tp.topic in mine
-                messages: list[Any] = []
-                r_offset = read_offsets[tp]
-                for record in recs:
-                    offset = record.offset
-                    if r_offset is not None and offset < r_offset:
-                        continue  # read before (faust drops these too)
-                    gap = offset - (r_offset or 0)
-                    if gap > 1 and r_offset and acks_enabled_for(tp.topic):
-                        await consumer._add_gap(tp, r_offset + 1, offset)
-                    r_offset = offset
-                    if batch:
-                        messages.append(to_message(tp, record))
-                        continue
-                    if commit_every is not None and consumer._n_acked >= commit_every:
-                        consumer._n_acked = 0
-                        await consumer.commit()
-                    await consumer.wait_first(
-                        callback(to_message(tp, record)), consumer.suspend_flow.wait()
-                    )
-                    read_offsets[tp] = offset
-                if messages:
-                    before = read_offsets[tp]
-                    if not await inbox.put(messages, consumer):
-                        break
-                    if read_offsets[tp] == before:
-                        read_offsets[tp] = messages[-1].offset
-                    # else a seek moved the read position while the list waited: the
-                    # seek's position stands (the list's records come again: harmless).
-            unset_flag(CONSUMER_FETCHING)
-    except consumer.consumer_stopped_errors:
-        if consumer.transport.app.should_stop:
-            consumer.log.info("Broker stopped consumer, shutting down...")
-            return
-        raise
-    except asyncio.CancelledError:
-        if consumer.transport.app.should_stop:
-            consumer.log.info("Consumer shutting down for user cancel.")
-            return
-        raise
-    except Exception as exc:
-        consumer.log.exception("Drain messages raised: %r", exc)
-        raise
-    finally:
-        unset_flag(CONSUMER_FETCHING)
-
-
-__all__ = ["Inbox", "drain_messages"]
+__all__ = ["Inbox"]

@@ -35,6 +35,9 @@ def prepare_topics(cfg: WorkerConfig) -> tuple[int, int]:
 
 def run_worker(cfg: WorkerConfig) -> int:
     """Run until SIGTERM/SIGINT; the exit code of the faust worker."""
+    from streams.shell.worker.faust_fixes import check_versions
+
+    check_versions()  # before anything else: a clear error, not a broken patch
     partitions, raw_partitions = prepare_topics(cfg)
     # faust is imported here, not at module level: the CLI and the tests import this
     # package without paying for (or being warned by) faust.
@@ -43,6 +46,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     import faust
     import uvloop
 
+    from streams.shell.worker import faust_fixes
     from streams.shell.worker.app import build_app, say
 
     # faust's consumer, streams and timers are event-loop bound: uvloop cut the worker's
@@ -62,6 +66,8 @@ def run_worker(cfg: WorkerConfig) -> int:
         redirect_stdouts=False,
         workdir=str(cfg.data_dir),
     )
+    # SIGTERM stops the worker within seconds in every state (see faust_fixes).
+    faust_fixes.stop_within(worker, cfg.stop_grace, say)
     try:
         worker.execute_from_commandline()  # returns only by raising SystemExit
     except SystemExit as exc:

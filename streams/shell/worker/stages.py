@@ -15,7 +15,8 @@ about on their own:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,30 @@ from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_YEAR
 #: The device of events that name none (same as ``Correlator.unknown_device``).
 UNKNOWN_DEVICE = "unknown"
 STATE_FORMAT = 1
+#: The largest record value the worker publishes. Kafka refuses a record over its
+#: ``message.max.bytes`` (1 MiB by default) and faust's producer one over its
+#: ``max_request_size`` (1,000,000 bytes): a derived record over this becomes a dead
+#: letter, which stays far below it.
+MAX_PUBLISH_BYTES = 900_000
+#: Characters of the raw text a shortened dead letter keeps (at most six bytes each once
+#: JSON-escaped: the letter stays under 100 KB).
+LETTER_RAW_CHARS = 16_384
+#: Characters an incident's evidence line keeps when the whole record is too large.
+EVIDENCE_CHARS = 4_096
+#: Characters of an event's raw text the worker's engine state keeps (as evidence and in
+#: rule windows). The catalog reads the first 2,048 characters of a message only; a
+#: sender's 250 KB lines would otherwise grow a device's stored state past Kafka's limit.
+STATE_RAW_CHARS = 2_048
+
+
+def bounded(ev: Event) -> Event:
+    """``ev`` with its raw text cut to :data:`STATE_RAW_CHARS` characters (and the
+    original length said) when longer; else ``ev`` itself."""
+    if len(ev.raw) <= STATE_RAW_CHARS:
+        return ev
+    short = f"{ev.raw[:STATE_RAW_CHARS]}… [truncated: {len(ev.raw)} characters]"
+    return replace(ev, raw=short)
+
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -76,6 +101,106 @@ def _host_of(source: str | None) -> str | None:
     return host.strip("[]") or source
 
 
+def _as_bytes(value: bytes | str | None) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="surrogatepass")
+    return bytes(value)
+
+
+def dead_letter(
+    value: bytes | str | None,
+    reason: str,
+    *,
+    raw: str | None = None,
+    source: str | None = None,
+    received_at: str | None = None,
+    topic: str = "",
+    partition: int = 0,
+    offset: int = -1,
+    limit: int = MAX_PUBLISH_BYTES,
+) -> bytes:
+    """The dead letter of one raw record, as JSON that fits in ``limit`` bytes.
+
+    ``raw``: the record's text as the parser read it (else ``value`` decoded). When the
+    whole letter would be larger than ``limit``, or cannot be encoded, it keeps the first
+    :data:`LETTER_RAW_CHARS` characters of the text, with ``truncated``, the record's
+    size in bytes (``raw_bytes``) and the SHA-256 of its bytes (``raw_sha256``), so that
+    the original can still be recognized.
+    """
+    letter: dict[str, Any] = {
+        "unparsed": True,
+        "reason": reason or "unparsed",
+        "raw": raw if raw is not None else _as_bytes(value).decode("utf-8", errors="replace"),
+        "source": source,
+        "received_at": received_at,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+    }
+    try:
+        out = orjson.dumps(letter)
+    except (TypeError, ValueError):  # a string orjson refuses (lone surrogates)
+        out = b""
+    if out and len(out) <= limit:
+        return out
+    data = _as_bytes(value)
+    text = data.decode("utf-8", errors="replace")
+    letter["raw"] = text[:LETTER_RAW_CHARS]
+    letter["truncated"] = True
+    letter["raw_bytes"] = len(data)
+    letter["raw_sha256"] = hashlib.sha256(data).hexdigest()
+    for key in ("source", "received_at", "reason", "topic"):
+        if isinstance(letter[key], str):  # header texts are the sender's: bounded too
+            letter[key] = letter[key].encode("utf-8", errors="replace").decode("utf-8")[:1024]
+    return orjson.dumps(letter)
+
+
+def replacement_letters(deadletter_topic: str) -> Callable[..., tuple[str, bytes | None, bytes]]:
+    """The ``replace`` of the parse agent's outbox: a record Kafka refused becomes the
+    short dead letter (truncated raw text, size, SHA-256) of the raw record it came from
+    (``origin``: a consumer record with ``value``, ``headers``, ``topic``, ``partition``
+    and ``offset``)."""
+
+    def replace(
+        topic: str, key: bytes | None, value: bytes, origin: Any, error: BaseException
+    ) -> tuple[str, bytes | None, bytes]:
+        headers = getattr(origin, "headers", None)
+        letter = dead_letter(
+            getattr(origin, "value", value),
+            f"refused by Kafka on {topic}: {error!r}"[:1024],
+            source=header(headers, HEADER_SOURCE),
+            received_at=header(headers, HEADER_RECEIVED_AT),
+            topic=str(getattr(origin, "topic", "")),
+            partition=int(getattr(origin, "partition", 0) or 0),
+            offset=int(getattr(origin, "offset", -1)),
+            limit=0,  # always the short form: the full one may be what was refused
+        )
+        raw_key = getattr(origin, "key", key)
+        # The raw record's key, unless it is itself what made the record too large.
+        return deadletter_topic, raw_key if len(raw_key or b"") <= 1024 else None, letter
+
+    return replace
+
+
+def fit_incident(rec: dict[str, Any], limit: int = MAX_PUBLISH_BYTES) -> bytes:
+    """An incident record as JSON of at most about ``limit`` bytes: when the whole record is
+    larger (evidence lines are raw lines, and a sender may send long ones), each evidence
+    line keeps its first :data:`EVIDENCE_CHARS` characters and says how long it was."""
+    out = orjson.dumps(rec)
+    if len(out) <= limit:
+        return out
+    short = dict(rec)
+    short["evidence"] = [
+        line
+        if len(line) <= EVIDENCE_CHARS
+        else f"{line[:EVIDENCE_CHARS]}… [truncated: {len(line.encode('utf-8'))} bytes]"
+        for line in rec["evidence"]
+    ]
+    return orjson.dumps(short)
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
     """Where one raw record goes: ``syslog.events`` or ``syslog.deadletter``."""
@@ -100,6 +225,8 @@ class ParseStage:
         self._received: tuple[str | None, float | None] = (None, None)
         self.events = 0
         self.deadletters = 0
+        self.oversize = 0  # records whose event was too large (or unencodable): dead letters
+        self.errors = 0  # records the parser failed on (a defect): dead letters
 
     def parser(self, partition: int, year: int | None = None) -> Parser:
         """The parser of a raw partition (of records that carry ``year``, if given)."""
@@ -121,6 +248,36 @@ class ParseStage:
         topic: str = "",
         partition: int = 0,
         offset: int = -1,
+    ) -> Routed:
+        """Route one raw record; never raises: what cannot be published as an event
+        (too large, unencodable, or a parser failure) becomes a dead letter that fits."""
+        try:
+            return self._handle(
+                value, key, headers, topic=topic, partition=partition, offset=offset
+            )
+        except Exception as exc:  # a defect must not stop the partition
+            self.errors += 1
+            self.deadletters += 1
+            letter = dead_letter(
+                value,
+                f"worker error: {type(exc).__name__}: {exc}"[:1024],
+                source=header(headers, HEADER_SOURCE),
+                received_at=header(headers, HEADER_RECEIVED_AT),
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+            return Routed(True, key, letter)
+
+    def _handle(
+        self,
+        value: bytes | str | None,
+        key: bytes | None,
+        headers: Headers | None,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
     ) -> Routed:
         received_at = header(headers, HEADER_RECEIVED_AT)
         source_header = header(headers, HEADER_SOURCE)
@@ -144,20 +301,45 @@ class ParseStage:
             out = parser.parse(value, source=source, received=ref)
         if isinstance(out, Unparsed):
             self.deadletters += 1
-            letter = {
-                "unparsed": True,
-                "reason": out.reason or "unparsed",
-                "raw": out.raw,
-                "source": source_header,
-                "received_at": received_at,
-                "topic": topic,
-                "partition": partition,
-                "offset": offset,
-            }
-            return Routed(True, key, orjson.dumps(letter))
-        self.events += 1
+            letter = dead_letter(
+                value,
+                out.reason,
+                raw=out.raw,
+                source=source_header,
+                received_at=received_at,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+            )
+            return Routed(True, key, letter)
         device = out.device or UNKNOWN_DEVICE
-        return Routed(False, device.encode("utf-8"), orjson.dumps(out.to_record()), device, out)
+        try:
+            device_key = device.encode("utf-8")
+            encoded = orjson.dumps(out.to_record())
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError, orjson's errors
+            reason = f"event cannot be encoded: {type(exc).__name__}: {exc}"[:1024]
+        else:
+            if len(encoded) + len(device_key) <= MAX_PUBLISH_BYTES:
+                self.events += 1
+                return Routed(False, device_key, encoded, device, out)
+            reason = (
+                f"event too large to publish: {len(encoded)} bytes "
+                f"(limit {MAX_PUBLISH_BYTES}) from a record of {len(_as_bytes(value))} bytes"
+            )
+        # Not published as an event, so not correlated either (in every worker mode the
+        # same): aside, shortened, with the original's size and digest.
+        self.oversize += 1
+        self.deadletters += 1
+        letter = dead_letter(
+            value,
+            reason,
+            source=source_header,
+            received_at=received_at,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+        return Routed(True, key, letter)
 
 
 def fingerprint(rec: dict[str, Any]) -> tuple[Any, ...]:
@@ -276,6 +458,7 @@ class Shard:
         self.published: dict[str, tuple[Any, ...]] = {}
         self.applied = 0
         self.duplicates = 0
+        self.bad_states = 0  # stored states that could not be read (started afresh)
 
     # -- state ---------------------------------------------------------------------
 
@@ -284,21 +467,26 @@ class Shard:
         slot = self.slots.get(device)
         if slot is not None:
             return slot
+        slot = None
         if stored:
-            slot = Slot.load(stored)
-            frame = self.frames.get(slot.partition)
-            if frame is None and slot.frame is not None and slot.clock.offset is not None:
-                self.frames[slot.partition] = slot.frame
-                self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
-            elif frame != slot.frame:
-                # Another frame: its offset and reading mean nothing here.
-                slot.clock.offset = None
-                slot.clock.reading = NEG_INF
-            self.fleet.adopt(device, slot.clock)
-            lane = self.fleet.lanes[slot.partition]
-            if slot.clock.offset is not None and slot.lane_clock > lane.clock:
-                lane.clock = slot.lane_clock
-        else:
+            try:
+                slot = Slot.load(stored)
+            except Exception:  # not a state this worker wrote: start the device afresh
+                self.bad_states += 1
+            else:
+                frame = self.frames.get(slot.partition)
+                if frame is None and slot.frame is not None and slot.clock.offset is not None:
+                    self.frames[slot.partition] = slot.frame
+                    self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
+                elif frame != slot.frame:
+                    # Another frame: its offset and reading mean nothing here.
+                    slot.clock.offset = None
+                    slot.clock.reading = NEG_INF
+                self.fleet.adopt(device, slot.clock)
+                lane = self.fleet.lanes[slot.partition]
+                if slot.clock.offset is not None and slot.lane_clock > lane.clock:
+                    lane.clock = slot.lane_clock
+        if slot is None:
             slot = Slot(DeviceState(device), partition, clock=DeviceClock(lane=partition))
             self.fleet.adopt(device, slot.clock)
         self.slots[device] = slot
@@ -372,6 +560,7 @@ class Shard:
         fleet = self.fleet
         if partition not in self.frames:
             self.frames[partition] = f"{device}@{ev.ts:.3f}"
+        ev = bounded(ev)
         admitted = fleet.admit(device, slot.clock, ev, ev.ts, ev.time_source != "inferred", ev.raw)
         out = self._apply(slot, admitted)
         self._schedule(device, slot)
@@ -435,13 +624,20 @@ def decode_event(value: bytes) -> Event:
 
 
 __all__ = [
+    "LETTER_RAW_CHARS",
+    "MAX_PUBLISH_BYTES",
+    "STATE_RAW_CHARS",
     "UNKNOWN_DEVICE",
     "ParseStage",
     "Routed",
     "Shard",
     "Slot",
+    "bounded",
+    "dead_letter",
     "decode_event",
     "fingerprint",
+    "fit_incident",
     "header",
     "parse_received_at",
+    "replacement_letters",
 ]
