@@ -1142,7 +1142,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--devices", type=int, default=120)
     p.add_argument("--hours", type=float, default=3.0)
     p.add_argument("--busy", type=int, default=2)
-    p.add_argument("--busy-minutes", type=float, default=30.0, help="0: busy all along")
+    p.add_argument("--busy-minutes", type=float, default=20.0, help="0: busy all along")
     p.add_argument("--forged", type=int, default=2)
     p.add_argument("--native", choices=("0", "1"), help="force the analyze path")
     p.add_argument("--out", type=Path, help="keep the archives and truth here")
