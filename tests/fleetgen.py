@@ -1144,6 +1144,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--busy", type=int, default=2)
     p.add_argument("--busy-minutes", type=float, default=20.0, help="0: busy all along")
     p.add_argument("--forged", type=int, default=2)
+    p.add_argument("--quiet-per-min", type=float, default=0.5, help="background of quiet devices")
+    p.add_argument("--start", help="ISO 8601 start (default: drawn from the seed)")
+    p.add_argument(
+        "--self-jumps", action="store_true", help="let devices' own clocks step inside their faults"
+    )
     p.add_argument("--native", choices=("0", "1"), help="force the analyze path")
     p.add_argument("--out", type=Path, help="keep the archives and truth here")
     args = p.parse_args(list(argv) if argv is not None else None)
@@ -1156,6 +1161,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             busy=args.busy,
             busy_minutes=args.busy_minutes or None,
             forged=args.forged,
+            quiet_per_min=args.quiet_per_min,
+            start=args.start,
+            self_jumps=args.self_jumps,
         )
         fleet = build_fleet(spec)
         with tempfile.TemporaryDirectory() as tmp:
