@@ -322,6 +322,7 @@ class FleetFault:
     relayed: bool
     busy: bool
     forged: bool
+    shape: str  # Shape.describe(): how its lines look
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -340,6 +341,7 @@ class FleetFault:
             "relayed": self.relayed,
             "busy": self.busy,
             "forged": self.forged,
+            "shape": self.shape,
         }
 
 
@@ -703,10 +705,6 @@ _FORGED_TEXT: Final = {
 }
 
 
-def _iso_ms(iso: str) -> int:
-    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 @dataclass
 class _Plan:
     """What is drawn before the clocks: devices, faults and decoys (cheap)."""
@@ -959,6 +957,7 @@ def build_fleet(spec: FleetSpec) -> Fleet:
                 relayed=dev.shape.relayed,
                 busy=dev.busy,
                 forged=bool(dev.forged),
+                shape=dev.shape.describe(dev.kind),
             )
         )
     decoys = [FleetDecoy(d.id, d.kind, d.device, by_name[d.device].ip, d.peer) for d in main.decoys]
@@ -1126,11 +1125,15 @@ def score_table(s: Score, title: str = "") -> str:
         )
     for t in s.missed:
         out.append(
-            f"missed     {t.id} {t.device} {t.cause} peer={t.peer} clock={t.clock} forged={t.forged} long={t.long}"
+            f"missed     {t.id} {t.device} {t.cause} peer={t.peer} clock={t.clock} "
+            f"forged={t.forged} long={t.long} [{t.shape}]"
         )
     for t, incs in s.duplicated:
         spans = ", ".join(f"{i['first_seen']}..{i['resolved_at'] or i['last_seen']}" for i in incs)
-        out.append(f"duplicated {t.id} {t.device} {t.cause} clock={t.clock} long={t.long}: {spans}")
+        out.append(
+            f"duplicated {t.id} {t.device} {t.cause} clock={t.clock} long={t.long} "
+            f"[{t.shape}]: {spans}"
+        )
     for inc in s.false_positives:
         out.append(f"extra      {inc.get('device')} {inc.get('cause')} peer={inc.get('peer')}")
     return "\n".join(out)
