@@ -221,7 +221,7 @@ class Shape:
         return self.framing in ("relay", "relay5424")
 
     def describe(self, kind: str) -> str:
-        parts = [self.framing + ("(ip)" if self.relay_by_ip else "")]
+        parts = [self.framing + ("(ip)" if self.relay_by_ip and self.relayed else "")]
         if kind == "asa":
             parts.append(self.asa_stamp)
             parts.append(f"id={self.origin or '-'}")

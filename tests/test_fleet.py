@@ -63,7 +63,7 @@ SPEC = FleetSpec(devices=120, hours=3.0, busy=2, busy_minutes=20.0)
 
 #: Small fleets for the properties: a few thousand lines each.
 PROPERTY = settings(
-    max_examples=12,
+    max_examples=8,
     deadline=None,
     derandomize=True,
     # No shrinking: a failing fleet costs a second to build and analyze; the failing
