@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
@@ -46,6 +47,7 @@ from fleetgen import (
     score,
     score_table,
 )
+from fleetgen import main as fleetgen_main
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -304,6 +306,24 @@ def test_the_score_counts_misses_duplicates_and_extras_per_clock_class() -> None
     assert f"duplicated {t1.id} {t1.device}" in table
     assert f"missed     {t0.id} {t0.device}" in table
     assert all(matches(i, t) for i, t in zip(found, fleet.truth[1:], strict=True))
+
+
+def test_the_command_line_prints_the_score_table_and_keeps_the_archives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--seed", "1", "--seed", "2", "--devices", "24", "--hours", "1.5", "--busy", "0"]
+    assert fleetgen_main([*argv, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("recall=") == 2
+    assert "clock class" in out
+    assert "== all seeds: faults=" in out
+    for seed in (1, 2):
+        archive = tmp_path / f"fleet-{seed}.log"
+        truth = Path(f"{archive}.truth.jsonl").read_text().splitlines()
+        spec = FleetSpec(seed=seed, devices=24, hours=1.5, busy=0, busy_minutes=20.0)
+        fleet = build_fleet(spec)
+        assert archive.read_text() == fleet.text()
+        assert [json.loads(r)["id"] for r in truth] == [t.id for t in fleet.truth]
 
 
 # -- analyze on hard fleets ------------------------------------------------------------------
