@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime
 
 from streams.core.event import Event, Unparsed
 from streams.core.framing import iter_records
@@ -19,6 +21,33 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="archive files (.gz ok), - for stdin")
     p.add_argument("--year", type=int, help="year of year-less stamps (default: file time)")
     p.add_argument("--device", help="device name for lines that name none")
+    p.add_argument(
+        "--start",
+        type=_instant,
+        metavar="ISO8601",
+        help="time of a capture's uptime-stamped and unstamped lines when nothing nearer "
+        "is known, e.g. 2024-03-07T16:05:00Z (default: the file's modification time)",
+    )
+
+
+def _instant(text: str) -> float:
+    """``--start``: an ISO 8601 date and time with its offset (``Z`` or ``+01:00``)."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no offset: add Z or +hh:mm")
+    return at.timestamp()
+
+
+def _context(args: argparse.Namespace, mtime: float | None) -> float:
+    """The capture's time: ``--start``, else the file's modification time, else (standard
+    input) the time it is read."""
+    start: float | None = getattr(args, "start", None)
+    if start is not None:
+        return start
+    return mtime if mtime is not None else time.time()
 
 
 def iter_parsed(args: argparse.Namespace, parser: Parser) -> Iterator[Event | Unparsed]:
@@ -27,6 +56,7 @@ def iter_parsed(args: argparse.Namespace, parser: Parser) -> Iterator[Event | Un
         with open_archive(name) as (stream, mtime):
             if args.year is None:
                 parser.set_reference(mtime)
+            parser.new_capture(_context(args, mtime))
             for record in iter_records(stream):
                 yield parser.parse(record)
 
@@ -41,6 +71,7 @@ def iter_chunks(args: argparse.Namespace, parser: Parser) -> Iterator[bytes | No
         with open_archive(name) as (stream, mtime):
             if args.year is None:
                 parser.set_reference(mtime)
+            parser.new_capture(_context(args, mtime))
             assert isinstance(stream, io.TextIOWrapper)
             raw = stream.buffer
             while chunk := raw.read(CHUNK):

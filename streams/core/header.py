@@ -55,8 +55,13 @@ _IPV6_HOST = re.compile(r"((?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?=:\s)")
 _HOST = re.compile(r"([^\s:]+)")
 _SEP_COLON = re.compile(r"\s*:\s*")
 # Untagged debug output starts with its module, never a host: `ISAKMP: No cert...`,
-# `ISAKMP:(1002):...`, `IPSEC(validate_proposal): ...`, `IPSec(validate_transform_proposal):`.
-_DEBUG_MODULE = re.compile(r"(?:ISAKMP|IPSEC|IPSec|IKEv[12]|[A-Za-z_]+\([A-Za-z_]+\))(?=[\s:(])")
+# `ISAKMP:(1002):...`, `IPSEC(validate_proposal): ...`, `IPSec(validate_transform_proposal):`,
+# and the ASA's `[IKEv1]:`.
+_DEBUG_MODULE = re.compile(
+    r"(?:ISAKMP|IPSEC|IPSec|IKEv[12]|[A-Za-z_]+\([A-Za-z_]+\))(?=[\s:(])"
+    # ASA debug view: `[IKEv1]: Group = ..`, `[IKEv1 DEBUG]: IP = ..` (never a host).
+    r"|\[IKEv[12][^\]]*\]"
+)
 _SPACES = re.compile(r"\s+")
 
 
@@ -249,7 +254,7 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
             pos += 1
             h.tokens += 1
             continue
-        if c == "[":
+        if c == "[" and (tagged or not _DEBUG_MODULE.match(s, pos)):
             msd = _SD.match(s, pos)
             if msd and msd.end() <= end:
                 pos = msd.end()

@@ -35,6 +35,11 @@ MAX_LINE = 65536
 # shorter, and a bound keeps a hostile 64 KiB line from costing seconds of backtracking.
 MAX_MATCH = 2048
 _ISAKMP_ID = re.compile(r"ISAKMP \((\d+:\d+)\)")
+# A capture names its devices by their prompts (`RouterA#debug crypto isakmp`,
+# `PIX(config)#show crypto isakmp sa`, `Router>`) or by block markers (`=RouterA=`): the
+# lines after one come from that device until the next.
+_PROMPT = re.compile(r"([A-Za-z][\w.-]{0,62})(?:\([\w-]+\))?[#>][ \t]*(?:[a-z!].*)?")
+_BLOCK = re.compile(r"=+[ \t]*([A-Za-z][\w.-]{0,62})[ \t]*=+")
 _CONTINUATION = re.compile(r"[ \t]*\r?\n[ \t]*")
 
 
@@ -60,7 +65,11 @@ class Parser:
     archive's reference time, used when ``year`` is not given; ``device``:
     the device name when a line names none (``--device``); ``stream``: the lines
     are received live and the reference is their receive time (year-less stamps
-    take the year nearest to it: see :class:`~streams.core.clock.YearTracker`).
+    take the year nearest to it: see :class:`~streams.core.clock.YearTracker`);
+    ``context_ts``: the capture's time (``--start``, else the file's modification
+    time), the time of uptime-stamped and unstamped lines when nothing nearer is known.
+    A capture's prompt or block marker (``RouterA#``, ``=RouterA=``) names the device
+    of the lines after it, until :meth:`new_capture`.
     """
 
     catalog: Catalog = field(default_factory=default_catalog)
@@ -68,6 +77,7 @@ class Parser:
     reference_ts: float | None = None
     device: str | None = None
     stream: bool = False
+    context_ts: float | None = None
     stats: ParseStats = field(default_factory=ParseStats)
     _years: YearTracker = field(init=False)
     _last_ts: float | None = field(init=False, default=None)
@@ -75,11 +85,19 @@ class Parser:
     # only when a line without a stamp needs a time.
     _last_relay: tuple[Stamp, str | None] | None = field(init=False, default=None)
     _received: float | None = field(init=False, default=None)
+    _given_device: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._years = YearTracker(
             year=self.year, reference_ts=self.reference_ts, nearest=self.stream
         )
+        self._given_device = self.device
+
+    def new_capture(self, context_ts: float | None) -> None:
+        """A new input (file) begins: its time context, and the device named by a prompt
+        in the previous one no longer applies."""
+        self.context_ts = context_ts
+        self.device = self._given_device
 
     def set_reference(self, ts: float | None) -> None:
         """The reference time of year-less stamps: an archive's modification time, or
@@ -170,6 +188,11 @@ class Parser:
                             ev.conn_id = "ike-" + ike.group(1)
                     return ev
                 if header.pri is None and header.device_stamp is None and not header.uptime:
+                    bare_line = line.strip()
+                    named = _BLOCK.fullmatch(bare_line) or _PROMPT.fullmatch(bare_line)
+                    if named is not None:
+                        self.device = named.group(1)
+                        return Unparsed(raw, f"capture prompt: the device is {self.device}")
                     return Unparsed(raw, "not syslog: no header, no message tag, no known text")
                 body = rest
 
@@ -249,7 +272,8 @@ class Parser:
 
     def _inferred_ts(self) -> float:
         """Time of a line without a stamp: when it was received, else the relay's clock
-        (the syslog server that wrote the archive), else the previous line's time."""
+        (the syslog server that wrote the archive), else the previous line's time, else
+        the capture's time (``context_ts``: ``--start`` or the file's modification time)."""
         if self._received is not None:
             return self._received
         if self._last_relay is not None:
@@ -259,6 +283,8 @@ class Parser:
                 return ts
         if self._last_ts is not None:
             return self._last_ts
+        if self.context_ts is not None:
+            return self.context_ts
         return self.reference_ts or 0.0
 
     def _stamp_ts(self, st: Stamp, device: str | None) -> tuple[float | None, str | None, bool]:
