@@ -16,9 +16,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.cli.main import main
+from streams.core.engine import DeviceState, step
+from streams.core.event import Event, Unparsed
+from streams.core.framing import iter_records
+from streams.core.kb import default_kb
+from streams.core.parse import Parser
+
+KB = default_kb()
 
 # The guide, section "Hash Algorithm Offered does not Match Policy": one failed phase-1
 # negotiation seen from both routers.
@@ -313,3 +321,48 @@ def test_a_line_the_issue_names_parses_to_its_kind(
     (event,) = parse(tmp_path, line + "\n", "--device", "fw-1")
     assert (event["kind"], event["peer"]) == (kind, peer)
     assert event["device"] == "fw-1", "the device is never read from the debug text"
+
+
+def test_a_live_feed_never_takes_its_device_from_a_prompt_like_line() -> None:
+    # Receiver and worker parse lines of many sources: a line that looks like a prompt
+    # must not rename the next sources' lines.
+    parser = Parser(year=2024, stream=True)
+    first = parser.parse("evil#show run", source="203.0.113.9", received=1_709_827_200.0)
+    assert isinstance(first, Unparsed)
+    ev = parser.parse(
+        "ISAKMP (0:1): phase 1 SA not acceptable!", source="198.51.100.7", received=1.7e9
+    )
+    assert isinstance(ev, Event) and ev.device == "198.51.100.7"
+
+
+def test_an_exchange_in_progress_survives_a_round_trip_of_the_device_state() -> None:
+    # The worker keeps DeviceState in a changelog: an exchange cut in two by a restart
+    # must give what it gives in one piece.
+    parser = Parser(year=2024, captures=True, context_ts=1_709_827_200.0)
+    text = "".join(stamped(PIX_TRACE, "pix-1", f"Mar  7 16:0{m}:00") for m in (1, 3, 5))
+    events = [
+        e
+        for e in (parser.parse(r) for r in iter_records(text.splitlines()))
+        if isinstance(e, Event)
+    ]
+    refused = [e for e in events if e.kind == "TRANSFORM_REJECTED"]
+    assert len(refused) == 3
+    cut = events.index(refused[1]) + 1  # after a refusal, before its accepted proposal
+
+    def run(split: bool) -> list[dict[str, Any]]:
+        st = DeviceState("pix-1")
+        out: list[dict[str, Any]] = []
+        for i, e in enumerate(events):
+            if split and i == cut:
+                st = DeviceState.from_dict(orjson.loads(orjson.dumps(st.to_dict())))
+            st, recs = step(st, e, KB)
+            out.extend(recs)
+        return out
+
+    assert run(split=True) == run(split=False) == []
+    # and without the accepted proposals, both give the incident
+    events = [e for e in events if e.kind != "ATTS_ACCEPTABLE"]
+    cut = events.index(refused[1]) + 1
+    whole, split = run(split=False), run(split=True)
+    assert whole == split
+    assert [r["cause"] for r in whole] == ["transform_set_mismatch"]

@@ -46,7 +46,7 @@ def _parse_case(case: Path) -> list[Event | Unparsed]:
     expected = _expected(case)
     start = expected.get("start")
     context = datetime.fromisoformat(start).timestamp() if start is not None else None
-    parser = Parser(year=expected["year"], context_ts=context)
+    parser = Parser(year=expected["year"], context_ts=context, captures=True)
     text = (case / "input.log").read_text(encoding="utf-8")
     return [parser.parse(rec) for rec in iter_records(text.splitlines())]
 

@@ -95,7 +95,7 @@ def analyze(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser]:
 def analyze_with_path(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Parser, str]:
     """:func:`analyze`, and which path read the lines (``native`` or ``python``)."""
     kb = default_kb()
-    parser = Parser(year=args.year, device=args.device)
+    parser = Parser(year=args.year, device=args.device, captures=True)
     corr = Correlator(kb)
     latest: dict[str, dict[str, Any]] = {}
     module = native.load()

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parser = Parser(year=args.year, device=args.device)
+    parser = Parser(year=args.year, device=args.device, captures=True)
     out = sys.stdout.buffer
     try:
         for item in iter_parsed(args, parser):

@@ -68,8 +68,10 @@ class Parser:
     take the year nearest to it: see :class:`~streams.core.clock.YearTracker`);
     ``context_ts``: the capture's time (``--start``, else the file's modification
     time), the time of uptime-stamped and unstamped lines when nothing nearer is known.
-    A capture's prompt or block marker (``RouterA#``, ``=RouterA=``) names the device
-    of the lines after it, until :meth:`new_capture`.
+    ``captures``: the input is an archive or a console capture of its own (``analyze``,
+    ``parse``), where a prompt or block marker (``RouterA#``, ``=RouterA=``) names the
+    device of the lines after it, until :meth:`new_capture`. Never on a receiver's or
+    worker's feed, where lines of many sources interleave.
     """
 
     catalog: Catalog = field(default_factory=default_catalog)
@@ -78,6 +80,7 @@ class Parser:
     device: str | None = None
     stream: bool = False
     context_ts: float | None = None
+    captures: bool = False
     stats: ParseStats = field(default_factory=ParseStats)
     _years: YearTracker = field(init=False)
     _last_ts: float | None = field(init=False, default=None)
@@ -189,8 +192,10 @@ class Parser:
                     return ev
                 if header.pri is None and header.device_stamp is None and not header.uptime:
                     bare_line = line.strip()
-                    named = _BLOCK.fullmatch(bare_line) or _PROMPT.fullmatch(bare_line)
-                    if named is not None:
+                    named = self.captures and (
+                        _BLOCK.fullmatch(bare_line) or _PROMPT.fullmatch(bare_line)
+                    )
+                    if named:
                         self.device = named.group(1)
                         return Unparsed(raw, f"capture prompt: the device is {self.device}")
                     return Unparsed(raw, "not syslog: no header, no message tag, no known text")
