@@ -25,6 +25,7 @@ from streams.core.event import Event, Unparsed
 from streams.core.framing import iter_records
 from streams.core.kb import default_kb
 from streams.core.parse import Parser
+from streams.shell.replay import timed_records
 
 KB = default_kb()
 
@@ -366,3 +367,11 @@ def test_an_exchange_in_progress_survives_a_round_trip_of_the_device_state() -> 
     whole, split = run(split=False), run(split=True)
     assert whole == split
     assert [r["cause"] for r in whole] == ["transform_set_mismatch"]
+
+
+def test_replay_paces_a_captures_unstamped_lines_from_the_file_time(tmp_path: Path) -> None:
+    path = tmp_path / "capture.log"
+    path.write_text(ROUTERS, encoding="utf-8")
+    os.utime(path, (1_709_827_200, 1_709_827_200))
+    times = {t for _, t in timed_records([str(path)], 2024) if t is not None}
+    assert times == {1_709_827_200.0}
