@@ -375,3 +375,17 @@ def test_replay_paces_a_captures_unstamped_lines_from_the_file_time(tmp_path: Pa
     os.utime(path, (1_709_827_200, 1_709_827_200))
     times = {t for _, t in timed_records([str(path)], 2024) if t is not None}
     assert times == {1_709_827_200.0}
+
+
+def test_an_sa_created_for_another_tunnel_does_not_cancel_a_peer_less_refusal() -> None:
+    def ev(t: float, kind: str, peer: str | None = None) -> Event:
+        return Event(device="rtr-a", ts=1_709_827_200.0 + t, raw=f"{kind} {t}", message="",
+                     kind=kind, peer=peer)  # fmt: skip
+
+    st = DeviceState("rtr-a")
+    out: list[dict[str, Any]] = []
+    for m in range(3):  # three refusals a minute apart, each with another tunnel up 1 s later
+        for e in (ev(60 * m, "PROXY_ID_NOT_SUPPORTED"), ev(60 * m + 1, "SA_CREATED", "192.0.2.9")):
+            st, recs = step(st, e, KB)
+            out.extend(recs)
+    assert [(r["peer"], r["cause"], r["count"]) for r in out] == [(None, "crypto_acl_mismatch", 3)]

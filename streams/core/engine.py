@@ -311,9 +311,11 @@ def _exchange(
     cur = state.current
     if not attempt and not ev.conn_id and cur and _live(state, cur, ts, neg.gap):
         # A line that names no conn-id continues the exchange of the line before it,
-        # unless it names another peer.
+        # unless it names another peer. A success that names a peer never takes over an
+        # exchange whose peer is unknown: it could be another tunnel's, and it would
+        # withdraw what that exchange counted.
         cur_peer = state.exchanges[cur][0]
-        if not peer or not cur_peer or cur_peer == peer:
+        if not peer or cur_peer == peer or (not cur_peer and kind not in neg.success):
             attempt = cur
     if kind in neg.start or not attempt:
         inherited = state.exchanges[attempt][0] if attempt else ""
