@@ -18,9 +18,11 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.cli.main import main
-from streams.core.engine import DeviceState, step
+from streams.core.engine import DeviceState, flush, step
 from streams.core.event import Event, Unparsed
 from streams.core.framing import iter_records
 from streams.core.kb import default_kb
@@ -389,3 +391,68 @@ def test_an_sa_created_for_another_tunnel_does_not_cancel_a_peer_less_refusal() 
             st, recs = step(st, e, KB)
             out.extend(recs)
     assert [(r["peer"], r["cause"], r["count"]) for r in out] == [(None, "crypto_acl_mismatch", 3)]
+
+
+# -- properties over random negotiations ------------------------------------------------------
+
+_LINE_KINDS = ("IKE_POLICY_REJECTED", "ATTS_NOT_ACCEPTABLE", "DEBUG_INFO", "IKE_PROPOSAL_CHECK")
+PEER = "209.165.200.227"
+
+
+@st.composite
+def _negotiation(draw: st.DrawFn) -> tuple[list[str], int, bool]:
+    """The kinds of one failed exchange (at least one refusal), where in it the peer is
+    named, and whether its lines carry the conn-id."""
+    kinds = draw(st.lists(st.sampled_from(_LINE_KINDS), min_size=0, max_size=6))
+    kinds.insert(draw(st.integers(0, len(kinds))), "IKE_POLICY_REJECTED")
+    return kinds, draw(st.integers(0, len(kinds))), draw(st.booleans())
+
+
+def _events(negotiations: list[tuple[list[str], int, bool]], accepted: bool) -> list[Event]:
+    out: list[Event] = []
+    for i, (kinds, named_at, with_conn) in enumerate(negotiations):
+        lines = [(k, None) for k in kinds]
+        lines.insert(named_at, ("IKE_PEER_IDENTIFIED", PEER))
+        if accepted:
+            lines.append(("ATTS_ACCEPTABLE", None))
+        for j, (kind, peer) in enumerate(lines):
+            out.append(
+                Event(device="rtr-a", ts=1_709_827_200.0 + 120 * i + 0.01 * j,
+                      raw=f"{i}.{j} {kind}", message="", kind=kind, peer=peer,
+                      conn_id="ike-0:1" if with_conn else None)
+            )  # fmt: skip
+    return out
+
+
+def _final(events: list[Event]) -> dict[str, dict[str, Any]]:
+    st_ = DeviceState("rtr-a")
+    last: dict[str, dict[str, Any]] = {}
+    for e in events:
+        st_, recs = step(st_, e, KB)
+        for r in recs:
+            last[r["incident_id"]] = r
+    for r in flush(st_, KB):  # the final state, as analyze prints it at the end
+        last[r["incident_id"]] = r
+    return last
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_negotiation(), min_size=1, max_size=6))
+def test_n_failed_negotiations_count_n_attempts_whatever_their_lines(
+    negotiations: list[tuple[list[str], int, bool]],
+) -> None:
+    incidents = list(_final(_events(negotiations, accepted=False)).values())
+    if len(negotiations) < 3:
+        assert incidents == []
+    else:
+        (rec,) = incidents
+        assert (rec["peer"], rec["cause"]) == (PEER, "ike_policy_mismatch")
+        assert rec["count"] == len(negotiations)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_negotiation(), min_size=1, max_size=6))
+def test_negotiations_whose_last_proposal_is_accepted_raise_nothing(
+    negotiations: list[tuple[list[str], int, bool]],
+) -> None:
+    assert _final(_events(negotiations, accepted=True)) == {}

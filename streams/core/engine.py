@@ -257,8 +257,10 @@ def _withdraw(state: DeviceState, attempt: str) -> None:
             del state.pending[wkey]
 
 
-def _adopt(state: DeviceState, attempt: str, peer: str) -> None:
-    """An exchange learned its peer: its peer-less lines so far are that peer's."""
+def _adopt(state: DeviceState, attempt: str, peer: str) -> list[str]:
+    """An exchange learned its peer: its peer-less lines so far are that peer's. Returns the
+    windows that received lines (they may now reach their threshold)."""
+    moved: list[str] = []
     for wkey, win in list(state.windows.items()):
         rule_id, wpeer = wkey.split(SEP, 1)
         if wpeer:
@@ -274,6 +276,7 @@ def _adopt(state: DeviceState, attempt: str, peer: str) -> None:
         target = state.windows.setdefault(rule_id + SEP + peer, [])
         for e in mine:
             insort(target, e)
+        moved.append(rule_id + SEP + peer)
     for wkey, p in list(state.pending.items()):
         rule_id, wpeer = wkey.split(SEP, 1)
         if not wpeer and _attempt_of(p, 4) == attempt:
@@ -283,13 +286,49 @@ def _adopt(state: DeviceState, attempt: str, peer: str) -> None:
         for i, e in enumerate(lst):
             if e[1] is None and _attempt_of(e, 2) == attempt:
                 lst[i] = (e[0], peer, attempt)
+    return moved
+
+
+def _reached(state: DeviceState, kb: KnowledgeBase, wkeys: list[str]) -> list[dict[str, Any]]:
+    """Open the incidents of threshold windows that lines moved into reach (a peer named
+    by the last line of an exchange, after its counted lines)."""
+    out: list[dict[str, Any]] = []
+    folded: set[tuple[str, float, str]] = set()
+    for wkey in wkeys:
+        rule_id, peer = wkey.split(SEP, 1)
+        rule = kb.rule_by_id.get(rule_id)
+        win = state.windows.get(wkey)
+        if rule is None or rule.type != "threshold" or not win:
+            continue
+        ikey = _ikey(rule.cause, peer)
+        inc = state.incidents.get(ikey)
+        if inc is not None:
+            # The peer's incident is open: the exchange's lines are more of its evidence
+            # (once each, when two rules of its cause held them).
+            del state.windows[wkey]
+            worth = False
+            for e in win:
+                if (ikey, e[0], e[1]) not in folded:
+                    folded.add((ikey, e[0], e[1]))
+                    worth = _update(state, kb, inc, e[0], e[1], e[2], _attempt_of(e, 3)) or worth
+            if worth:
+                out.append(_emit(inc, kb))
+            continue
+        if _attempts(win) < rule.threshold:
+            continue
+        if rule.unless and _seen(state, rule.unless, peer, win[-1][0], rule.window):
+            continue
+        del state.windows[wkey]
+        out.append(_emit(_open(state, kb, rule, peer, win), kb))
+    return out
 
 
 def _exchange(
     state: DeviceState, kb: KnowledgeBase, ev: Event, kind: str, peer: str | None
-) -> tuple[str | None, str]:
+) -> tuple[str | None, str, list[str]]:
     """Put a negotiation line in its exchange; return its peer (the exchange's when the
-    line names none) and the attempt it counts for ("" once the exchange succeeded)."""
+    line names none), the attempt it counts for ("" once the exchange succeeded) and the
+    windows that received the exchange's lines when it learned its peer."""
     neg = kb.negotiation
     ts = ev.ts
     handles: list[str] = []
@@ -333,11 +372,12 @@ def _exchange(
     if len(state.handles) > MAX_CONN_IDS:
         del state.handles[next(iter(state.handles))]
     state.current = attempt
+    moved: list[str] = []
     if peer is None:
         peer = ex[0] or None
     elif not ex[0]:
         ex[0] = peer
-        _adopt(state, attempt, peer)
+        moved = _adopt(state, attempt, peer)
     if kind in neg.success:
         _withdraw(state, attempt)
         # The exchange goes on (phase 2 after phase 1) as a new attempt of the same peer.
@@ -349,8 +389,8 @@ def _exchange(
             if a == attempt:
                 state.handles[h] = fresh
         state.current = fresh
-        return peer, ""
-    return peer, attempt
+        return peer, "", moved
+    return peer, attempt, moved
 
 
 def _open(
@@ -393,7 +433,13 @@ def _open(
 
 
 def _update(
-    state: DeviceState, kb: KnowledgeBase, inc: Incident, ev: Event, kind: str, attempt: str
+    state: DeviceState,
+    kb: KnowledgeBase,
+    inc: Incident,
+    ts: float,
+    raw: str,
+    kind: str,
+    attempt: str,
 ) -> bool:
     """Add one event to an incident; True when the change is worth publishing. A line of
     the attempt counted last adds evidence, not count."""
@@ -401,13 +447,13 @@ def _update(
         inc.count += 1
     inc.last_attempt = attempt
     inc.kind_counts[kind] = inc.kind_counts.get(kind, 0) + 1
-    inc.first_seen = min(inc.first_seen, ev.ts)
-    inc.last_seen = max(inc.last_seen, ev.ts)
+    inc.first_seen = min(inc.first_seen, ts)
+    inc.last_seen = max(inc.last_seen, ts)
     head_n = max(1, kb.evidence_lines - 2)
     if len(inc.evidence_head) < head_n:
-        inc.evidence_head.append(ev.raw)
+        inc.evidence_head.append(raw)
     else:
-        inc.evidence_tail.append(ev.raw)
+        inc.evidence_tail.append(raw)
         del inc.evidence_tail[: -(kb.evidence_lines - head_n)]
     inc.status = "updated"
     rule = kb.rule_by_id[inc.rule]
@@ -499,7 +545,9 @@ def step(
             peer = state.conn_peers.get(ev.conn_id)
     attempt = ""
     if kind in kb.negotiation.kinds:
-        peer, attempt = _exchange(state, kb, ev, kind, peer)
+        peer, attempt, filled = _exchange(state, kb, ev, kind, peer)
+        if filled:
+            out.extend(_reached(state, kb, filled))
 
     for r in kb.resolvers.get(kind, ()):
         ikey = _ikey(r.cause, peer if r.key == "device+peer" else None)
@@ -526,7 +574,7 @@ def step(
         if inc is not None:
             if ikey not in touched and kind in r.triggers():
                 touched.add(ikey)
-                if _update(state, kb, inc, ev, kind, attempt):
+                if _update(state, kb, inc, ts, ev.raw, kind, attempt):
                     out.append(_emit(inc, kb))
             continue
         if r.unless and _seen(state, r.unless, kpeer, ts, r.window):
