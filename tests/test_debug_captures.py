@@ -456,3 +456,24 @@ def test_negotiations_whose_last_proposal_is_accepted_raise_nothing(
     negotiations: list[tuple[list[str], int, bool]],
 ) -> None:
     assert _final(_events(negotiations, accepted=True)) == {}
+
+
+def test_uptime_stamps_keep_their_distances_from_the_capture_start(tmp_path: Path) -> None:
+    text = (
+        "RouterB#debug crypto isakmp\n"
+        "00:01:00: ISAKMP (0:1): phase 1 SA not acceptable!\n"
+        "00:01:40.250: ISAKMP (0:1): phase 1 SA not acceptable!\n"
+        "00:02:20: ISAKMP (0:1): phase 1 SA not acceptable!\n"
+        "00:00:05: ISAKMP (0:1): phase 1 SA not acceptable!\n"  # the router reloaded
+    )
+    events = [
+        e for e in parse(tmp_path, text, "--start", "2024-03-07T16:00:00Z") if not e.get("unparsed")
+    ]
+    assert [e["timestamp"] for e in events] == [
+        "2024-03-07T16:00:00.000Z",
+        "2024-03-07T16:00:40.250Z",
+        "2024-03-07T16:01:20.000Z",
+        "2024-03-07T16:01:20.000Z",  # after a reload, on from the newest time
+    ]
+    (rec,) = analyze(tmp_path, text[: text.index("00:00:05")], "--start", "2024-03-07T16:00:00Z")
+    assert (rec["device"], rec["cause"], rec["count"]) == ("RouterB", "ike_policy_mismatch", 3)

@@ -34,6 +34,7 @@ MAX_LINE = 65536
 # Catalog patterns look at the first 2 KiB of a message: real Cisco messages are far
 # shorter, and a bound keeps a hostile 64 KiB line from costing seconds of backtracking.
 MAX_MATCH = 2048
+MAX_UPTIME_DEVICES = 100_000
 _ISAKMP_ID = re.compile(r"ISAKMP \((\d+:\d+)\)")
 # A capture names its devices by their prompts (`RouterA#debug crypto isakmp`,
 # `PIX(config)#show crypto isakmp sa`, `Router>`) or by block markers (`=RouterA=`): the
@@ -89,6 +90,9 @@ class Parser:
     _last_relay: tuple[Stamp, str | None] | None = field(init=False, default=None)
     _received: float | None = field(init=False, default=None)
     _given_device: str | None = field(init=False, default=None)
+    # Per device: (first uptime stamp, its time, newest time), so that uptime-stamped lines
+    # keep their distances (only when nothing better than an inferred time is known).
+    _uptimes: dict[str, tuple[float, float, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._years = YearTracker(
@@ -97,10 +101,11 @@ class Parser:
         self._given_device = self.device
 
     def new_capture(self, context_ts: float | None) -> None:
-        """A new input (file) begins: its time context, and the device named by a prompt
-        in the previous one no longer applies."""
+        """A new input (file) begins: its time context; the device named by a prompt and
+        the uptime anchors of the previous one no longer apply."""
         self.context_ts = context_ts
         self.device = self._given_device
+        self._uptimes.clear()
 
     def set_reference(self, ts: float | None) -> None:
         """The reference time of year-less stamps: an archive's modification time, or
@@ -259,6 +264,8 @@ class Parser:
         if ts is None:
             ts = self._inferred_ts()
             time_source = "inferred"
+            if h.uptime_s is not None and self._received is None and self._last_relay is None:
+                ts = self._uptime_ts(device, h.uptime_s, ts)
         else:
             self._last_ts = ts
         return Event(
@@ -274,6 +281,21 @@ class Parser:
             tz=tz,
             tz_known=tz_known,
         )
+
+    def _uptime_ts(self, device: str | None, uptime: float, base: float) -> float:
+        """Time of an uptime-stamped line of a capture: its device's first uptime line
+        takes ``base`` (the inferred time), later ones keep their distance to it; after a
+        smaller uptime (a reload) they go on from the device's newest time."""
+        key = device or ""
+        anchor = self._uptimes.get(key)
+        if anchor is None or uptime < anchor[0]:
+            if len(self._uptimes) >= MAX_UPTIME_DEVICES:
+                self._uptimes.clear()
+            start = base if anchor is None else max(base, anchor[2])
+            anchor = (uptime, start, start)
+        ts = anchor[1] + (uptime - anchor[0])
+        self._uptimes[key] = (anchor[0], anchor[1], max(anchor[2], ts))
+        return ts
 
     def _inferred_ts(self) -> float:
         """Time of a line without a stamp: when it was received, else the relay's clock
