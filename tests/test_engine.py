@@ -110,7 +110,10 @@ def test_one_incident_per_device_peer_and_cause_however_many_events() -> None:
 
 
 def test_incident_ids_are_deterministic_across_runs_and_new_for_a_later_episode() -> None:
-    events = hmac([0, 30, 60, 90, 120, 150]) + [ev(200, "IKE_SANITY_FAILED", B)] * 3
+    # Three IKE attempts a minute apart (lines of one attempt would count once).
+    events = hmac([0, 30, 60, 90, 120, 150]) + [
+        ev(200 + 60 * i, "IKE_SANITY_FAILED", B) for i in range(3)
+    ]
     _, first = feed(events)
     _, second = feed(events)
     assert first == second
@@ -122,7 +125,7 @@ def test_incident_ids_are_deterministic_across_runs_and_new_for_a_later_episode(
     assert {r["status"] for r in resolved} == {"resolved"}
     _, later = feed(hmac([4000 + 30 * i for i in range(5)]), st)
     assert [(r["cause"], r["status"]) for r in later] == [
-        ("psk_mismatch", "resolved"),  # quiet since 200: resolved as the clock moves on
+        ("psk_mismatch", "resolved"),  # quiet since 320: resolved as the clock moves on
         ("crypto_engine_fault", "open"),
     ]
     new = later[1]
@@ -233,7 +236,9 @@ def test_a_sequence_rule_needs_first_then_in_order_within_its_window() -> None:
         "qm-fsm-proxy-sequence",
     )
     assert rec["confidence"] == pytest.approx(0.9)
-    assert rec["count"] == 2
+    # Both lines are one refused attempt (same peer, 0.1 s apart): one count, two kinds.
+    assert rec["count"] == 1
+    assert rec["kind_counts"] == {"NO_CRYPTO_MAP_MATCH": 1, "QM_FSM_ERROR": 1}
 
 
 # -- confidence, notes and suppression --------------------------------------------------------

@@ -9,13 +9,15 @@ Layout (napalm-logs style)::
 ``events`` holds one object per record of ``input.log`` (after framing), in
 order. Each object lists the fields of ``Event.to_record()`` to check;
 ``fields`` is checked as a subset. ``{"unparsed": true}`` expects an
-:class:`Unparsed` record. The expected values were worked out from the line
+:class:`Unparsed` record. An optional ``start`` (ISO 8601 with offset) is the capture's
+time (``--start``), the time of uptime-stamped and unstamped lines. The expected values were worked out from the line
 itself, not copied from the parser's output.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,10 @@ def _expected(case: Path) -> dict[str, Any]:
 
 
 def _parse_case(case: Path) -> list[Event | Unparsed]:
-    year = _expected(case)["year"]
-    parser = Parser(year=year)
+    expected = _expected(case)
+    start = expected.get("start")
+    context = datetime.fromisoformat(start).timestamp() if start is not None else None
+    parser = Parser(year=expected["year"], context_ts=context, captures=True)
     text = (case / "input.log").read_text(encoding="utf-8")
     return [parser.parse(rec) for rec in iter_records(text.splitlines())]
 

@@ -136,10 +136,20 @@ def assert_same_records(
     device: str | None = None,
     chunks: Sequence[int] = (1 << 20,),
     limit: int = 1,
+    context_ts: float | None = None,
+    captures: bool = False,
 ) -> int:
     """Both paths over ``data``; returns how many records the scanner read itself."""
-    py_parser = Parser(year=year, reference_ts=reference_ts, device=device)
-    nat_parser = Parser(year=year, reference_ts=reference_ts, device=device)
+    py_parser, nat_parser = (
+        Parser(
+            year=year,
+            reference_ts=reference_ts,
+            device=device,
+            context_ts=context_ts,
+            captures=captures,
+        )
+        for _ in range(2)
+    )
     expected = list(python_items(data, py_parser))
     got = list(native_items(data, nat_parser, chunks=chunks, limit=limit))
     assert [g[0] for g in got] == [e[0] for e in expected], "framing differs"
@@ -442,6 +452,20 @@ def test_an_edge_case_gives_the_same_records_and_state(name: str) -> None:
         assert_same_records(data, chunks=chunks)
         assert_same_records(data, year=None, reference_ts=1_709_600_000.0, chunks=chunks)
         assert_same_records(data, year=None, device="dev0", chunks=chunks)
+        assert_same_records(data, context_ts=1_709_827_200.0, chunks=chunks)
+
+
+def test_unstamped_clock_rows_take_the_capture_time_on_both_paths() -> None:
+    # No stamp, no relay and no earlier stamped line: the capture's time (--start or the
+    # file's time), on the rows the scanner reads itself as on the parser's records.
+    data = (f"<166>10.255.255.1 {ASA}\nRouterA#show logging\n<166>10.255.255.1 {ASA}\n").encode()
+    parser = Parser(year=2024, context_ts=1_709_827_200.0, captures=True)
+    items = list(native_items(data, parser))
+    rows = [i[1] for i in items if isinstance(i[1], tuple)]
+    assert len(rows) == 2, items
+    assert {r[1] for r in rows} == {1_709_827_200.0}
+    assert rows[-1][0] == "10.255.255.1", "a line that names its device keeps it after a prompt"
+    assert_same_records(data, context_ts=1_709_827_200.0, captures=True)
 
 
 def test_year_less_stamps_roll_into_the_next_year_on_both_paths() -> None:

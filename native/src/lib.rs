@@ -1051,6 +1051,8 @@ impl Scanner {
             }
         };
         let reference: Option<f64> = parser.getattr(intern!(py, "reference_ts"))?.extract()?;
+        // Parser._inferred_ts ends with the capture's time, else the reference time.
+        let context: Option<f64> = parser.getattr(intern!(py, "context_ts"))?.extract()?;
         self.state.last_ts = parser.getattr(intern!(py, "_last_ts"))?.extract()?;
         let relay = parser.getattr(intern!(py, "_last_relay"))?;
         if relay.is_none() {
@@ -1070,8 +1072,8 @@ impl Scanner {
             tracker,
             last,
             device,
-            // `self.reference_ts or 0.0`: None, 0.0 and -0.0 all give 0.0.
-            reference: reference.filter(|r| *r != 0.0).unwrap_or(0.0),
+            // `self.context_ts`, else `self.reference_ts or 0.0`: None, 0.0 and -0.0 all give 0.0.
+            reference: context.unwrap_or_else(|| reference.filter(|r| *r != 0.0).unwrap_or(0.0)),
             rows: 0,
             unknown_tz: 0,
         })

@@ -117,7 +117,7 @@ def analyze_all(
     syslog_files, capture_files = captures.split_files(list(args.files))
     loaded = captures.load(capture_files, args.device)
     args = argparse.Namespace(**{**vars(args), "files": syslog_files})
-    parser = make_parser(args)
+    parser = make_parser(args, captures=True)
     # The stream's partitions are the fleet clock's lanes: both read a lane in one order.
     corr = Correlator(kb, lane_of=device_lane())
     latest: dict[str, dict[str, Any]] = {}

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     try:
-        parser = make_parser(args)
+        parser = make_parser(args, captures=True)
         for item in iter_parsed(args, parser):
             if isinstance(item, Unparsed):
                 rec = {"unparsed": True, "reason": item.reason, "raw": item.raw}

@@ -59,6 +59,9 @@ class Incident:
     emitted_count: int = 0
     emitted_ts: float = 0.0
     emitted_confidence: float = 0.0
+    # The IKE exchange (attempt) the newest counted event belonged to: more lines of the
+    # same negotiation add evidence but do not count again.
+    last_attempt: str = ""
 
     def to_record(self, kb: KnowledgeBase) -> dict[str, Any]:
         """The published record (``schemas/incident.schema.json``)."""
@@ -110,13 +113,22 @@ class DeviceState:
     max_ts: float = float("-inf")
     late: int = 0
     conn_peers: dict[str, str] = field(default_factory=dict)
-    windows: dict[str, list[tuple[float, str, str]]] = field(default_factory=dict)
-    pending: dict[str, tuple[float, str, str, int]] = field(default_factory=dict)
-    recent: dict[str, list[tuple[float, str | None]]] = field(default_factory=dict)
+    # rule+peer -> [(ts, raw, kind, attempt)]; rule+peer -> (ts, raw, kind, n[, attempt]);
+    # kind -> [(ts, peer, attempt)]
+    windows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    pending: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    recent: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     incidents: dict[str, Incident] = field(default_factory=dict)
     # The device's own addresses, learned from the `local` field of its events (bounded):
     # published with its incidents so that consumers can join both ends of a tunnel.
     addresses: list[str] = field(default_factory=list)
+    # Open IKE exchanges (see `negotiation` in the KB): attempt id -> [peer or "", newest
+    # time]; handle ("c"/"m"/"p" + SEP + conn-id, message ID or peer) -> attempt id; the
+    # attempt of the last negotiation line; a counter that makes attempt ids unique.
+    exchanges: dict[str, list[Any]] = field(default_factory=dict)
+    handles: dict[str, str] = field(default_factory=dict)
+    current: str = ""
+    serial: int = 0
     # A lower bound of the watermark at which advance() has work to do (not persisted:
     # -inf only costs one recomputation).
     due: float = field(default=float("-inf"), compare=False, repr=False)
@@ -139,6 +151,10 @@ class DeviceState:
             recent={k: [tuple(e) for e in v] for k, v in d.get("recent", {}).items()},
             incidents={k: Incident(**v) for k, v in d.get("incidents", {}).items()},
             addresses=list(d.get("addresses", [])),
+            exchanges={k: list(v) for k, v in d.get("exchanges", {}).items()},
+            handles=dict(d.get("handles", {})),
+            current=str(d.get("current", "")),
+            serial=int(d.get("serial", 0)),
         )
 
 
@@ -161,10 +177,10 @@ def _corroborate(state: DeviceState, rule: Rule, ts: float) -> tuple[float, list
     notes: list[str] = []
     for c in rule.corroborate:
         hits = [
-            (t, p)
+            (e[0], e[1])
             for kind in c.kinds
-            for (t, p) in state.recent.get(kind, ())
-            if ts - c.window <= t <= ts + c.window
+            for e in state.recent.get(kind, ())
+            if ts - c.window <= e[0] <= ts + c.window
         ]
         if c.distinct_peers:
             peers = {p for _, p in hits if p}
@@ -185,10 +201,197 @@ def _seen(
     state: DeviceState, kinds: Iterable[str], peer: str | None, ts: float, window: float
 ) -> bool:
     for kind in kinds:
-        for t, p in state.recent.get(kind, ()):
-            if (peer is None or p == peer) and ts - window <= t <= ts + window:
+        for e in state.recent.get(kind, ()):
+            if (peer is None or e[1] == peer) and ts - window <= e[0] <= ts + window:
                 return True
     return False
+
+
+def _attempt_of(entry: tuple[Any, ...] | list[Any], at: int) -> str:
+    """The attempt id stored at ``entry[at]`` ("" for events outside an exchange, and for
+    entries of states saved before attempts were kept)."""
+    return str(entry[at]) if len(entry) > at else ""
+
+
+def _attempts(entries: Iterable[tuple[Any, ...]]) -> int:
+    """How many attempts a window holds: the lines of one exchange count once."""
+    seen: set[str] = set()
+    n = 0
+    for e in entries:
+        a = _attempt_of(e, 3)
+        if not a:
+            n += 1
+        elif a not in seen:
+            seen.add(a)
+            n += 1
+    return n
+
+
+def _live(state: DeviceState, attempt: str, ts: float, gap: float) -> bool:
+    ex = state.exchanges.get(attempt)
+    return ex is not None and abs(ts - float(ex[1])) <= gap
+
+
+def _forget_stale(state: DeviceState, ts: float, gap: float) -> None:
+    """Drop exchanges that ended more than ``gap`` ago (and their handles)."""
+    stale = {a for a, ex in state.exchanges.items() if float(ex[1]) < ts - gap}
+    if stale:
+        for a in stale:
+            del state.exchanges[a]
+        state.handles = {h: a for h, a in state.handles.items() if a not in stale}
+        if state.current in stale:
+            state.current = ""
+
+
+def _withdraw(state: DeviceState, attempt: str) -> None:
+    """An exchange ended well: what its lines counted toward thresholds and sequences no
+    longer counts (a refused proposal followed by an accepted one is no fault)."""
+    for wkey, win in list(state.windows.items()):
+        kept = [e for e in win if _attempt_of(e, 3) != attempt]
+        if len(kept) != len(win):
+            if kept:
+                state.windows[wkey] = kept
+            else:
+                del state.windows[wkey]
+    for wkey, p in list(state.pending.items()):
+        if _attempt_of(p, 4) == attempt:
+            del state.pending[wkey]
+
+
+def _adopt(state: DeviceState, attempt: str, peer: str) -> list[str]:
+    """An exchange learned its peer: its peer-less lines so far are that peer's. Returns the
+    windows that received lines (they may now reach their threshold)."""
+    moved: list[str] = []
+    for wkey, win in list(state.windows.items()):
+        rule_id, wpeer = wkey.split(SEP, 1)
+        if wpeer:
+            continue
+        mine = [e for e in win if _attempt_of(e, 3) == attempt]
+        if not mine:
+            continue
+        rest = [e for e in win if _attempt_of(e, 3) != attempt]
+        if rest:
+            state.windows[wkey] = rest
+        else:
+            del state.windows[wkey]
+        target = state.windows.setdefault(rule_id + SEP + peer, [])
+        for e in mine:
+            insort(target, e)
+        moved.append(rule_id + SEP + peer)
+    for wkey, p in list(state.pending.items()):
+        rule_id, wpeer = wkey.split(SEP, 1)
+        if not wpeer and _attempt_of(p, 4) == attempt:
+            del state.pending[wkey]
+            state.pending.setdefault(rule_id + SEP + peer, p)
+    for lst in state.recent.values():
+        for i, e in enumerate(lst):
+            if e[1] is None and _attempt_of(e, 2) == attempt:
+                lst[i] = (e[0], peer, attempt)
+    return moved
+
+
+def _reached(state: DeviceState, kb: KnowledgeBase, wkeys: list[str]) -> list[dict[str, Any]]:
+    """Open the incidents of threshold windows that lines moved into reach (a peer named
+    by the last line of an exchange, after its counted lines)."""
+    out: list[dict[str, Any]] = []
+    folded: set[tuple[str, float, str]] = set()
+    for wkey in wkeys:
+        rule_id, peer = wkey.split(SEP, 1)
+        rule = kb.rule_by_id.get(rule_id)
+        win = state.windows.get(wkey)
+        if rule is None or rule.type != "threshold" or not win:
+            continue
+        ikey = _ikey(rule.cause, peer)
+        inc = state.incidents.get(ikey)
+        if inc is not None:
+            # The peer's incident is open: the exchange's lines are more of its evidence
+            # (once each, when two rules of its cause held them).
+            del state.windows[wkey]
+            worth = False
+            for e in win:
+                if (ikey, e[0], e[1]) not in folded:
+                    folded.add((ikey, e[0], e[1]))
+                    worth = _update(state, kb, inc, e[0], e[1], e[2], _attempt_of(e, 3)) or worth
+            if worth:
+                out.append(_emit(inc, kb))
+            continue
+        if _attempts(win) < rule.threshold:
+            continue
+        if rule.unless and _seen(state, rule.unless, peer, win[-1][0], rule.window):
+            continue
+        del state.windows[wkey]
+        out.append(_emit(_open(state, kb, rule, peer, win), kb))
+    return out
+
+
+def _exchange(
+    state: DeviceState, kb: KnowledgeBase, ev: Event, kind: str, peer: str | None
+) -> tuple[str | None, str, list[str]]:
+    """Put a negotiation line in its exchange; return its peer (the exchange's when the
+    line names none), the attempt it counts for ("" once the exchange succeeded) and the
+    windows that received the exchange's lines when it learned its peer."""
+    neg = kb.negotiation
+    ts = ev.ts
+    handles: list[str] = []
+    if ev.conn_id:
+        handles.append("c" + SEP + ev.conn_id)
+    msgid = ev.fields.get("msgid")
+    if msgid and msgid != "0":
+        handles.append("m" + SEP + msgid)
+    if peer:
+        handles.append("p" + SEP + peer)
+    attempt = ""
+    for h in handles:
+        a = state.handles.get(h)
+        if a is not None and _live(state, a, ts, neg.gap):
+            ex_peer = state.exchanges[a][0]
+            if not peer or not ex_peer or ex_peer == peer:
+                attempt = a
+                break
+    cur = state.current
+    if not attempt and not ev.conn_id and cur and _live(state, cur, ts, neg.gap):
+        # A line that names no conn-id continues the exchange of the line before it,
+        # unless it names another peer. A success that names a peer never takes over an
+        # exchange whose peer is unknown: it could be another tunnel's, and it would
+        # withdraw what that exchange counted.
+        cur_peer = state.exchanges[cur][0]
+        if not peer or cur_peer == peer or (not cur_peer and kind not in neg.success):
+            attempt = cur
+    if kind in neg.start or not attempt:
+        inherited = state.exchanges[attempt][0] if attempt else ""
+        _forget_stale(state, ts, neg.gap)
+        attempt = f"{ts:.3f}{SEP}{state.serial}"
+        state.serial += 1
+        state.exchanges[attempt] = [peer or inherited, ts]
+        if len(state.exchanges) > MAX_CONN_IDS:
+            oldest = next(iter(state.exchanges))
+            del state.exchanges[oldest]
+    ex = state.exchanges[attempt]
+    ex[1] = max(float(ex[1]), ts)
+    for h in handles:
+        state.handles[h] = attempt
+    if len(state.handles) > MAX_CONN_IDS:
+        del state.handles[next(iter(state.handles))]
+    state.current = attempt
+    moved: list[str] = []
+    if peer is None:
+        peer = ex[0] or None
+    elif not ex[0]:
+        ex[0] = peer
+        moved = _adopt(state, attempt, peer)
+    if kind in neg.success:
+        _withdraw(state, attempt)
+        # The exchange goes on (phase 2 after phase 1) as a new attempt of the same peer.
+        fresh = f"{ts:.3f}{SEP}{state.serial}"
+        state.serial += 1
+        state.exchanges[fresh] = [ex[0], ts]
+        del state.exchanges[attempt]
+        for h, a in list(state.handles.items()):
+            if a == attempt:
+                state.handles[h] = fresh
+        state.current = fresh
+        return peer, "", moved
+    return peer, attempt, moved
 
 
 def _open(
@@ -196,7 +399,7 @@ def _open(
     kb: KnowledgeBase,
     rule: Rule,
     peer: str | None,
-    entries: list[tuple[float, str, str]],
+    entries: list[tuple[Any, ...]],
     count: int | None = None,
 ) -> Incident:
     first = entries[0][0]
@@ -207,6 +410,7 @@ def _open(
     raws = [e[1] for e in entries]
     head_n = max(1, kb.evidence_lines - 2)
     conf, notes = _corroborate(state, rule, last)
+    newest = max(entries, key=lambda e: e[0])
     inc = Incident(
         incident_id=incident_id(state.device, peer, rule.cause, first),
         device=state.device,
@@ -217,28 +421,40 @@ def _open(
         status="open",
         first_seen=first,
         last_seen=last,
-        count=count if count is not None else len(entries),
+        count=count if count is not None else _attempts(entries),
         kind_counts=kinds,
         evidence_head=raws[:head_n],
         evidence_tail=raws[head_n:][-(kb.evidence_lines - head_n) :],
         notes=notes,
+        last_attempt=_attempt_of(newest, 3),
     )
     state.incidents[_ikey(rule.cause, peer)] = inc
     state.due = min(state.due, last + kb.quiet_period)
     return inc
 
 
-def _update(state: DeviceState, kb: KnowledgeBase, inc: Incident, ev: Event, kind: str) -> bool:
-    """Add one event to an incident; True when the change is worth publishing."""
-    inc.count += 1
+def _update(
+    state: DeviceState,
+    kb: KnowledgeBase,
+    inc: Incident,
+    ts: float,
+    raw: str,
+    kind: str,
+    attempt: str,
+) -> bool:
+    """Add one event to an incident; True when the change is worth publishing. A line of
+    the attempt counted last adds evidence, not count."""
+    if not attempt or attempt != inc.last_attempt:
+        inc.count += 1
+    inc.last_attempt = attempt
     inc.kind_counts[kind] = inc.kind_counts.get(kind, 0) + 1
-    inc.first_seen = min(inc.first_seen, ev.ts)
-    inc.last_seen = max(inc.last_seen, ev.ts)
+    inc.first_seen = min(inc.first_seen, ts)
+    inc.last_seen = max(inc.last_seen, ts)
     head_n = max(1, kb.evidence_lines - 2)
     if len(inc.evidence_head) < head_n:
-        inc.evidence_head.append(ev.raw)
+        inc.evidence_head.append(raw)
     else:
-        inc.evidence_tail.append(ev.raw)
+        inc.evidence_tail.append(raw)
         del inc.evidence_tail[: -(kb.evidence_lines - head_n)]
     inc.status = "updated"
     rule = kb.rule_by_id[inc.rule]
@@ -328,6 +544,11 @@ def step(
             state.conn_peers[ev.conn_id] = peer
         else:
             peer = state.conn_peers.get(ev.conn_id)
+    attempt = ""
+    if kind in kb.negotiation.kinds:
+        peer, attempt, filled = _exchange(state, kb, ev, kind, peer)
+        if filled:
+            out.extend(_reached(state, kb, filled))
 
     for r in kb.resolvers.get(kind, ()):
         ikey = _ikey(r.cause, peer if r.key == "device+peer" else None)
@@ -338,7 +559,7 @@ def step(
 
     if kind in kb.watched:
         lst = state.recent.setdefault(kind, [])
-        lst.append((ts, peer))
+        lst.append((ts, peer, attempt))
         if len(lst) > MAX_RECENT:
             del lst[: len(lst) - MAX_RECENT]
 
@@ -354,18 +575,18 @@ def step(
         if inc is not None:
             if ikey not in touched and kind in r.triggers():
                 touched.add(ikey)
-                if _update(state, kb, inc, ev, kind):
+                if _update(state, kb, inc, ts, ev.raw, kind, attempt):
                     out.append(_emit(inc, kb))
             continue
         if r.unless and _seen(state, r.unless, kpeer, ts, r.window):
             continue
         if r.type == "threshold":
             win = state.windows.setdefault(wkey, [])
-            insort(win, (ts, ev.raw, kind))
+            insort(win, (ts, ev.raw, kind, attempt))
             newest = win[-1][0]
             while win and win[0][0] < newest - r.window:
                 del win[0]
-            if len(win) >= r.threshold:
+            if _attempts(win) >= r.threshold:
                 del state.windows[wkey]
                 touched.add(ikey)
                 out.append(_emit(_open(state, kb, r, kpeer, win), kb))
@@ -374,10 +595,10 @@ def step(
             if kind in r.then and p is not None and 0 <= ts - p[0] <= r.window:
                 del state.pending[wkey]
                 touched.add(ikey)
-                entries = [(p[0], p[1], p[2]), (ts, ev.raw, kind)]
+                entries = [(p[0], p[1], p[2], _attempt_of(p, 4)), (ts, ev.raw, kind, attempt)]
                 out.append(_emit(_open(state, kb, r, kpeer, entries), kb))
             elif kind in r.first:
-                state.pending[wkey] = (ts, ev.raw, kind, 1)
+                state.pending[wkey] = (ts, ev.raw, kind, 1, attempt)
         else:  # absence trigger
             p = state.pending.get(wkey)
             if p is None:

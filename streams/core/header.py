@@ -55,8 +55,13 @@ _IPV6_HOST = re.compile(r"((?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?=:\s)")
 _HOST = re.compile(r"([^\s:]+)")
 _SEP_COLON = re.compile(r"\s*:\s*")
 # Untagged debug output starts with its module, never a host: `ISAKMP: No cert...`,
-# `ISAKMP:(1002):...`, `IPSEC(validate_proposal): ...`, `IPSec(validate_transform_proposal):`.
-_DEBUG_MODULE = re.compile(r"(?:ISAKMP|IPSEC|IPSec|IKEv[12]|[A-Za-z_]+\([A-Za-z_]+\))(?=[\s:(])")
+# `ISAKMP:(1002):...`, `IPSEC(validate_proposal): ...`, `IPSec(validate_transform_proposal):`,
+# and the ASA's `[IKEv1]:`.
+_DEBUG_MODULE = re.compile(
+    r"(?:ISAKMP|IPSEC|IPSec|IKEv[12]|[A-Za-z_]+\([A-Za-z_]+\))(?=[\s:(])"
+    # ASA debug view: `[IKEv1]: Group = ..`, `[IKEv1 DEBUG]: IP = ..` (never a host).
+    r"|\[IKEv[12][^\]]*\]"
+)
 _SPACES = re.compile(r"\s+")
 
 
@@ -84,6 +89,7 @@ class Header:
     relay_stamp: Stamp | None = None
     device_stamp: Stamp | None = None
     uptime: bool = False
+    uptime_s: float | None = None  # the uptime stamp in seconds (`21:57:57`, `3d01h`)
     clock_synced: bool = True
     host: str | None = None
     origin: str | None = None
@@ -92,6 +98,19 @@ class Header:
     tokens: int = 0
     body_start: int = 0
     extra: list[str] = field(default_factory=list)
+
+
+_UPTIME_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_UPTIME_PART = re.compile(r"(\d+)([ywdhms])")
+
+
+def uptime_seconds(text: str) -> float:
+    """Seconds of an IOS uptime stamp: ``00:01:01`` (under a day, may carry msec),
+    ``1d02h``, ``42w2d``, ``2y10w``."""
+    if ":" in text:
+        hh, mm, ss = text.split(":")
+        return int(hh) * 3600 + int(mm) * 60 + float(ss)
+    return float(sum(int(n) * _UPTIME_UNITS[u] for n, u in _UPTIME_PART.findall(text)))
 
 
 def _bsd_stamp(m: re.Match[str]) -> Stamp:
@@ -216,6 +235,7 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
             mu = _UPTIME.match(s, pos)
             if mu and mu.end() <= end:
                 h.uptime = True
+                h.uptime_s = uptime_seconds(mu.group(0).lstrip("*."))
                 if mu.group(1):
                     h.clock_synced = False
                 pos = mu.end()
@@ -249,7 +269,7 @@ def scan_prefix(s: str, end: int, *, tagged: bool) -> Header:
             pos += 1
             h.tokens += 1
             continue
-        if c == "[":
+        if c == "[" and (tagged or not _DEBUG_MODULE.match(s, pos)):
             msd = _SD.match(s, pos)
             if msd and msd.end() <= end:
                 pos = msd.end()

@@ -95,6 +95,22 @@ class CaptureEvidence:
     also_corroborates: frozenset[str] = frozenset()
 
 
+@dataclass(slots=True, frozen=True)
+class Negotiation:
+    """How lines of one IKE exchange are grouped (``negotiation`` in ``rules.yaml``).
+
+    ``kinds``: the kinds that belong to an exchange; ``start``: kinds that begin a new
+    one (``processing SA payload``); ``success``: kinds that end it well (a proposal
+    accepted, phase 1 or 2 done, an SA created); ``gap``: seconds within which lines of
+    one exchange follow each other.
+    """
+
+    kinds: frozenset[str] = frozenset()
+    start: frozenset[str] = frozenset()
+    success: frozenset[str] = frozenset()
+    gap: float = 5.0
+
+
 @dataclass(slots=True)
 class KnowledgeBase:
     version: int
@@ -104,6 +120,7 @@ class KnowledgeBase:
     causes: dict[str, Cause]
     rules: tuple[Rule, ...]
     seed_sections: dict[str, tuple[str, ...]]
+    negotiation: Negotiation = field(default_factory=Negotiation)
     by_kind: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
     rule_by_id: dict[str, Rule] = field(default_factory=dict)
     resolvers: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
@@ -294,6 +311,7 @@ def load_document(doc: Any, known_kinds: set[str] | None = None) -> KnowledgeBas
     evidence = _capture_evidence(doc.get("capture_evidence") or {}, causes)
     return KnowledgeBase(
         capture_evidence=evidence,
+        negotiation=_negotiation(doc.get("negotiation"), known_kinds),
         version=version,
         quiet_period=_number(defaults, "quiet_period", "defaults", 1, 7 * 86400),
         lateness=_number(defaults, "lateness", "defaults", 0, 86400),
@@ -340,6 +358,28 @@ def _capture_evidence(raw: Any, causes: dict[str, Cause]) -> dict[str, CaptureEv
         if bad:
             raise _err(where, f"'also_corroborates' names unknown causes {bad}")
     return out
+
+
+def _negotiation(raw: Any, known_kinds: set[str] | None) -> Negotiation:
+    if raw is None:
+        return Negotiation()
+    where = "negotiation"
+    if not isinstance(raw, dict):
+        raise _err(where, "must be a mapping")
+    unknown = set(raw) - {"kinds", "start", "success", "gap"}
+    if unknown:
+        raise _err(where, f"unknown fields {sorted(unknown)}")
+    neg = Negotiation(
+        kinds=_kinds(raw, "kinds", where, required=True),
+        start=_kinds(raw, "start", where),
+        success=_kinds(raw, "success", where),
+        gap=_number(raw, "gap", where, 0, 600),
+    )
+    if known_kinds is not None:
+        for k in neg.kinds | neg.start | neg.success:
+            if k not in known_kinds:
+                raise _err(where, f"kind {k!r} is not produced by any catalog entry")
+    return neg
 
 
 def load_file(path: Path, known_kinds: set[str] | None = None) -> KnowledgeBase:

@@ -35,7 +35,13 @@ MAX_LINE = 65536
 # Catalog patterns look at the first 2 KiB of a message: real Cisco messages are far
 # shorter, and a bound keeps a hostile 64 KiB line from costing seconds of backtracking.
 MAX_MATCH = 2048
+MAX_UPTIME_DEVICES = 100_000
 _ISAKMP_ID = re.compile(r"ISAKMP \((\d+:\d+)\)")
+# A capture names its devices by their prompts (`RouterA#debug crypto isakmp`,
+# `PIX(config)#show crypto isakmp sa`, `Router>`) or by block markers (`=RouterA=`): the
+# lines after one come from that device until the next.
+_PROMPT = re.compile(r"([A-Za-z][\w.-]{0,62})(?:\([\w-]+\))?[#>][ \t]*(?:[a-z!].*)?")
+_BLOCK = re.compile(r"=+[ \t]*([A-Za-z][\w.-]{0,62})[ \t]*=+")
 _CONTINUATION = re.compile(r"[ \t]*\r?\n[ \t]*")
 
 
@@ -61,7 +67,13 @@ class Parser:
     archive's reference time, used when ``year`` is not given; ``device``:
     the device name when a line names none (``--device``); ``stream``: the lines
     are received live and the reference is their receive time (year-less stamps
-    take the year nearest to it: see :class:`~streams.core.clock.YearTracker`).
+    take the year nearest to it: see :class:`~streams.core.clock.YearTracker`);
+    ``context_ts``: the capture's time (``--start``, else the file's modification
+    time), the time of uptime-stamped and unstamped lines when nothing nearer is known.
+    ``captures``: the input is an archive or a console capture of its own (``analyze``,
+    ``parse``), where a prompt or block marker (``RouterA#``, ``=RouterA=``) names the
+    device of the lines after it, until :meth:`new_capture`. Never on a receiver's or
+    worker's feed, where lines of many sources interleave.
     """
 
     catalog: Catalog = field(default_factory=default_catalog)
@@ -72,6 +84,8 @@ class Parser:
     # Device (name, address, network) -> IANA zone, for devices that log local time
     # without a zone label (--tz-map).
     tz_map: TzMap | None = None
+    context_ts: float | None = None
+    captures: bool = False
     stats: ParseStats = field(default_factory=ParseStats)
     _years: YearTracker = field(init=False)
     _last_ts: float | None = field(init=False, default=None)
@@ -80,11 +94,23 @@ class Parser:
     _last_relay: tuple[Stamp, str | None] | None = field(init=False, default=None)
     _received: float | None = field(init=False, default=None)
     _zones: dict[str, str | None] = field(init=False, default_factory=dict)
+    _given_device: str | None = field(init=False, default=None)
+    # Per device: (first uptime stamp, its time, newest time), so that uptime-stamped lines
+    # keep their distances (only when nothing better than an inferred time is known).
+    _uptimes: dict[str, tuple[float, float, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._years = YearTracker(
             year=self.year, reference_ts=self.reference_ts, nearest=self.stream
         )
+        self._given_device = self.device
+
+    def new_capture(self, context_ts: float | None) -> None:
+        """A new input (file) begins: its time context; the device named by a prompt and
+        the uptime anchors of the previous one no longer apply."""
+        self.context_ts = context_ts
+        self.device = self._given_device
+        self._uptimes.clear()
 
     def set_reference(self, ts: float | None) -> None:
         """The reference time of year-less stamps: an archive's modification time, or
@@ -175,6 +201,13 @@ class Parser:
                             ev.conn_id = "ike-" + ike.group(1)
                     return ev
                 if header.pri is None and header.device_stamp is None and not header.uptime:
+                    bare_line = line.strip()
+                    named = self.captures and (
+                        _BLOCK.fullmatch(bare_line) or _PROMPT.fullmatch(bare_line)
+                    )
+                    if named:
+                        self.device = named.group(1)
+                        return Unparsed(raw, f"capture prompt: the device is {self.device}")
                     return Unparsed(raw, "not syslog: no header, no message tag, no known text")
                 body = rest
 
@@ -236,6 +269,8 @@ class Parser:
         if ts is None:
             ts = self._inferred_ts()
             time_source = "inferred"
+            if h.uptime_s is not None and self._received is None and self._last_relay is None:
+                ts = self._uptime_ts(device, h.uptime_s, ts)
         else:
             self._last_ts = ts
         return Event(
@@ -252,9 +287,25 @@ class Parser:
             tz_known=tz_known,
         )
 
+    def _uptime_ts(self, device: str | None, uptime: float, base: float) -> float:
+        """Time of an uptime-stamped line of a capture: its device's first uptime line
+        takes ``base`` (the inferred time), later ones keep their distance to it; after a
+        smaller uptime (a reload) they go on from the device's newest time."""
+        key = device or ""
+        anchor = self._uptimes.get(key)
+        if anchor is None or uptime < anchor[0]:
+            if len(self._uptimes) >= MAX_UPTIME_DEVICES:
+                self._uptimes.clear()
+            start = base if anchor is None else max(base, anchor[2])
+            anchor = (uptime, start, start)
+        ts = anchor[1] + (uptime - anchor[0])
+        self._uptimes[key] = (anchor[0], anchor[1], max(anchor[2], ts))
+        return ts
+
     def _inferred_ts(self) -> float:
         """Time of a line without a stamp: when it was received, else the relay's clock
-        (the syslog server that wrote the archive), else the previous line's time."""
+        (the syslog server that wrote the archive), else the previous line's time, else
+        the capture's time (``context_ts``: ``--start`` or the file's modification time)."""
         if self._received is not None:
             return self._received
         if self._last_relay is not None:
@@ -264,6 +315,8 @@ class Parser:
                 return ts
         if self._last_ts is not None:
             return self._last_ts
+        if self.context_ts is not None:
+            return self.context_ts
         return self.reference_ts or 0.0
 
     def _zone_of(self, device: str | None) -> str | None:

@@ -43,7 +43,10 @@ def timed_records(
     """
     for name in files:
         with open_archive(name) as (stream, mtime):
-            parser = Parser(year=year, reference_ts=None if year is not None else mtime)
+            # Unstamped lines of a capture are paced from the file's time, not 1970.
+            parser = Parser(
+                year=year, reference_ts=None if year is not None else mtime, context_ts=mtime
+            )
             for record in iter_records(stream):
                 if not parse:
                     yield record, None
