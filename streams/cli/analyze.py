@@ -21,6 +21,7 @@ from streams.shell import captures
 from streams.shell.topics import device_lane
 
 TICK_EVERY = 4096
+SKEW_REPORT = 300.0  # seconds off the fleet's clock before analyze reports a device
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -171,9 +172,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _clock_report(corr: Correlator, limit: int = 20) -> None:
-    """Devices whose clock is off from the fleet's by more than a minute, and devices
-    whose clock jumped or sent outlier stamps: a NOC wants to know."""
-    skews = corr.skews(60.0)
+    """Devices whose clock is off from the fleet's by more than five minutes (offsets are
+    read from the order lines arrive in: in a sparse archive they are right to a few
+    minutes), and devices whose clock jumped or sent outlier stamps: a NOC wants to know."""
+    skews = corr.skews(SKEW_REPORT)
     if skews:
         worst = sorted(skews.items(), key=lambda kv: -abs(kv[1]))
         shown = ", ".join(f"{_text(d)} {_offset(s)}" for d, s in worst[:limit])

@@ -75,6 +75,9 @@ class DeviceClock(Generic[T]):
     last: float = NEG_INF  # newest engine time of its timed lines
     reading: float = NEG_INF  # highest lane time its lines stood for
     seen: int = 0  # the lane's read count at its last timed line
+    # The least (engine time - lane clock) of its lines: its clock's offset from the lane
+    # at the moment the lane was freshest (the skew report's estimate).
+    skew: float = INF
     # Lines held while a jump is undecided: (item, engine time as stamped, raw text).
     held: list[tuple[T, float, str]] = field(default_factory=list)
     held_expected: float = NEG_INF  # the device's own time when the first line was held
@@ -240,6 +243,8 @@ class FleetClock(Generic[T]):
         dc.seen = lane.reads
         if eng > last:
             dc.last = eng
+        if eng - lane.clock < dc.skew:
+            dc.skew = eng - lane.clock
         return True
 
     def _accept(self, name: str, dc: DeviceClock[T], lane: Lane, eng: float) -> None:
@@ -406,7 +411,7 @@ class FleetClock(Generic[T]):
         """Devices whose clock is off from the fleet's by more than ``minimum`` seconds:
         seconds from the median device (the fleet's consensus)."""
         offsets = {
-            name: dc.offset - dc.correction
+            name: (dc.skew if dc.skew != INF else dc.offset) - dc.correction
             for name, dc in self.devices.items()
             if dc.offset is not None
         }
