@@ -589,3 +589,30 @@ def test_worker_refuses_a_changelog_with_another_partition_count(
     )
     assert proc.returncode == 1
     assert "must agree" in proc.stderr
+
+
+@pytest.mark.kafka
+def test_the_stream_gives_analyzes_incidents_on_a_fleet_of_disagreeing_clocks(
+    kafka_bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+) -> None:
+    # Zones, wrong and missing labels, unsynced marks, offsets, jumps, reloads, relays,
+    # forged stamps, long faults (tests/fleetgen.py). Lines without any stamp are left
+    # out: on a stream they take their receive time, in an archive the relay's.
+    from fleetgen import CLOCK_CLASSES, FleetSpec, build_fleet
+
+    clocks = {c: 1.0 for c in CLOCK_CLASSES if c not in ("stampless", "uptime")}
+    spec = FleetSpec(seed=11, devices=40, hours=1.5, start="2024-06-03T06:00:00Z", clocks=clocks)
+    archive = build_fleet(spec).write(tmp_path / "fleet.log")
+    run = _new_run(kafka_names, tmp_path, "fleet")
+    records, _ = _keyed_records([archive])
+    asyncio.run(_publish(kafka_bootstrap, run, records))
+    _start(workers, kafka_bootstrap, run)
+    _wait_done(kafka_bootstrap, run)
+    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
+    analyzed = _analyze([archive], capsys)
+    assert len(analyzed) >= 8
+    _assert_same_incidents(analyzed, streamed)
