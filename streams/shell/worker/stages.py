@@ -458,6 +458,8 @@ class Shard:
         self.fleet: FleetClock[Event] = FleetClock(kb.lateness)
         self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
+        # Devices fed since their pending state was last looked at, oldest touch first.
+        self.dirty: dict[str, None] = {}
         self.applied = 0
         self.duplicates = 0
         self.bad_states = 0  # stored states that could not be read (started afresh)
@@ -558,6 +560,8 @@ class Shard:
                 self._move(device, slot, partition)
             slot.offset = offset
         slot.touched = now
+        self.dirty.pop(device, None)
+        self.dirty[device] = None
         self.applied += 1
         fleet = self.fleet
         if partition not in self.frames:
@@ -603,13 +607,22 @@ class Shard:
         the pending state once a device has been quiet for a while.
         """
         out: list[dict[str, Any]] = []
-        for slot in self.slots.values():
-            if slot.touched > idle_before:
+        done: list[str] = []
+        # Only devices fed since they were last looked at, oldest touch first: the
+        # first one still busy ends the walk (the cost follows the traffic, not the fleet).
+        for device in self.dirty:
+            slot = self.slots.get(device)
+            if slot is not None and slot.touched > idle_before:
+                break
+            done.append(device)
+            if slot is None:
                 continue
             # flush(): the records as step() gives them (with the device's addresses).
             for rec in flush(slot.state, self.kb):
                 if self.published.get(rec["incident_id"]) != fingerprint(rec):
                     out.append(rec)
+        for device in done:
+            del self.dirty[device]
         return out
 
     def note_published(self, records: Iterable[dict[str, Any]]) -> None:
