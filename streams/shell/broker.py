@@ -1,4 +1,5 @@
-"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) for local use.
+"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) for local use,
+or a local cluster of several such nodes (:func:`start_cluster`, see the cluster section).
 
 The jars come from Maven Central through ``tools/kafka/pom.xml`` and are copied once into
 ``<repo>/.cache/kafka/lib`` (``TUNNELWATCH_KAFKA_HOME`` overrides ``<repo>/.cache/kafka``).
@@ -834,9 +835,15 @@ def start_cluster(
             todo.append((node_id, p))
         # The JVMs start slowly: format, then launch, all nodes at once.
         formats = [(_format_process(java, lib, p, spec.cluster_id), p) for _, p in todo]
+        errors: list[BrokerSetupError] = []
         for proc, p in formats:
             if proc is not None:
-                _format_finished(proc, p)
+                try:
+                    _format_finished(proc, p)
+                except BrokerSetupError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
         launched: list[tuple[int, _Paths]] = []
         try:
             for node_id, p in todo:
