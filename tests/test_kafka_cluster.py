@@ -27,10 +27,12 @@ from streams.shell import broker
 from streams.shell import incidents as incident_reader
 from streams.shell.topics import (
     TopicNames,
+    TopicSpec,
     end_offsets,
     ensure_topics,
     replicated_topics,
     replication_factors,
+    reroute_topic,
     wait_quiet,
 )
 
@@ -266,6 +268,67 @@ def _analyze(archive: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any
     out, err = capsys.readouterr()
     assert rc == 0, err
     return {r["incident_id"]: r for r in map(json.loads, out.splitlines())}
+
+
+@pytest.mark.kafka
+def test_start_again_finds_the_cluster_running_and_status_says_every_node_is_ready(
+    cluster: broker.ClusterInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data-dir", str(cluster.data_dir), "--brokers", "3"]
+    ports = ["--port", str(CLUSTER_PORT), "--controller-port", str(CLUSTER_CONTROLLER_PORT)]
+    assert main(["kafka", "start", *argv, *ports]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{cluster.bootstrap} ready (already running, 3 brokers")
+    assert "replication factor 3, min.insync.replicas 2" in out
+
+    assert main(["kafka", "status", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{cluster.bootstrap} ready (3 of 3 brokers")
+    for node_id, line in zip((1, 2, 3), lines[1:], strict=True):
+        port = cluster.spec.ports(node_id)[0]
+        pid = cluster.pids[node_id]
+        assert line == f"  node {node_id} 127.0.0.1:{port} ready (pid {pid})"
+
+
+@pytest.mark.kafka
+def test_the_cluster_holds_the_stack_topics_with_three_replicas(
+    cluster: broker.ClusterInfo,
+) -> None:
+    stack = [s.name for s in replicated_topics(TopicNames(), "tunnelwatch")]
+    assert asyncio.run(replication_factors(cluster.bootstrap, stack)) == dict.fromkeys(stack, 3)
+
+
+@pytest.mark.kafka
+def test_kafka_topics_creates_another_apps_topics_on_the_cluster_and_keeps_existing_ones(
+    cluster: broker.ClusterInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = unique_topic("tw-cluster-app")
+    argv = ["kafka", "topics", "--bootstrap", cluster.bootstrap, "--app-id", app]
+    assert main([*argv, "--partitions", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert f"{app}-__assignor-__leader partitions 1 replicas 3" in first
+    assert f"{app}-device_state-changelog partitions 2 replicas 3" in first
+    assert f"{app}-reroute partitions 2 replicas 3" in first
+    # Asked again with other settings, the existing topics stay as they are.
+    assert main([*argv, "--partitions", "4"]) == 0
+    out = capsys.readouterr()
+    assert f"{app}-reroute partitions 2 replicas 3" in out.out.splitlines()
+    assert "warning" not in out.err
+
+
+@pytest.mark.kafka
+def test_kafka_topics_warns_about_an_existing_topic_with_fewer_replicas(
+    cluster: broker.ClusterInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = unique_topic("tw-cluster-app")
+    single = TopicSpec(reroute_topic(app), 4)
+    asyncio.run(ensure_topics(cluster.bootstrap, [single], replication_factor=1))
+    assert main(["kafka", "topics", "--bootstrap", cluster.bootstrap, "--app-id", app]) == 0
+    out = capsys.readouterr()
+    assert f"{app}-reroute partitions 4 replicas 1" in out.out.splitlines()
+    assert out.err.strip() == (
+        f"warning: {app}-reroute existed with fewer than 3 replicas (left as they are)"
+    )
 
 
 @pytest.mark.kafka
