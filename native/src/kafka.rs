@@ -337,3 +337,7 @@ impl RecordBatch {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[path = "kafka_tests.rs"]
+mod tests;

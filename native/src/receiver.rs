@@ -954,3 +954,7 @@ impl UdpReceiver {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
+
+#[cfg(test)]
+#[path = "receiver_tests.rs"]
+mod tests;

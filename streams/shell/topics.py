@@ -62,6 +62,12 @@ def changelog_topic(app_id: str) -> str:
     return f"{app_id}-{STATE_TABLE}-changelog"
 
 
+def leader_topic(app_id: str) -> str:
+    """faust's own topic for electing the group's leader (one partition), which the worker
+    would otherwise create with a single replica."""
+    return f"{app_id}-__assignor-__leader"
+
+
 def reroute_topic(app_id: str) -> str:
     """The worker's internal topic for events correlated on another partition than read."""
     return f"{app_id}-reroute"
@@ -119,6 +125,21 @@ def stack_topics(
     ]
 
 
+def replicated_topics(
+    names: TopicNames,
+    app_id: str,
+    partitions: int = DEFAULT_PARTITIONS,
+    *,
+    min_insync_replicas: int = 1,
+) -> list[TopicSpec]:
+    """The topics of a stack on a cluster: :func:`stack_topics` and faust's leader topic,
+    each with ``min.insync.replicas`` (create them with ``ensure_topics(...,
+    replication_factor=R)``)."""
+    specs = [*stack_topics(names, app_id, partitions), TopicSpec(leader_topic(app_id), 1)]
+    isr = {"min.insync.replicas": str(min_insync_replicas)}
+    return [TopicSpec(s.name, s.partitions, {**s.configs, **isr}) for s in specs]
+
+
 async def _admin(bootstrap: str) -> Any:
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -154,8 +175,11 @@ async def _partition_counts(admin: Any, topics: Sequence[str]) -> dict[str, int]
     return out
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> dict[str, int]:
-    """Create the missing topics; return the partition count of every one of them.
+async def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], *, replication_factor: int = 1
+) -> dict[str, int]:
+    """Create the missing topics (with ``replication_factor`` replicas); return the
+    partition count of every one of them.
 
     Existing topics are left as they are (their count may differ from the spec: the
     caller decides whether that matters).
@@ -173,7 +197,7 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> dict[str,
                     NewTopic(
                         s.name,
                         num_partitions=s.partitions,
-                        replication_factor=1,
+                        replication_factor=replication_factor,
                         topic_configs=dict(s.configs),
                     )
                     for s in missing
@@ -201,6 +225,23 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> dict[str,
 def run_sync(coro: Any) -> Any:
     """Run a coroutine from synchronous code (the CLI, the stack)."""
     return asyncio.run(coro)
+
+
+async def replication_factors(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """The smallest replica count among the partitions of each existing topic."""
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in topics if t in existing]
+        out: dict[str, int] = {}
+        if wanted:
+            for entry in await admin.describe_topics(wanted):
+                parts = entry.get("partitions") or []
+                if int(entry.get("error_code", 0)) == 0 and parts:
+                    out[str(entry["topic"])] = min(len(p.get("replicas", [])) for p in parts)
+        return out
+    finally:
+        await admin.close()
 
 
 async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[tuple[str, int], int]:
