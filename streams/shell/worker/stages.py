@@ -495,6 +495,9 @@ class Shard:
             self.fleet.adopt(device, slot.clock)
         self.slots[device] = slot
         self._schedule(device, slot)
+        # A state from the changelog may hold updates no record carries yet (a crash,
+        # a rebalance): its device is looked at by the next pending_updates.
+        self.dirty[device] = None
         return slot
 
     def dump(self, device: str) -> bytes:
