@@ -9,10 +9,12 @@
 //! written out here, trying the alternatives in the order a backtracking engine does.
 //! `tests/test_native.py` compares this reader with `scan_prefix` on random prefixes.
 
+use std::collections::HashMap;
+
 use pyo3::prelude::*;
 use regex::bytes::{CaptureLocations, Regex};
 
-use crate::{compile, frac_of, int, is_alpha, is_space, month_of, Hdr, HeaderCfg, HeaderMemo, Stamp};
+use crate::{compile, frac_of, int, is_alpha, is_space, month_of, FnvBuild, Hdr, HeaderCfg, HeaderMemo, Stamp};
 
 /// The regexes of `scan_prefix` that the `regex` crate runs as they are.
 pub(crate) struct ScanCfg {
@@ -41,16 +43,20 @@ impl ScanCfg {
             iso: self.iso.capture_locations(),
             bsd: self.bsd.capture_locations(),
             tz: self.spaced_tz.capture_locations(),
+            layouts: HashMap::default(),
+            key: Vec::with_capacity(LAYOUT_KEY_MAX),
         }
     }
 }
 
-/// Scratch capture locations.
+/// Scratch capture locations, and the layouts of the prefixes read (by skeleton).
 pub(crate) struct ScanMemo {
     rfc5424: CaptureLocations,
     iso: CaptureLocations,
     bsd: CaptureLocations,
     tz: CaptureLocations,
+    layouts: HashMap<Vec<u8>, Layout, FnvBuild>,
+    key: Vec<u8>,
 }
 
 /// What `scan_prefix` reads that a clock row needs: the header, and whether it held an
@@ -207,56 +213,115 @@ fn host_end(s: &[u8], p: usize) -> Option<usize> {
     (n > 0).then_some(p + n)
 }
 
-fn group(locs: &CaptureLocations, base: usize, i: usize) -> Option<(usize, usize)> {
-    locs.get(i).map(|(a, b)| (base + a, base + b))
+/// A byte range of the record; `NONE` for a group that did not take part.
+type Span = (u32, u32);
+const NONE: Span = (u32::MAX, u32::MAX);
+
+/// Where a stamp's parts are: `_ISO`'s groups 1-9, or `_BSD`'s groups 1-8 and the
+/// timezone label `_read_tz` found.
+#[derive(Clone, Copy)]
+struct StampLoc {
+    iso: bool,
+    g: [Span; 10],
+    tz: Span,
 }
 
-/// `_iso_stamp` of an `_ISO` match at `base`.
-fn iso_of<'a>(s: &'a [u8], base: usize, m: &CaptureLocations) -> Stamp<'a> {
-    let g = |i: usize| group(m, base, i).map(|(a, b)| &s[a..b]);
-    let off = g(9);
-    let offset = off.map(|o| {
-        if o == b"Z" {
-            return 0;
+impl StampLoc {
+    fn of(iso: bool, locs: &CaptureLocations, base: usize) -> Self {
+        let mut g = [NONE; 10];
+        for (i, slot) in g.iter_mut().enumerate().skip(1) {
+            if let Some((a, b)) = locs.get(i) {
+                *slot = ((base + a) as u32, (base + b) as u32);
+            }
         }
-        let digits: Vec<u8> = o[1..].iter().copied().filter(|&b| b != b':').collect();
-        let mins = int(&digits[..2]) * 60 + int(&digits[2..]);
-        if o[0] == b'-' {
-            -mins
-        } else {
-            mins
+        StampLoc { iso, g, tz: NONE }
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.g[i] != NONE
+    }
+
+    /// `_iso_stamp` / `_bsd_stamp` (and the label `_read_tz` set) of the record `s`.
+    fn stamp<'a>(&self, s: &'a [u8]) -> Stamp<'a> {
+        let g = |i: usize| {
+            let (a, b) = self.g[i];
+            (a != u32::MAX).then(|| &s[a as usize..b as usize])
+        };
+        if self.iso {
+            let off = g(9);
+            let offset = off.map(|o| {
+                if o == b"Z" {
+                    return 0;
+                }
+                let digits: Vec<u8> = o[1..].iter().copied().filter(|&b| b != b':').collect();
+                let mins = int(&digits[..2]) * 60 + int(&digits[2..]);
+                if o[0] == b'-' {
+                    -mins
+                } else {
+                    mins
+                }
+            });
+            return Stamp {
+                year: g(2).map(int),
+                month: g(3).map_or(0, int),
+                day: g(4).map_or(0, int),
+                hh: g(5).map_or(0, int),
+                mm: g(6).map_or(0, int),
+                ss: g(7).map_or(0, int),
+                frac: g(8).map_or(0.0, |f| frac_of(&f[..f.len().min(6)])),
+                tz: off,
+                synced: g(1).is_none(),
+                offset_min: offset,
+            };
         }
-    });
-    Stamp {
-        year: g(2).map(int),
-        month: g(3).map_or(0, int),
-        day: g(4).map_or(0, int),
-        hh: g(5).map_or(0, int),
-        mm: g(6).map_or(0, int),
-        ss: g(7).map_or(0, int),
-        frac: g(8).map_or(0.0, |f| frac_of(&f[..f.len().min(6)])),
-        tz: off,
-        synced: g(1).is_none(),
-        offset_min: offset,
+        Stamp {
+            year: g(4).map(int),
+            month: g(2).map_or(0, month_of),
+            day: g(3).map_or(0, int),
+            hh: g(5).map_or(0, int),
+            mm: g(6).map_or(0, int),
+            ss: g(7).map_or(0, int),
+            frac: g(8).map_or(0.0, frac_of),
+            tz: (self.tz != NONE).then(|| &s[self.tz.0 as usize..self.tz.1 as usize]),
+            synced: g(1).is_none(),
+            offset_min: None,
+        }
     }
 }
 
-/// `_bsd_stamp` of a `_BSD` match at `base`.
-fn bsd_of<'a>(s: &'a [u8], base: usize, m: &CaptureLocations) -> Stamp<'a> {
-    let g = |i: usize| group(m, base, i).map(|(a, b)| &s[a..b]);
-    Stamp {
-        year: g(4).map(int),
-        month: g(2).map_or(0, month_of),
-        day: g(3).map_or(0, int),
-        hh: g(5).map_or(0, int),
-        mm: g(6).map_or(0, int),
-        ss: g(7).map_or(0, int),
-        frac: g(8).map_or(0.0, frac_of),
-        tz: None,
-        synced: g(1).is_none(),
-        offset_min: None,
+/// What `scan_prefix` found, as positions: the same for every record whose prefix has the
+/// same skeleton (every digit read as '0'), so it is memoized by that skeleton.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    host: Span,
+    origin: Span,
+    /// The first stamp, when there are several (the relay's), and the last (the device's).
+    relay: Option<StampLoc>,
+    device: Option<StampLoc>,
+    uptime: bool,
+    /// `Header.clock_synced` before the device stamp's own flag is applied.
+    synced: bool,
+}
+
+impl Layout {
+    fn full<'a>(&self, s: &'a [u8]) -> Full<'a> {
+        let span = |(a, b): Span| (a != u32::MAX).then(|| &s[a as usize..b as usize]);
+        let device = self.device.map(|d| d.stamp(s));
+        Full {
+            hdr: Hdr {
+                host: span(self.host),
+                origin: span(self.origin),
+                relay: self.relay.map(|r| r.stamp(s)),
+                device,
+                clock_synced: self.synced && device.is_none_or(|d| d.synced),
+            },
+            uptime: self.uptime,
+        }
     }
 }
+
+const LAYOUT_KEY_MAX: usize = 192;
+const LAYOUT_CACHE_MAX: usize = 65_536;
 
 /// `regex.match(s, p)` (the pattern is anchored with `^`): the match's end, its groups in
 /// `locs` offset by `p`.
@@ -265,7 +330,14 @@ fn match_at(re: &Regex, locs: &mut CaptureLocations, s: &[u8], p: usize) -> Opti
 }
 
 /// `scan_prefix(s, end, tagged=True)`, the parts a clock row needs. `s` is the whole
-/// record (the lookaheads read past `end`, as Python's do).
+/// record (the lookaheads read past `end`, as Python's do; `s[end]` is the tag's '%').
+///
+/// Memoized by the prefix's skeleton. Every test the reader makes treats all digits
+/// alike but one (an RFC 5424 version `1 ` as the first token), and only two of its
+/// regexes can read past `end` into the message (`_RFC5424`'s `\S+` and `_SD`'s
+/// brackets), where a different message could change the answer: prefixes where these
+/// apply (the first token `1 `, a '[' anywhere) or whose last token runs into the tag are
+/// read afresh every time.
 pub(crate) fn scan_prefix<'a>(
     py: Python<'_>,
     cfg: &ScanCfg,
@@ -275,6 +347,44 @@ pub(crate) fn scan_prefix<'a>(
     s: &'a [u8],
     end: usize,
 ) -> PyResult<Full<'a>> {
+    let p = &s[..end];
+    let mut first = 0;
+    if p.first() == Some(&b'<') {
+        let d = digits_at(p, 1);
+        if (1..=3).contains(&d) && at(p, 1 + d) == Some(b'>') {
+            first = 2 + d;
+        }
+    }
+    while first < end && matches!(p[first], b' ' | b'\t') {
+        first += 1;
+    }
+    let rfc = p.get(first..first + 2) == Some(b"1 ".as_slice()) && first + 1 < end;
+    let cacheable = !rfc && end <= LAYOUT_KEY_MAX && memchr::memchr(b'[', p).is_none();
+    if cacheable {
+        memo.key.clear();
+        memo.key.extend(p.iter().map(|&b| if b.is_ascii_digit() { b'0' } else { b }));
+        if let Some(l) = memo.layouts.get(memo.key.as_slice()) {
+            return Ok(l.full(s));
+        }
+    }
+    let (layout, crossed) = layout(py, cfg, hcfg, memo, hmemo, s, end)?;
+    if cacheable && !crossed && memo.layouts.len() < LAYOUT_CACHE_MAX {
+        memo.layouts.insert(memo.key.clone(), layout);
+    }
+    Ok(layout.full(s))
+}
+
+/// The reading itself; also says whether a token ran into the message (past `end`).
+fn layout(
+    py: Python<'_>,
+    cfg: &ScanCfg,
+    hcfg: &HeaderCfg,
+    memo: &mut ScanMemo,
+    hmemo: &mut HeaderMemo,
+    s: &[u8],
+    end: usize,
+) -> PyResult<(Layout, bool)> {
+    let span = |a: usize, b: usize| (a as u32, b as u32);
     let mut pos = 0usize;
     // _PRI
     if at(s, 0) == Some(b'<') {
@@ -283,16 +393,17 @@ pub(crate) fn scan_prefix<'a>(
             pos = 2 + d;
         }
     }
-    let mut host: Option<&'a [u8]> = None;
-    let mut origin: Option<&'a [u8]> = None;
+    let mut host = NONE;
+    let mut origin = NONE;
     let mut has_counter = false;
     let mut has_seq = false;
     let mut tokens = 0usize;
     let mut uptime_seen = false;
     let mut clock_synced = true;
+    let mut crossed = false;
     // (stamp, followed by a space and a host); only the first and the last are read.
-    let mut first: Option<(Stamp<'a>, bool)> = None;
-    let mut last: Option<Stamp<'a>> = None;
+    let mut first: Option<(StampLoc, bool)> = None;
+    let mut last: Option<StampLoc> = None;
     let mut nstamps = 0usize;
     let mut after_first_stamp = false;
     let mut counter_slot_closed = false;
@@ -306,9 +417,9 @@ pub(crate) fn scan_prefix<'a>(
         let c = s[pos];
         if c == b'1' && pos + 1 < end && s[pos + 1] == b' ' && tokens == 0 {
             if let Some(e5) = match_at(&cfg.rfc5424, &mut memo.rfc5424, s, pos) {
-                let host5 = group(&memo.rfc5424, pos, 2);
+                let host5 = memo.rfc5424.get(2).map(|(a, b)| (pos + a, pos + b));
                 if e5 <= end && match_at(&cfg.iso, &mut memo.iso, s, pos + 2).is_some() {
-                    let st = iso_of(s, pos + 2, &memo.iso);
+                    let st = StampLoc::of(true, &memo.iso, pos + 2);
                     if first.is_none() {
                         first = Some((st, true));
                     }
@@ -316,7 +427,7 @@ pub(crate) fn scan_prefix<'a>(
                     nstamps += 1;
                     if let Some((a, b)) = host5 {
                         if &s[a..b] != b"-" {
-                            host = Some(&s[a..b]);
+                            host = span(a, b);
                         }
                     }
                     pos = e5;
@@ -325,23 +436,23 @@ pub(crate) fn scan_prefix<'a>(
                 }
             }
         }
-        let mut stamp_at: Option<(Stamp<'a>, usize)> = None;
+        let mut stamp_at: Option<(StampLoc, usize)> = None;
         if matches!(c, b'*' | b'.') || c.is_ascii_uppercase() {
             if let Some(eb) = match_at(&cfg.bsd, &mut memo.bsd, s, pos) {
                 if eb <= end {
-                    let mut st = bsd_of(s, pos, &memo.bsd);
-                    let strong = memo.bsd.get(8).is_some() || !st.synced || has_counter;
+                    let mut st = StampLoc::of(false, &memo.bsd, pos);
+                    let strong = st.has(8) || st.has(1) || has_counter;
                     let mut np = eb;
                     // _read_tz
                     if let Some(te) = glued_tz(s, eb) {
-                        st.tz = Some(&s[eb..te]);
+                        st.tz = span(eb, te);
                         np = te;
                     } else if let Some(me) = match_at(&cfg.spaced_tz, &mut memo.tz, s, eb) {
-                        if let Some((a, b)) = group(&memo.tz, eb, 1) {
-                            let label = &s[a..b];
+                        if let Some((a, b)) = memo.tz.get(1) {
+                            let label = &s[eb + a..eb + b];
                             let known = hmemo.tz_known(py, hcfg, label)?;
                             if known || (strong && is_alpha(label)) {
-                                st.tz = Some(label);
+                                st.tz = span(eb + a, eb + b);
                                 np = me - 1;
                             }
                         }
@@ -353,7 +464,7 @@ pub(crate) fn scan_prefix<'a>(
         if stamp_at.is_none() && (c.is_ascii_digit() || matches!(c, b'*' | b'.')) {
             if let Some(ei) = match_at(&cfg.iso, &mut memo.iso, s, pos) {
                 if ei <= end {
-                    stamp_at = Some((iso_of(s, pos, &memo.iso), ei));
+                    stamp_at = Some((StampLoc::of(true, &memo.iso, pos), ei));
                 }
             }
         }
@@ -389,8 +500,8 @@ pub(crate) fn scan_prefix<'a>(
             }
             if let Some(ec) = counter(s, pos) {
                 if ec <= end {
-                    let relay_only = nstamps == 1 && first.is_some_and(|f| f.1) && host.is_some();
-                    if !has_counter && !counter_slot_closed && origin.is_none() && (nstamps == 0 || relay_only) {
+                    let relay_only = nstamps == 1 && first.is_some_and(|f| f.1) && host != NONE;
+                    if !has_counter && !counter_slot_closed && origin == NONE && (nstamps == 0 || relay_only) {
                         has_counter = true;
                     } else if !has_seq {
                         has_seq = true;
@@ -422,6 +533,7 @@ pub(crate) fn scan_prefix<'a>(
             break;
         };
         if ne > end {
+            crossed = true;
             break;
         }
         let name = &s[pos..ne];
@@ -432,22 +544,22 @@ pub(crate) fn scan_prefix<'a>(
             continue;
         }
         let sep = sep_colon(s, ne);
-        if after_first_stamp && host.is_none() {
-            host = Some(name);
+        if after_first_stamp && host == NONE {
+            host = span(pos, ne);
             after_first_stamp = false;
-        } else if origin.is_none() && !matches!(name[0], b'*' | b'(') {
-            origin = Some(name);
+        } else if origin == NONE && !matches!(name[0], b'*' | b'(') {
+            origin = span(pos, ne);
         }
         pos = sep.unwrap_or(ne);
         tokens += 1;
     }
-    let mut hdr = Hdr { host, origin, relay: None, device: None, clock_synced };
-    if let Some(dev) = last {
-        hdr.device = Some(dev);
-        if nstamps > 1 {
-            hdr.relay = first.map(|f| f.0);
-        }
-        hdr.clock_synced = clock_synced && dev.synced;
-    }
-    Ok(Full { hdr, uptime: uptime_seen })
+    let layout = Layout {
+        host,
+        origin,
+        relay: if nstamps > 1 { first.map(|f| f.0) } else { None },
+        device: last,
+        uptime: uptime_seen,
+        synced: clock_synced,
+    };
+    Ok((layout, crossed))
 }
