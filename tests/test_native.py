@@ -757,3 +757,61 @@ def test_the_native_full_header_reader_agrees_with_scan_prefix(
             h.host, h.origin, stamp(h.relay_stamp), stamp(h.device_stamp), h.clock_synced, h.uptime
         )  # fmt: skip
         assert have == want, text
+
+
+def test_rust_patterns_keep_negated_classes_and_refuse_what_rust_reads_otherwise() -> None:
+    assert native.rust_pattern(r"[^\s:]+", full=False) == (
+        r"(?-u)^(?:[^\t\n\x0B\x0C\r \x1C-\x1F:]+)"
+    )
+    assert native.rust_pattern(r"a[^(]+?b", full=False, search=True) == r"(?-u)(?:a[^(]+?b)"
+    for clever in (r"[]a]", r"[^]a]", r"[[a]", r"[a&&b]", r"[a--b]", r"[a~~b]"):
+        with pytest.raises(ValueError):
+            native.rust_pattern(clever, full=False)
+
+
+def _kb_reading(*kinds: str) -> Any:
+    """The default knowledge base plus a rule that reads ``kinds``."""
+    import yaml
+
+    from streams.core.kb import load_document
+
+    doc = yaml.safe_load((Path(native.__file__).parent / "kb" / "rules.yaml").read_text())
+    doc["rules"].append(
+        {
+            "id": "test-reads",
+            "type": "threshold",
+            "kinds": list(kinds),
+            "key": "device",
+            "window": 600,
+            "threshold": 3,
+            "cause": "tunnel_flapping",
+            "confidence": 0.5,
+            "summary": "{count} test events",
+        }
+    )
+    return load_document(doc, default_catalog().kinds())
+
+
+def test_the_inert_catalog_entries_follow_the_knowledge_base() -> None:
+    catalog = default_catalog()
+    lookup = native.catalog_lookup(catalog, default_kb())
+    assert set(lookup) == set(catalog.by_tag)  # every tag's regexes translate
+    inert_tags = {tag for tag, entries in lookup.items() if any(e[1] for e in entries)}
+    assert {"ASA-713201", "ASA-713202", "ASA-713068", "ASA-713900"} <= inert_tags
+    # 602304 SA_DELETED: no rule reads the kind, but its `local` teaches the device's address.
+    assert "SA_DELETED" in INERT and "ASA-602304" not in inert_tags
+    # A rule that reads DUPLICATE_PACKET makes 713201/713202 matter: no longer rows.
+    lookup2 = native.catalog_lookup(catalog, _kb_reading("DUPLICATE_PACKET"))
+    assert not any(e[1] for e in lookup2["ASA-713201"])
+    assert any(e[1] for e in lookup2["ASA-713068"])
+    line = (
+        b"<166>Mar 05 2024 00:00:10 fw-6 : %ASA-5-713201: Group = vpn, IP = 192.0.2.8, "
+        b"Duplicate Phase 1 packet detected.  Retransmitting last packet.\n"
+    )
+    for kb, rows in ((default_kb(), 1), (_kb_reading("DUPLICATE_PACKET"), 0)):
+        scanner = native.make_scanner(_module(), Parser(year=2024), kb=kb)
+        scanner.reset()
+        scanner.feed(line)
+        scanner.close()
+        got, record = scanner.scan(10)
+        assert (len(got), record is None) == (rows, rows == 1)
