@@ -497,6 +497,20 @@ EDGE_CASES: dict[str, bytes] = {
         "message: Delete (16)\n"
         "<166>Mar 05 2024 00:00:15 fw-6 : %ASA-7-713906: \n"
     ).encode(),
+    "lines without a '%' tag": (
+        f"<166>Mar 05 2024 00:00:00 fw-1 : {ASA[1:]}\n"
+        f"Mar  5 00:00:01 rtr-1 {IOS[1:]}\n"
+        f"Mar  5 00:00:02 rtr-1 {MAC[1:]}\n"
+        "Mar  5 00:00:03 rtr-1 sshd[811]: Accepted publickey for admin from 192.0.2.4\n"
+        "<13>host-7: a line without tag or stamp\n"
+        "a line without tag, stamp or PRI\n"
+        "Mar  5 00:00:04 rtr-1 ISAKMP (0:1): found peer pre-shared key matching 192.0.2.5\n"
+        "Mar  5 00:00:05 rtr-1 IPSEC(validate_proposal): invalid local address 10.0.0.9\n"
+        "Mar  5 00:00:06 rtr-1 foo(bar) x\n"
+        "<189>12: rtr3: 000012: 00:01:02: uptime, no tag\n"
+        "Mar  5 00:00:07 rtr-1 : : ASA-5-713068: Received non-routine Notify message: "
+        "Delete (16)\n"
+    ).encode(),
     "rfc 5424 and other shapes for the full scanner": (
         f"<134>1 2024-01-02T03:04:05Z host app - - - {ASA}\n"
         f"<165>7433: ASR920: 007439: 2y10w: {IOS}\n"
@@ -577,6 +591,13 @@ TAGS = st.sampled_from(
         "%SYS-5-CONFIG_I : Configured from console",
         "no tag here",
         "ISAKMP: No cert, and no keys (public or pre-shared) with remote peer 192.0.2.7",
+        # Tags without their '%' (some relays drop it), outside and inside the catalog.
+        ASA[1:],
+        IOS[1:],
+        MAC[1:],
+        "ASA-5-713201: Group = vpn, IP = 192.0.2.8, Duplicate Phase 1 packet detected.",
+        "IPSEC(validate_proposal): invalid local address 10.0.0.9",
+        "sshd[811]: Accepted publickey for admin from 192.0.2.4 port 50122",
     ]
 )
 

@@ -13,8 +13,12 @@
 //!   the engine is moving its device's clock. Its header is read by `fast_prefix` (the
 //!   common shapes, one regex) or else by `scan::scan_prefix` (every other shape the
 //!   Python parser reads);
-//! - every other record (catalog messages the rules read, untagged lines, continuation or
-//!   non-ASCII records) is handed back to Python as text, and the Python parser parses it.
+//! - a single-line ASCII record without a '%' tag is read as `Parser._parse` reads it
+//!   (`untagged`): a tag without its '%' is looked up as above; otherwise a line that no
+//!   untagged catalog text matches and that has a PRI, a stamp or an uptime is a clock row;
+//! - every other record (catalog messages the rules read, catalog debug texts, lines that
+//!   are not syslog, continuation or non-ASCII records) is handed back to Python as text,
+//!   and the Python parser parses it.
 //!
 //! The parser's state stays in the Python `Parser`: year inference reads and, when a
 //! device's month changes, calls its `YearTracker`; the last event time and the last relay
@@ -617,6 +621,11 @@ struct Config {
     lookup: HashMap<Vec<u8>, Lookup, FnvBuild>,
     /// `catalog.ASA_IKE_PREFIX`, anchored.
     asa_prefix: Regex,
+    /// `header.BARE_TAG_RE`, anchored.
+    bare_tag: Regex,
+    /// The catalog's untagged text patterns (`Catalog.lookup_text`), for `search`; None:
+    /// untagged records go to the parser.
+    text_entries: Option<Vec<Regex>>,
     with_text: bool,
     src: [Py<PyString>; 3],
     empty: Py<PyString>,
@@ -667,6 +676,7 @@ struct Cache {
     devices: HashMap<Vec<u8>, Py<PyString>, FnvBuild>,
     hdr: HeaderMemo,
     scan: scan::ScanMemo,
+    bare_locs: CaptureLocations,
     key: Vec<u8>,
 }
 
@@ -993,10 +1003,8 @@ pub(crate) fn fast_prefix<'a>(
     Ok(Some(hdr))
 }
 
-/// The text `Parser._parse` hands `Catalog.lookup` for a tagged record: the body after
-/// `TAG_RE`'s match (`\s*:[ \t]*` after the mnemonic), after `ASA_IKE_PREFIX` for an ASA
-/// facility, cut at `MAX_MATCH` characters.
-fn lookup_text<'a>(cfg: &Config, s: &'a [u8], tag: &Tag, fac: &[u8]) -> &'a [u8] {
+/// Where `TAG_RE`'s match ends: after `\s*:[ \t]*` after the mnemonic.
+fn tag_end(s: &[u8], tag: &Tag) -> usize {
     let mut p = tag.mnem.1;
     while p < s.len() && is_space(s[p]) {
         p += 1;
@@ -1005,8 +1013,13 @@ fn lookup_text<'a>(cfg: &Config, s: &'a [u8], tag: &Tag, fac: &[u8]) -> &'a [u8]
     while p < s.len() && matches!(s[p], b' ' | b'\t') {
         p += 1;
     }
-    let mut body = &s[p.min(s.len())..];
-    if cfg.asa.iter().any(|a| a.as_slice() == fac) {
+    p.min(s.len())
+}
+
+/// The text `Parser._parse` hands `Catalog.lookup` for a message body: after
+/// `ASA_IKE_PREFIX` for an ASA facility, cut at `MAX_MATCH` characters.
+fn lookup_text<'a>(cfg: &Config, mut body: &'a [u8], asa: bool) -> &'a [u8] {
+    if asa {
         if let Some(m) = cfg.asa_prefix.find(body) {
             body = &body[m.end()..];
         }
@@ -1030,30 +1043,19 @@ fn clock_row<'py>(
         return Ok(None);
     }
     let Some(tag) = find_tag(s) else {
-        return Ok(None); // untagged: catalog text patterns are Python's
+        return match untagged(py, cfg, cache, s)? {
+            None => Ok(None),
+            Some((full, classified)) => event_row(py, cfg, cache, state, sess, full.hdr, full.uptime, classified),
+        };
     };
     let fac = &s[tag.fac.0..tag.fac.1];
     let mnem = &s[tag.mnem.0..tag.mnem.1];
     if cfg.wrappers.iter().any(|w| w.as_slice() == mnem) {
         return Ok(None);
     }
-    cache.key.clear();
-    if cfg.asa.iter().any(|a| a.as_slice() == fac) {
-        cache.key.extend_from_slice(b"ASA-");
-    } else {
-        cache.key.extend_from_slice(fac);
-        cache.key.push(b'-');
-    }
-    cache.key.extend_from_slice(mnem);
-    let mut classified = false;
-    if let Some(lookup) = cfg.lookup.get(cache.key.as_slice()) {
-        match lookup.row(lookup_text(cfg, s, &tag, fac)) {
-            None => return Ok(None), // a catalog message the engine reads
-            Some(c) => classified = c,
-        }
-    } else if cfg.tags.contains(cache.key.as_slice()) {
-        return Ok(None); // a catalog message
-    }
+    let Some(classified) = catalog_row(cfg, cache, fac, mnem, &s[tag_end(s, &tag)..]) else {
+        return Ok(None); // a catalog message the engine reads
+    };
     let (h, uptime) = match fast_prefix(py, &cfg.hdr, &mut cache.hdr, &s[..tag.start])? {
         Some(h) => (h, false),
         None => {
@@ -1061,6 +1063,76 @@ fn clock_row<'py>(
             (full.hdr, full.uptime)
         }
     };
+    event_row(py, cfg, cache, state, sess, h, uptime, classified)
+}
+
+/// `Catalog.lookup` of a message with this facility and mnemonic and `body` (the text
+/// after the tag), as the scanner decides it: `Some(classified)` for a clock row (a tag
+/// outside the catalog, an inert entry, or no entry matching), None for the parser.
+fn catalog_row(cfg: &Config, cache: &mut Cache, fac: &[u8], mnem: &[u8], body: &[u8]) -> Option<bool> {
+    cache.key.clear();
+    let asa = cfg.asa.iter().any(|a| a.as_slice() == fac);
+    if asa {
+        cache.key.extend_from_slice(b"ASA-");
+    } else {
+        cache.key.extend_from_slice(fac);
+        cache.key.push(b'-');
+    }
+    cache.key.extend_from_slice(mnem);
+    if let Some(lookup) = cfg.lookup.get(cache.key.as_slice()) {
+        return lookup.row(lookup_text(cfg, body, asa));
+    }
+    if cfg.tags.contains(cache.key.as_slice()) {
+        return None;
+    }
+    Some(false)
+}
+
+/// A record without a `%` tag, as `Parser._parse` reads it: the header up to the first
+/// token that is no header part (`scan_prefix(..., tagged=False)`), then a tag without
+/// its '%' (`BARE_TAG_RE`) read as a tagged message, or else the catalog's untagged
+/// text patterns: a match goes to the parser, and so does a line with neither PRI, stamp
+/// nor uptime (not syslog); what is left is an event without a kind. `Some((header,
+/// classified))` for a clock row.
+fn untagged<'a>(
+    py: Python<'_>,
+    cfg: &Config,
+    cache: &mut Cache,
+    s: &'a [u8],
+) -> PyResult<Option<(scan::Full<'a>, bool)>> {
+    let Some(texts) = cfg.text_entries.as_ref() else {
+        return Ok(None);
+    };
+    let (full, body_start, pri) = scan::scan_untagged(py, &cfg.scan, &cfg.hdr, &mut cache.scan, &mut cache.hdr, s)?;
+    let rest = &s[body_start..];
+    if let Some(m) = cfg.bare_tag.captures_read(&mut cache.bare_locs, rest) {
+        let (Some((f0, f1)), Some((m0, m1))) = (cache.bare_locs.get(1), cache.bare_locs.get(3)) else {
+            return Ok(None);
+        };
+        let end = m.end();
+        return Ok(catalog_row(cfg, cache, &rest[f0..f1], &rest[m0..m1], &rest[end..]).map(|c| (full, c)));
+    }
+    if texts.iter().any(|re| re.is_match(&s[..s.len().min(MAX_MATCH)])) {
+        return Ok(None); // a catalog text pattern: the parser reads it
+    }
+    if !pri && full.hdr.device.is_none() && !full.uptime {
+        return Ok(None); // not syslog: the parser says so
+    }
+    Ok(Some((full, false)))
+}
+
+/// `Parser._event` of a record read as a clock row; `Ok(None)` hands it to Python.
+#[allow(clippy::too_many_arguments)]
+fn event_row<'py>(
+    py: Python<'py>,
+    cfg: &Config,
+    cache: &mut Cache,
+    state: &mut ParseState,
+    sess: &Session<'py>,
+    h: Hdr<'_>,
+    uptime: bool,
+    classified: bool,
+) -> PyResult<Option<Row<'py>>> {
     // Parser._event
     let device: Option<Bound<'py, PyString>> = match h.host.or(h.origin) {
         Some(name) => Some(cache.device(py, name)),
@@ -1335,7 +1407,7 @@ impl Scanner {
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (parser, *, tags, asa_facilities, wrapper_mnemonics, fast, fast_bare, header_only, tail_starts, tz_offset_minutes, header_only_match, stamp, scan, lookup, asa_prefix, with_text = false))]
+    #[pyo3(signature = (parser, *, tags, asa_facilities, wrapper_mnemonics, fast, fast_bare, header_only, tail_starts, tz_offset_minutes, header_only_match, stamp, scan, lookup, asa_prefix, bare_tag, text_entries, with_text = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1353,10 +1425,12 @@ impl Scanner {
         scan: (String, String, String, String, String),
         lookup: Vec<(String, Vec<LookupArg>)>,
         asa_prefix: &str,
+        bare_tag: &str,
+        text_entries: Option<Vec<String>>,
         with_text: bool,
     ) -> PyResult<Self> {
         let hdr = HeaderCfg::new(fast, fast_bare, tz_offset_minutes)?;
-        let scan = scan::ScanCfg::new(&scan.0, &scan.1, &scan.2, &scan.3, &scan.4)?;
+        let scan = scan::ScanCfg::new(bare_tag, &scan.0, &scan.1, &scan.2, &scan.3, &scan.4)?;
         // A tag with a regex this crate cannot compile stays with the Python parser.
         let lookup = lookup
             .into_iter()
@@ -1370,8 +1444,16 @@ impl Scanner {
                 entries.ok().map(|entries| (tag.into_bytes(), Lookup { entries }))
             })
             .collect();
-        let cache =
-            Cache { devices: HashMap::default(), hdr: hdr.memo(), scan: scan.memo(), key: Vec::with_capacity(64) };
+        let bare_tag = compile(bare_tag)?;
+        // Untagged records stay with the parser unless every text pattern compiles here.
+        let text_entries = text_entries.and_then(|ps| ps.iter().map(|p| Regex::new(p).ok()).collect());
+        let cache = Cache {
+            devices: HashMap::default(),
+            hdr: hdr.memo(),
+            scan: scan.memo(),
+            bare_locs: bare_tag.capture_locations(),
+            key: Vec::with_capacity(64),
+        };
         let cfg = Config {
             parser,
             header_only_fn: header_only_match,
@@ -1385,6 +1467,8 @@ impl Scanner {
             scan,
             lookup,
             asa_prefix: compile(asa_prefix)?,
+            bare_tag,
+            text_entries,
             with_text,
             src: [
                 PyString::intern(py, "device").unbind(),

@@ -18,6 +18,7 @@ use crate::{compile, frac_of, int, is_alpha, is_space, month_of, FnvBuild, Hdr, 
 
 /// The regexes of `scan_prefix` that the `regex` crate runs as they are.
 pub(crate) struct ScanCfg {
+    bare_tag: Regex,
     rfc5424: Regex,
     iso: Regex,
     bsd: Regex,
@@ -27,8 +28,16 @@ pub(crate) struct ScanCfg {
 
 impl ScanCfg {
     /// The Python patterns as `native.rust_pattern(..., full=False)` writes them.
-    pub(crate) fn new(rfc5424: &str, iso: &str, bsd: &str, spaced_tz: &str, sd: &str) -> PyResult<Self> {
+    pub(crate) fn new(
+        bare_tag: &str,
+        rfc5424: &str,
+        iso: &str,
+        bsd: &str,
+        spaced_tz: &str,
+        sd: &str,
+    ) -> PyResult<Self> {
         Ok(ScanCfg {
+            bare_tag: compile(bare_tag)?,
             rfc5424: compile(rfc5424)?,
             iso: compile(iso)?,
             bsd: compile(bsd)?,
@@ -301,6 +310,9 @@ pub(crate) struct Layout {
     uptime: bool,
     /// `Header.clock_synced` before the device stamp's own flag is applied.
     synced: bool,
+    /// `Header.body_start`, and whether a PRI was read.
+    body: u32,
+    pri: bool,
 }
 
 impl Layout {
@@ -367,14 +379,49 @@ pub(crate) fn scan_prefix<'a>(
             return Ok(l.full(s));
         }
     }
-    let (layout, crossed) = layout(py, cfg, hcfg, memo, hmemo, s, end)?;
+    let (layout, crossed) = layout(py, cfg, hcfg, memo, hmemo, s, end, true)?;
     if cacheable && !crossed && memo.layouts.len() < LAYOUT_CACHE_MAX {
         memo.layouts.insert(memo.key.clone(), layout);
     }
     Ok(layout.full(s))
 }
 
+/// `scan_prefix(s, len(s), tagged=False)` of a record without a '%' tag: the header, where
+/// its body starts (`Header.body_start`) and whether it had a PRI (not memoized: the
+/// whole record is the key).
+pub(crate) fn scan_untagged<'a>(
+    py: Python<'_>,
+    cfg: &ScanCfg,
+    hcfg: &HeaderCfg,
+    memo: &mut ScanMemo,
+    hmemo: &mut HeaderMemo,
+    s: &'a [u8],
+) -> PyResult<(Full<'a>, usize, bool)> {
+    let (layout, _) = layout(py, cfg, hcfg, memo, hmemo, s, s.len(), false)?;
+    Ok((layout.full(s), layout.body as usize, layout.pri))
+}
+
+/// `_DEBUG_MODULE.match(s, p)`: `(?:ISAKMP|IPSEC|IPSec|IKEv[12]|[A-Za-z_]+\([A-Za-z_]+\))`
+/// followed by white space, ':' or '('.
+fn debug_module(s: &[u8], p: usize) -> bool {
+    let ahead = |e: usize| at(s, e).is_some_and(|b| is_space(b) || b == b':' || b == b'(');
+    let t = &s[p..];
+    for word in [b"ISAKMP".as_slice(), b"IPSEC", b"IPSec", b"IKEv1", b"IKEv2"] {
+        if t.starts_with(word) && ahead(p + word.len()) {
+            return true;
+        }
+    }
+    let name = |q: usize| s[q.min(s.len())..].iter().take_while(|b| b.is_ascii_alphabetic() || **b == b'_').count();
+    let a = name(p);
+    if a == 0 || at(s, p + a) != Some(b'(') {
+        return false;
+    }
+    let b = name(p + a + 1);
+    b > 0 && at(s, p + a + 1 + b) == Some(b')') && ahead(p + a + b + 2)
+}
+
 /// The reading itself; also says whether a token ran into the message (past `end`).
+#[allow(clippy::too_many_arguments)]
 fn layout(
     py: Python<'_>,
     cfg: &ScanCfg,
@@ -383,6 +430,7 @@ fn layout(
     hmemo: &mut HeaderMemo,
     s: &[u8],
     end: usize,
+    tagged: bool,
 ) -> PyResult<(Layout, bool)> {
     let span = |a: usize, b: usize| (a as u32, b as u32);
     let mut pos = 0usize;
@@ -393,6 +441,7 @@ fn layout(
             pos = 2 + d;
         }
     }
+    let pri = pos > 0;
     let mut host = NONE;
     let mut origin = NONE;
     let mut has_counter = false;
@@ -529,6 +578,9 @@ fn layout(
                 }
             }
         }
+        if !tagged && (cfg.bare_tag.is_match(&s[pos..]) || debug_module(s, pos)) {
+            break;
+        }
         let Some(ne) = ipv6_host(s, pos).or_else(|| host_end(s, pos)) else {
             break;
         };
@@ -547,8 +599,12 @@ fn layout(
         if after_first_stamp && host == NONE {
             host = span(pos, ne);
             after_first_stamp = false;
-        } else if origin == NONE && !matches!(name[0], b'*' | b'(') {
-            origin = span(pos, ne);
+        } else if sep.is_some() || tagged {
+            if origin == NONE && !matches!(name[0], b'*' | b'(') {
+                origin = span(pos, ne);
+            }
+        } else {
+            break;
         }
         pos = sep.unwrap_or(ne);
         tokens += 1;
@@ -560,6 +616,8 @@ fn layout(
         device: last,
         uptime: uptime_seen,
         synced: clock_synced,
+        body: pos as u32,
+        pri,
     };
     Ok((layout, crossed))
 }

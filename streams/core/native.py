@@ -2,8 +2,9 @@
 
 ``tunnelwatch_native.Scanner`` frames archive bytes and reads, for every record that is
 one ASCII line with a message tag outside the catalog (any header shape the parser reads:
-``fast_prefix``'s in one regex, the others as ``scan_prefix`` reads them), or a catalog
-message that cannot change the engine's state (:func:`catalog_lookup`), a *clock row*
+``fast_prefix``'s in one regex, the others as ``scan_prefix`` reads them; a tag without
+its '%'; or no tag and no catalog text, :func:`text_patterns`), or a catalog message that
+cannot change the engine's state (:func:`catalog_lookup`), a *clock row*
 ``(device, ts, time_source, clock_synced, tz_known)``: what :class:`~streams.core.parse.Parser`
 would give for it, and all the engine needs of it. Every other record comes back as text
 for the Python parser. Parser state (years, last stamp, last relay stamp, counters) stays
@@ -40,6 +41,7 @@ from streams.core.header import (
     _RFC5424,
     _SD,
     _SPACED_TZ,
+    BARE_TAG_RE,
     WRAPPER_MNEMONICS,
     Stamp,
 )
@@ -286,6 +288,21 @@ def catalog_lookup(catalog: Catalog, kb: KnowledgeBase) -> dict[str, list[Lookup
     return out
 
 
+def text_patterns(catalog: Catalog) -> list[str] | None:
+    """The catalog's untagged text patterns (``Catalog.lookup_text``) as Rust patterns for
+    ``search``; None when one does not translate (untagged records then stay with the
+    Python parser)."""
+    out: list[str] = []
+    for e in catalog.text_entries:
+        if e.text is None or e.text.flags & ~re.UNICODE:
+            return None
+        try:
+            out.append(rust_pattern(e.text.pattern, full=False, search=True))
+        except ValueError:
+            return None
+    return out
+
+
 def make_scanner(
     module: NativeModule,
     parser: Parser,
@@ -313,6 +330,8 @@ def make_scanner(
         ),
         lookup=sorted(catalog_lookup(parser.catalog, kb).items()) if kb is not None else [],
         asa_prefix=rust_pattern(ASA_IKE_PREFIX.pattern, full=False),
+        bare_tag=rust_pattern(BARE_TAG_RE.pattern, full=False),
+        text_entries=text_patterns(parser.catalog),
         with_text=with_text,
     )
 
