@@ -257,7 +257,7 @@ def test_analyze_gives_the_same_incidents_on_a_mix_of_every_header_shape(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "mixed.log"
-    path.write_bytes(_mixed(40_000, 3))
+    path.write_bytes(_mixed(100_000, 3))
     assert_same_analysis(["--year", "2024", str(path)], capsys)
 
 
