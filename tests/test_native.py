@@ -836,3 +836,13 @@ def test_the_inert_catalog_entries_follow_the_knowledge_base() -> None:
         scanner.close()
         got, record = scanner.scan(10)
         assert (len(got), record is None) == (rows, rows == 1)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.lists(PREFIX_PART, max_size=7), TAGS), min_size=1, max_size=10))
+def test_random_prefixes_of_every_kind_give_the_same_records_and_state(
+    lines: list[tuple[list[str], str]],
+) -> None:
+    # Tagged, bare-tagged and untagged bodies after prefixes the full reader must read.
+    data = "\n".join("".join(parts) + body for parts, body in lines).encode()
+    assert_same_records(data, year=None, reference_ts=1_709_600_000.0)
