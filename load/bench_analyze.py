@@ -10,6 +10,12 @@ Run as ``python -m load.bench_analyze [--lines N] [--small N] [--seed S] [--out 
    management IP) and, when the truth knows the peer, its peer.
 3. Runs ``sec --notail`` with five SingleWithThreshold rules (window 600 s) on the big
    archive, installing SEC with ``load/install-sec.sh`` first if it is missing.
+4. Does 2 and 3 again on an ASA-heavy archive of the same size
+   (``load/scenarios/asa-heavy.yaml``: 106023 denies, re-keys, remote-access disconnects,
+   relay-wrapped RFC 5424 stamps), for the ratio against SEC on that mix.
+5. Prints ``analyze``'s lines/s by header shape, native and Python
+   (:mod:`load.bench_shapes`), and by fleet size (1M lines of one message over 1k, 10k and
+   100k devices), and the peak RSS with 100k devices and 10k open incidents (soak).
 
 SEC counts with the wall clock, not the log's timestamps, so on a batch run its windows
 span the whole file: its alert count is not a diagnosis, only its speed compares.
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load.scenario import Scenario, default_scenario
+from load.scenario import Scenario, default_scenario, load_scenario
 from load.synth import TruthDecoy, TruthFault, write_archive
 
 HERE = Path(__file__).resolve().parent
@@ -202,6 +208,9 @@ class Run:
     seconds: float
     peak_rss_mib: float
     returncode: int
+    #: The child's user + system CPU time: on a shared, busy machine a fairer measure of
+    #: its speed than the wall time.
+    cpu_seconds: float = 0.0
 
 
 def measure(cmd: Sequence[str], stdout: Path, stderr: Path) -> Run:
@@ -212,7 +221,8 @@ def measure(cmd: Sequence[str], stdout: Path, stderr: Path) -> Run:
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode)  # ru_maxrss: KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode, cpu)  # ru_maxrss: KiB on Linux
 
 
 def _archive(scenario: Scenario, path: Path, lines: int, seed: int) -> tuple[float, int]:
@@ -290,6 +300,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
     ap.add_argument("--no-sec", action="store_true", help="skip the SEC comparison")
+    ap.add_argument("--no-asa", action="store_true", help="skip the ASA-heavy mix")
+    ap.add_argument(
+        "--shape-lines", type=int, default=50_000, help="lines per header shape (0: skip)"
+    )
+    ap.add_argument(
+        "--fleet-lines", type=int, default=1_000_000, help="lines per fleet size (0: skip)"
+    )
+    ap.add_argument(
+        "--no-soak", action="store_true", help="skip the RSS soak (100k devices, 10k incidents)"
+    )
     args = ap.parse_args(None if argv is None else list(argv))
 
     out: Path = args.out
@@ -334,32 +354,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     sec_run: Run | None = None
     sec_score: Score | None = None
     sec_alerts = 0
-    if not args.no_sec:
-        sec = ensure_sec()
-        if sec is not None:
-            alerts = (out / "sec-alerts.txt").resolve()
-            alerts.unlink(missing_ok=True)
-            conf = out / "sec-rules.conf"
-            conf.write_text(sec_ruleset(alerts))
-            cmd = [
-                sec,
-                f"--conf={conf}",
-                f"--input={big}",
-                "--notail",
-                "--nointevents",
-                f"--log={out / 'sec.log'}",
-                "--debug=3",
-            ]
-            print(f"running: {' '.join(cmd)}")
-            sec_run = measure(cmd, out / "sec.stdout", out / "sec.stderr")
-            if sec_run.returncode != 0:
-                print(f"  sec failed (exit {sec_run.returncode}); see {out}/sec.stderr")
-                sec_run = None
-            else:
-                parsed = parse_sec_alerts(alerts.read_text() if alerts.exists() else "")
-                sec_alerts = len(parsed)
-                truth, decoys = _load_truth(big)
-                sec_score = score(parsed, truth, decoys)
+    sec = None if args.no_sec else ensure_sec()
+    if sec is not None:
+        got = _run_sec(sec, out, big, "sec")
+        if got is not None:
+            sec_run, parsed = got
+            sec_alerts = len(parsed)
+            truth, decoys = _load_truth(big)
+            sec_score = score(parsed, truth, decoys)
 
     b, s = results["big"], results["small"]
     print()
@@ -403,7 +405,88 @@ def main(argv: Iterable[str] | None = None) -> int:
     growth = b.peak_rss_mib / s.peak_rss_mib if s.peak_rss_mib else float("nan")
     verdict = "flat" if growth < 1.25 else "GROWS with archive size"
     print(f"  ratio {growth:.2f} for {args.lines / args.small:.0f}x the lines: {verdict}")
+    if not args.no_asa:
+        _asa_heavy(tw, sec, out, args.lines, args.seed, (b, paths["big"]), sec_run)
+    from load import bench_shapes
+
+    if args.shape_lines > 0:
+        print()
+        rows = bench_shapes.shape_table(out, args.shape_lines)
+        bench_shapes.print_shape_table(rows, args.shape_lines)
+    if args.fleet_lines > 0:
+        print()
+        runs = bench_shapes.fleet_table(tw, out, args.fleet_lines)
+        bench_shapes.print_fleet_table(runs, args.fleet_lines)
+    if not args.no_soak:
+        print()
+        bench_shapes.soak(tw, out)
     return 0
+
+
+def _run_sec(
+    sec: str, out: Path, archive: Path, name: str
+) -> tuple[Run, list[dict[str, Any]]] | None:
+    """SEC with :func:`sec_ruleset` on ``archive``: its run and alerts, or None if it failed."""
+    alerts = (out / f"{name}-alerts.txt").resolve()
+    alerts.unlink(missing_ok=True)
+    conf = out / f"{name}-rules.conf"
+    conf.write_text(sec_ruleset(alerts))
+    cmd = [
+        sec,
+        f"--conf={conf}",
+        f"--input={archive}",
+        "--notail",
+        "--nointevents",
+        f"--log={out / f'{name}.log'}",
+        "--debug=3",
+    ]
+    print(f"running: {' '.join(cmd)}")
+    run = measure(cmd, out / f"{name}.stdout", out / f"{name}.stderr")
+    if run.returncode != 0:
+        print(f"  sec failed (exit {run.returncode}); see {out}/{name}.stderr")
+        return None
+    return run, parse_sec_alerts(alerts.read_text() if alerts.exists() else "")
+
+
+def _asa_heavy(
+    tw: str, sec: str | None, out: Path, lines: int, seed: int,
+    default_run: tuple[Run, str], default_sec: Run | None,
+) -> None:  # fmt: skip
+    """analyze and SEC on the ASA-heavy mix; the ratios of both mixes, side by side."""
+    scenario = load_scenario(HERE / "scenarios" / "asa-heavy.yaml")
+    path = out / f"asa-heavy-{lines}.log"
+    print()
+    print(f"generating the ASA-heavy archive (scenario {scenario.name!r}, seed {seed})")
+    _archive(scenario, path, lines, seed)
+    jsonl = out / f"{path.stem}.incidents.jsonl"
+    cmd = [tw, "analyze", "--format", "jsonl", "--year", str(scenario.start.year), str(path)]
+    print(f"running: {' '.join(cmd)} > {jsonl}")
+    run = measure(cmd, jsonl, out / f"{path.stem}.analyze.err")
+    used = _analyze_path(out / f"{path.stem}.analyze.err")
+    truth, decoys = _load_truth(path)
+    asa_score = score(_incidents(jsonl), truth, decoys)
+    sec_run = _run_sec(sec, out, path, "sec-asa") if sec is not None else None
+    print()
+    print(f"== tunnelwatch analyze vs SEC by mix, {lines:,} lines each (same run) ==")
+    print(
+        f"{'mix':12}{'analyze lines/s':>17}{'sec lines/s':>13}{'ratio':>8}"
+        f"{'CPU-s analyze':>15}{'CPU-s sec':>11}{'CPU ratio':>11}  path"
+    )
+    mixes = (
+        ("default", default_run[0], default_sec, default_run[1]),
+        ("asa-heavy", run, sec_run[0] if sec_run else None, used),
+    )
+    for name, a, srun, used in mixes:
+        ratio = f"{srun.seconds / a.seconds:.2f}x" if srun and a.seconds else "-"
+        sec_rate = _rate(lines, srun.seconds) if srun else "-"
+        cpu_ratio = f"{srun.cpu_seconds / a.cpu_seconds:.2f}x" if srun and a.cpu_seconds else "-"
+        sec_cpu = f"{srun.cpu_seconds:.2f}" if srun else "-"
+        print(
+            f"{name:12}{_rate(lines, a.seconds):>17}{sec_rate:>13}{ratio:>8}"
+            f"{a.cpu_seconds:>15.2f}{sec_cpu:>11}{cpu_ratio:>11}  {used}"
+        )
+    print("  (issue 12's target: >= 3x SEC on any mix; ratio = SEC's time / analyze's time)")
+    _print_score("tunnelwatch on asa-heavy", asa_score)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from load import shapes
 from load.scenario import default_scenario
 from load.synth import generate
 from streams.cli.main import main
 from streams.core import native
+from streams.core.catalog import default_catalog
 from streams.core.event import Event, Unparsed
 from streams.core.framing import iter_records
-from streams.core.header import TAG_RE, fast_prefix
+from streams.core.header import TAG_RE, fast_prefix, scan_prefix
+from streams.core.kb import default_kb
 from streams.core.parse import Parser
 
 HAVE_NATIVE = importlib.util.find_spec(native.MODULE) is not None
@@ -52,6 +55,7 @@ SCENARIOS = sorted(p for p in (TESTS / "scenarios").glob("*/archive.log"))
 CORPUS = sorted((TESTS / "data" / "corpus").glob("*.log"))
 GOLDEN = sorted((TESTS / "golden").glob("*/*/*/input.log"))
 SEEDS = (1, 7, 42)
+INERT = native.inert_kinds(default_catalog(), default_kb())
 SYNTH_LINES = 20_000
 
 
@@ -99,7 +103,7 @@ def native_items(
     """The scanner's records: ``(text, row, state)`` for a clock row, ``(text, result,
     state)`` for a record handed to the parser. ``chunks``: sizes of the pieces fed, in
     turn; with ``limit=1`` the state is read after every record."""
-    scanner = native.make_scanner(_module(), parser, with_text=True)
+    scanner = native.make_scanner(_module(), parser, kb=default_kb(), with_text=True)
     scanner.reset()
     pos = 0
     sizes = list(chunks)
@@ -159,7 +163,11 @@ def assert_same_records(
             rows += 1
             assert isinstance(want, Event), text
             assert have == _row_view(want), text
-            assert want.kind is None and want.peer is None and want.conn_id is None, text
+            # No kind, or one no rule reads, and nothing learned (the engine's clock only).
+            assert want.kind is None or want.kind in INERT, text
+            assert want.local is None and want.conn_id is None, text
+            if want.kind is None:
+                assert want.peer is None, text
         else:
             assert have == want, text
         if limit == 1:
@@ -202,6 +210,65 @@ def test_a_synthetic_archive_gives_the_same_records_and_most_are_clock_rows(seed
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_synthetic_archive_gives_the_same_records_scanned_in_big_batches(seed: int) -> None:
     assert_same_records(_synth(seed), limit=4096, year=None, reference_ts=1_709_700_000.0)
+
+
+# -- every header shape on the native path ---------------------------------------------------
+
+SHAPE_SOURCES = [TESTS / "data" / "corpus", TESTS / "golden"]
+ALL_SHAPES = sorted(
+    set(shapes.shapes_in(shapes.corpus_lines(SHAPE_SOURCES))) | set(shapes.EXTRA_SHAPES)
+)
+
+
+def _mixed(lines: int, seed: int) -> bytes:
+    golden = [p.read_text() for p in GOLDEN]
+    text = "\n".join(
+        shapes.mixed_archive(
+            ALL_SHAPES, lines, catalog_bodies=golden, catalog_share=0.1, seed=seed, devices=400
+        )
+    )
+    return (text + "\n").encode()
+
+
+def test_every_header_shape_of_the_corpus_renders_and_reads_back_as_itself() -> None:
+    assert len(ALL_SHAPES) >= 40
+    for shape in ALL_SHAPES:
+        line = shapes.render(shape, 7, 1_709_596_800.25, 3) + ASA
+        assert shapes.shape_of(line) == shape, line
+
+
+@pytest.mark.parametrize("seed", (1, 2))
+def test_a_mix_of_every_header_shape_gives_the_same_records_and_only_rule_kinds_leave_the_scanner(
+    seed: int,
+) -> None:
+    data = _mixed(12_000, seed)
+    rows = assert_same_records(data, chunks=(65536, 777))
+    assert rows > 12_000 * 0.85
+    handed = [
+        (text, out)
+        for text, out, _ in native_items(data, Parser(year=2024))
+        if not isinstance(out, tuple)
+    ]
+    # What the scanner hands to the parser: catalog messages whose kind a rule reads or
+    # that teach the engine something (the device's address, a connection's peer), and the
+    # golden inputs' untagged debug lines and wrapped (multi-line) records; never a tagged
+    # line outside the catalog.
+    assert handed
+    for text, out in handed:
+        if "\n" in text:
+            continue
+        assert isinstance(out, Event), text
+        assert out.kind is not None, text
+        untagged = TAG_RE.search(text) is None
+        assert untagged or out.kind not in INERT or out.local or out.conn_id, text
+
+
+def test_analyze_gives_the_same_incidents_on_a_mix_of_every_header_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "mixed.log"
+    path.write_bytes(_mixed(100_000, 3))
+    assert_same_analysis(["--year", "2024", str(path)], capsys)
 
 
 # -- the two paths through tunnelwatch analyze ----------------------------------------------
@@ -428,6 +495,31 @@ EDGE_CASES: dict[str, bytes] = {
         f"<190>7: rtr4: Mar  5 00:00:00.007 UTC: %FWSM-6-302013: x\n"
         f"<190>8: rtr4: Mar  5 00:00:00.008 UTC: %A-B-C-1-X: x\n"
         f"<190>9: rtr4: Mar  5 00:00:00.009 UTC: %A-B-8-X: x %A-1-Y : z\n"
+        "<166>Mar 05 2024 00:00:10 fw-6 : %ASA-5-713201: Group = vpn, IP = 192.0.2.8, "
+        "Duplicate Phase 1 packet detected.  Retransmitting last packet.\n"
+        "<166>Mar 05 2024 00:00:11 fw-6 : %ASA-5-713904: IP = 192.0.2.8, Received an "
+        "un-encrypted INVALID_COOKIE notify message, dropping\n"
+        "<166>Mar 05 2024 00:00:12 fw-6 : %ASA-5-713904: IP = 192.0.2.8, Remote peer "
+        "not responding\n"
+        "<166>Mar 05 2024 00:00:13 fw-6 : %ASA-5-713068: Received non-routine Notify "
+        "message: Invalid ID info (18)\n"
+        "<166>Mar 05 2024 00:00:14 fw-6 : %ASA-5-713068: Received non-routine Notify "
+        "message: Delete (16)\n"
+        "<166>Mar 05 2024 00:00:15 fw-6 : %ASA-7-713906: \n"
+    ).encode(),
+    "lines without a '%' tag": (
+        f"<166>Mar 05 2024 00:00:00 fw-1 : {ASA[1:]}\n"
+        f"Mar  5 00:00:01 rtr-1 {IOS[1:]}\n"
+        f"Mar  5 00:00:02 rtr-1 {MAC[1:]}\n"
+        "Mar  5 00:00:03 rtr-1 sshd[811]: Accepted publickey for admin from 192.0.2.4\n"
+        "<13>host-7: a line without tag or stamp\n"
+        "a line without tag, stamp or PRI\n"
+        "Mar  5 00:00:04 rtr-1 ISAKMP (0:1): found peer pre-shared key matching 192.0.2.5\n"
+        "Mar  5 00:00:05 rtr-1 IPSEC(validate_proposal): invalid local address 10.0.0.9\n"
+        "Mar  5 00:00:06 rtr-1 foo(bar) x\n"
+        "<189>12: rtr3: 000012: 00:01:02: uptime, no tag\n"
+        "Mar  5 00:00:07 rtr-1 : : ASA-5-713068: Received non-routine Notify message: "
+        "Delete (16)\n"
     ).encode(),
     "rfc 5424 and other shapes for the full scanner": (
         f"<134>1 2024-01-02T03:04:05Z host app - - - {ASA}\n"
@@ -477,14 +569,25 @@ def test_year_less_stamps_roll_into_the_next_year_on_both_paths() -> None:
     assert_same_records(data, year=2023)
 
 
-def test_clock_rows_are_the_lines_that_need_no_catalog_matching() -> None:
+def test_clock_rows_are_the_lines_whose_kind_no_rule_reads() -> None:
     data = EDGE_CASES["catalog, wrapper and untagged lines between clock rows"]
-    items = list(native_items(data, Parser(year=2024)))
+    parser = Parser(year=2024)
+    items = list(native_items(data, parser))
     kinds = ["row" if isinstance(i[1], tuple) else "parser" for i in items]
-    # a tag outside the catalog; a catalog tag; IOS-XE wrappers (with and without an inner
-    # tag); untagged debug lines; a '%' the header reader does not know before the tag; an
-    # ASA catalog id under PIX; outside the catalog again; a prefix with a non-tag '%...'.
-    assert kinds == ["row"] + ["parser"] * 7 + ["row", "row", "parser"]
+    # a tag outside the catalog; a catalog tag the rules read; IOS-XE wrappers (with and
+    # without an inner tag); untagged debug lines: the parser. Then rows: a '%' before the
+    # tag (the full header reader); an ASA catalog id under PIX whose text no entry matches;
+    # outside the catalog (three header shapes). ASA 713201 (DUPLICATE_PACKET), 7139xx with
+    # any other text (IKE_EVENT), 713068 with another notify (IKE_NOTIFY): kinds no rule
+    # reads, so rows; 7139xx "Remote peer not responding" and 713068 "Invalid ID info" are
+    # kinds rules read: the parser. An empty 7139xx body matches no entry: a row.
+    assert kinds == ["row"] + ["parser"] * 5 + ["row"] * 7 + ["parser"] * 2 + ["row"] * 2
+    # The rows of matched inert entries still count as classified, as on the Python path.
+    py_parser = Parser(year=2024)
+    want = [i[1] for i in python_items(data, py_parser)]
+    inert_rows = [w.kind for w, k in zip(want, kinds, strict=True) if k == "row" and w.kind]
+    assert inert_rows == ["DUPLICATE_PACKET", "IKE_EVENT", "IKE_NOTIFY"]
+    assert parser.stats.classified == py_parser.stats.classified == 9
 
 
 # -- random input ---------------------------------------------------------------------------
@@ -512,6 +615,13 @@ TAGS = st.sampled_from(
         "%SYS-5-CONFIG_I : Configured from console",
         "no tag here",
         "ISAKMP: No cert, and no keys (public or pre-shared) with remote peer 192.0.2.7",
+        # Tags without their '%' (some relays drop it), outside and inside the catalog.
+        ASA[1:],
+        IOS[1:],
+        MAC[1:],
+        "ASA-5-713201: Group = vpn, IP = 192.0.2.8, Duplicate Phase 1 packet detected.",
+        "IPSEC(validate_proposal): invalid local address 10.0.0.9",
+        "sshd[811]: Accepted publickey for admin from 192.0.2.4 port 50122",
     ]
 )
 
@@ -643,3 +753,120 @@ def test_rust_patterns_spell_out_pythons_ascii_classes() -> None:
     assert native.rust_pattern(r"\S+x", full=False) == r"(?-u)^(?:[^\t\n\x0B\x0C\r \x1C-\x1F]+x)"
     with pytest.raises(ValueError):
         native.rust_pattern(r"[\S]", full=True)
+
+
+PREFIX_PART = st.sampled_from(
+    [
+        "<134>", "<13>", "<1000>", "1 ", "2024-01-02T03:04:05Z ", "2024-01-02T03:04:05.123456789+05:30 ",
+        "*2024-01-02 03:04:05-0800 ", "Jun  1 00:00:00 ", "Jun 1 2026 00:00:00.123 ", "*Mar  1 ",
+        ".Mar 26 20:49:19KST: ", "Mar 26 20:49:19 UTC+07:30: ", "Mar 26 20:49:19GMT-3: ",
+        "Mar 26 20:49:19 Foo : ", "Mar 26 20:49:19 EDT ", "10.1.1.1 ", "fe80::1: ", "::1:2:3: ",
+        "a:b:c:d:e:f:1:2: ", "1:2:3:4:5:6:7:8:9: ", "host-1 ", "fw01: ", "2435: ", "000123: ",
+        "00:01:01: ", "*1d02h: ", "1y2w3d4h5m: ", "2y10w ", "12:34:56.789 ", ": ", ":",
+        "[meta x=\"1\"] ", "[a][b\\]c]: ", "app - - - ", "- ", "UTC: ", "EDT ", "(x) ", "*y ",
+        "  ", "\t", "\x1c", "1234567890123: ", ".5s ",
+    ]
+)  # fmt: skip
+
+
+_SHARED: dict[str, native.Scanner] = {}
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(PREFIX_PART, max_size=9), TAGS, st.randoms(use_true_random=False))
+def test_the_native_full_header_reader_agrees_with_scan_prefix(
+    parts: list[str], body: str, rnd: random.Random
+) -> None:
+    # One scanner for all examples: its layouts are memoized by the prefix with every
+    # digit read as '0', so the same prefix with other digits must read as Python reads it.
+    scanner = _SHARED.get("scanner")
+    if scanner is None:
+        scanner = _SHARED["scanner"] = native.make_scanner(_module(), Parser(year=2024))
+    line = "".join(parts) + body
+    tag = TAG_RE.search(line)
+    if tag is None:
+        return
+
+    def stamp(s: Any) -> Any:
+        return None if s is None else dataclasses.astuple(s)
+
+    prefix = line[: tag.start()]
+    for variant in (
+        prefix,
+        "".join(rnd.choice("0123456789") if c.isdigit() else c for c in prefix),
+    ):
+        text = variant + line[tag.start() :]
+        have = scanner.full_header(text, len(variant))
+        h = scan_prefix(text, len(variant), tagged=True)
+        want = (
+            h.host, h.origin, stamp(h.relay_stamp), stamp(h.device_stamp), h.clock_synced, h.uptime
+        )  # fmt: skip
+        assert have == want, text
+
+
+def test_rust_patterns_keep_negated_classes_and_refuse_what_rust_reads_otherwise() -> None:
+    assert native.rust_pattern(r"[^\s:]+", full=False) == (
+        r"(?-u)^(?:[^\t\n\x0B\x0C\r \x1C-\x1F:]+)"
+    )
+    assert native.rust_pattern(r"a[^(]+?b", full=False, search=True) == r"(?-u)(?:a[^(]+?b)"
+    for clever in (r"[]a]", r"[^]a]", r"[[a]", r"[a&&b]", r"[a--b]", r"[a~~b]"):
+        with pytest.raises(ValueError):
+            native.rust_pattern(clever, full=False)
+
+
+def _kb_reading(*kinds: str) -> Any:
+    """The default knowledge base plus a rule that reads ``kinds``."""
+    import yaml
+
+    from streams.core.kb import load_document
+
+    doc = yaml.safe_load((Path(native.__file__).parent / "kb" / "rules.yaml").read_text())
+    doc["rules"].append(
+        {
+            "id": "test-reads",
+            "type": "threshold",
+            "kinds": list(kinds),
+            "key": "device",
+            "window": 600,
+            "threshold": 3,
+            "cause": "tunnel_flapping",
+            "confidence": 0.5,
+            "summary": "{count} test events",
+        }
+    )
+    return load_document(doc, default_catalog().kinds())
+
+
+def test_the_inert_catalog_entries_follow_the_knowledge_base() -> None:
+    catalog = default_catalog()
+    lookup = native.catalog_lookup(catalog, default_kb())
+    assert set(lookup) == set(catalog.by_tag)  # every tag's regexes translate
+    inert_tags = {tag for tag, entries in lookup.items() if any(e[1] for e in entries)}
+    assert {"ASA-713201", "ASA-713202", "ASA-713068", "ASA-713900"} <= inert_tags
+    # 602304 SA_DELETED: no rule reads the kind, but its `local` teaches the device's address.
+    assert "SA_DELETED" in INERT and "ASA-602304" not in inert_tags
+    # A rule that reads DUPLICATE_PACKET makes 713201/713202 matter: no longer rows.
+    lookup2 = native.catalog_lookup(catalog, _kb_reading("DUPLICATE_PACKET"))
+    assert not any(e[1] for e in lookup2["ASA-713201"])
+    assert any(e[1] for e in lookup2["ASA-713068"])
+    line = (
+        b"<166>Mar 05 2024 00:00:10 fw-6 : %ASA-5-713201: Group = vpn, IP = 192.0.2.8, "
+        b"Duplicate Phase 1 packet detected.  Retransmitting last packet.\n"
+    )
+    for kb, rows in ((default_kb(), 1), (_kb_reading("DUPLICATE_PACKET"), 0)):
+        scanner = native.make_scanner(_module(), Parser(year=2024), kb=kb)
+        scanner.reset()
+        scanner.feed(line)
+        scanner.close()
+        got, record = scanner.scan(10)
+        assert (len(got), record is None) == (rows, rows == 1)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.lists(PREFIX_PART, max_size=7), TAGS), min_size=1, max_size=10))
+def test_random_prefixes_of_every_kind_give_the_same_records_and_state(
+    lines: list[tuple[list[str], str]],
+) -> None:
+    # Tagged, bare-tagged and untagged bodies after prefixes the full reader must read.
+    data = "\n".join("".join(parts) + body for parts, body in lines).encode()
+    assert_same_records(data, year=None, reference_ts=1_709_600_000.0)

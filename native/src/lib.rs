@@ -6,13 +6,19 @@
 //!
 //! - framing: universal newlines (`\r\n`, `\r`, `\n`), continuation lines and relay
 //!   header lines joined to the next one, exactly as `iter_records`;
-//! - a single-line, pure ASCII record whose message tag is *not* in the catalog and whose
-//!   header is one of the shapes `header.fast_prefix` reads gives a *clock row*
-//!   `(device, ts, time_source, clock_synced, tz_known)`: the whole effect of such a line
-//!   on the engine is moving its device's clock;
-//! - every other record (catalog messages, untagged lines, continuation or non-ASCII
-//!   records, headers the fast path does not read) is handed back to Python as text, and
-//!   the Python parser parses it.
+//! - a single-line, pure ASCII record with a message tag gives a *clock row*
+//!   `(device, ts, time_source, clock_synced, tz_known)` when the tag is not in the
+//!   catalog, or the first catalog entry that matches is *inert* (a kind no rule reads,
+//!   nothing learned; see `Lookup`), or none matches: the whole effect of such a line on
+//!   the engine is moving its device's clock. Its header is read by `fast_prefix` (the
+//!   common shapes, one regex) or else by `scan::scan_prefix` (every other shape the
+//!   Python parser reads);
+//! - a single-line ASCII record without a '%' tag is read as `Parser._parse` reads it
+//!   (`untagged`): a tag without its '%' is looked up as above; otherwise a line that no
+//!   untagged catalog text matches and that has a PRI, a stamp or an uptime is a clock row;
+//! - every other record (catalog messages the rules read, catalog debug texts, lines that
+//!   are not syslog, continuation or non-ASCII records) is handed back to Python as text,
+//!   and the Python parser parses it.
 //!
 //! The parser's state stays in the Python `Parser`: year inference reads and, when a
 //! device's month changes, calls its `YearTracker`; the last event time and the last relay
@@ -27,6 +33,7 @@ mod kafka;
 // recvmmsg, eventfd and ppoll: Linux only (elsewhere the receiver keeps its Python UDP path).
 #[cfg(target_os = "linux")]
 mod receiver;
+mod scan;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -609,15 +616,67 @@ struct Config {
     hdr: HeaderCfg,
     header_only: Regex,
     tail_starts: Regex,
+    scan: scan::ScanCfg,
+    /// `Catalog.lookup` of the catalog tags, where an entry may be inert (see `Lookup`).
+    lookup: HashMap<Vec<u8>, Lookup, FnvBuild>,
+    /// `catalog.ASA_IKE_PREFIX`, anchored.
+    asa_prefix: Regex,
+    /// `header.BARE_TAG_RE`, anchored.
+    bare_tag: Regex,
+    /// The catalog's untagged text patterns (`Catalog.lookup_text`), for `search`; None:
+    /// untagged records go to the parser.
+    text_entries: Option<Vec<Regex>>,
     with_text: bool,
     src: [Py<PyString>; 3],
     empty: Py<PyString>,
 }
 
+/// One entry of a catalog tag: its regex (None: it matches any text), whether it is
+/// *inert* and whether it has `optional_regex`. An inert entry gives a kind that no rule,
+/// resolver, corroboration or `unless` reads, and learns nothing (no `local`, no
+/// `conn_id`): `engine.step` does with its event what `engine.clock` does with an event
+/// without a kind, so the record is a clock row (the parser counts it as classified).
+struct LookupEntry {
+    regex: Option<Regex>,
+    inert: bool,
+    optional: bool,
+}
+
+/// An entry as `native.catalog_lookup` gives it: `(pattern, inert, optional)`.
+type LookupArg = (Option<String>, bool, bool);
+
+/// `Catalog.lookup` for one tag: the entries in file order.
+struct Lookup {
+    entries: Vec<LookupEntry>,
+}
+
+impl Lookup {
+    /// `None`: the first entry that matches is not inert (the Python parser reads the
+    /// record); `Some(classified)`: a clock row, classified by an inert entry or by none.
+    fn row(&self, text: &[u8]) -> Option<bool> {
+        let hit = self
+            .entries
+            .iter()
+            .find(|e| e.regex.as_ref().is_none_or(|re| re.is_match(text)))
+            .or_else(|| self.entries.iter().find(|e| e.optional));
+        match hit {
+            None => Some(false),
+            Some(e) if e.inert => Some(true),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `Catalog.lookup`'s text of a tagged body: after the ASA "Group = .., IP = ..," prefix
+/// for ASA facilities, at most `parse.MAX_MATCH` characters.
+const MAX_MATCH: usize = 2048;
+
 /// Memo tables and scratch space.
 struct Cache {
     devices: HashMap<Vec<u8>, Py<PyString>, FnvBuild>,
     hdr: HeaderMemo,
+    scan: scan::ScanMemo,
+    bare_locs: CaptureLocations,
     key: Vec<u8>,
 }
 
@@ -676,6 +735,7 @@ struct Session<'py> {
     reference: f64,
     rows: i64,
     unknown_tz: i64,
+    classified: i64,
 }
 
 enum Line {
@@ -772,6 +832,8 @@ struct Row<'py> {
     source: u8,
     synced: bool,
     tz_known: bool,
+    /// An inert catalog message the parser would classify.
+    classified: bool,
 }
 
 /// How the time of a stamp came out.
@@ -941,6 +1003,30 @@ pub(crate) fn fast_prefix<'a>(
     Ok(Some(hdr))
 }
 
+/// Where `TAG_RE`'s match ends: after `\s*:[ \t]*` after the mnemonic.
+fn tag_end(s: &[u8], tag: &Tag) -> usize {
+    let mut p = tag.mnem.1;
+    while p < s.len() && is_space(s[p]) {
+        p += 1;
+    }
+    p += 1; // the ':' (find_tag found it)
+    while p < s.len() && matches!(s[p], b' ' | b'\t') {
+        p += 1;
+    }
+    p.min(s.len())
+}
+
+/// The text `Parser._parse` hands `Catalog.lookup` for a message body: after
+/// `ASA_IKE_PREFIX` for an ASA facility, cut at `MAX_MATCH` characters.
+fn lookup_text<'a>(cfg: &Config, mut body: &'a [u8], asa: bool) -> &'a [u8] {
+    if asa {
+        if let Some(m) = cfg.asa_prefix.find(body) {
+            body = &body[m.end()..];
+        }
+    }
+    &body[..body.len().min(MAX_MATCH)]
+}
+
 /// `Parser.parse` of one single-line ASCII record, when it is a clock row; `Ok(None)`
 /// hands the record to Python. Nothing of the parser's state changes before the record
 /// is known to be a row, but for `YearTracker.year_for`, which gives the same answer
@@ -957,27 +1043,96 @@ fn clock_row<'py>(
         return Ok(None);
     }
     let Some(tag) = find_tag(s) else {
-        return Ok(None); // untagged: catalog text patterns are Python's
+        return match untagged(py, cfg, cache, s)? {
+            None => Ok(None),
+            Some((full, classified)) => event_row(py, cfg, cache, state, sess, full.hdr, full.uptime, classified),
+        };
     };
     let fac = &s[tag.fac.0..tag.fac.1];
     let mnem = &s[tag.mnem.0..tag.mnem.1];
     if cfg.wrappers.iter().any(|w| w.as_slice() == mnem) {
         return Ok(None);
     }
+    let Some(classified) = catalog_row(cfg, cache, fac, mnem, &s[tag_end(s, &tag)..]) else {
+        return Ok(None); // a catalog message the engine reads
+    };
+    let (h, uptime) = match fast_prefix(py, &cfg.hdr, &mut cache.hdr, &s[..tag.start])? {
+        Some(h) => (h, false),
+        None => {
+            let full = scan::scan_prefix(py, &cfg.scan, &cfg.hdr, &mut cache.scan, &mut cache.hdr, s, tag.start)?;
+            (full.hdr, full.uptime)
+        }
+    };
+    event_row(py, cfg, cache, state, sess, h, uptime, classified)
+}
+
+/// `Catalog.lookup` of a message with this facility and mnemonic and `body` (the text
+/// after the tag), as the scanner decides it: `Some(classified)` for a clock row (a tag
+/// outside the catalog, an inert entry, or no entry matching), None for the parser.
+fn catalog_row(cfg: &Config, cache: &mut Cache, fac: &[u8], mnem: &[u8], body: &[u8]) -> Option<bool> {
     cache.key.clear();
-    if cfg.asa.iter().any(|a| a.as_slice() == fac) {
+    let asa = cfg.asa.iter().any(|a| a.as_slice() == fac);
+    if asa {
         cache.key.extend_from_slice(b"ASA-");
     } else {
         cache.key.extend_from_slice(fac);
         cache.key.push(b'-');
     }
     cache.key.extend_from_slice(mnem);
-    if cfg.tags.contains(cache.key.as_slice()) {
-        return Ok(None); // a catalog message
+    if let Some(lookup) = cfg.lookup.get(cache.key.as_slice()) {
+        return lookup.row(lookup_text(cfg, body, asa));
     }
-    let Some(h) = fast_prefix(py, &cfg.hdr, &mut cache.hdr, &s[..tag.start])? else {
+    if cfg.tags.contains(cache.key.as_slice()) {
+        return None;
+    }
+    Some(false)
+}
+
+/// A record without a `%` tag, as `Parser._parse` reads it: the header up to the first
+/// token that is no header part (`scan_prefix(..., tagged=False)`), then a tag without
+/// its '%' (`BARE_TAG_RE`) read as a tagged message, or else the catalog's untagged
+/// text patterns: a match goes to the parser, and so does a line with neither PRI, stamp
+/// nor uptime (not syslog); what is left is an event without a kind. `Some((header,
+/// classified))` for a clock row.
+fn untagged<'a>(
+    py: Python<'_>,
+    cfg: &Config,
+    cache: &mut Cache,
+    s: &'a [u8],
+) -> PyResult<Option<(scan::Full<'a>, bool)>> {
+    let Some(texts) = cfg.text_entries.as_ref() else {
         return Ok(None);
     };
+    let (full, body_start, pri) = scan::scan_untagged(py, &cfg.scan, &cfg.hdr, &mut cache.scan, &mut cache.hdr, s)?;
+    let rest = &s[body_start..];
+    if let Some(m) = cfg.bare_tag.captures_read(&mut cache.bare_locs, rest) {
+        let (Some((f0, f1)), Some((m0, m1))) = (cache.bare_locs.get(1), cache.bare_locs.get(3)) else {
+            return Ok(None);
+        };
+        let end = m.end();
+        return Ok(catalog_row(cfg, cache, &rest[f0..f1], &rest[m0..m1], &rest[end..]).map(|c| (full, c)));
+    }
+    if texts.iter().any(|re| re.is_match(&s[..s.len().min(MAX_MATCH)])) {
+        return Ok(None); // a catalog text pattern: the parser reads it
+    }
+    if !pri && full.hdr.device.is_none() && !full.uptime {
+        return Ok(None); // not syslog: the parser says so
+    }
+    Ok(Some((full, false)))
+}
+
+/// `Parser._event` of a record read as a clock row; `Ok(None)` hands it to Python.
+#[allow(clippy::too_many_arguments)]
+fn event_row<'py>(
+    py: Python<'py>,
+    cfg: &Config,
+    cache: &mut Cache,
+    state: &mut ParseState,
+    sess: &Session<'py>,
+    h: Hdr<'_>,
+    uptime: bool,
+    classified: bool,
+) -> PyResult<Option<Row<'py>>> {
     // Parser._event
     let device: Option<Bound<'py, PyString>> = match h.host.or(h.origin) {
         Some(name) => Some(cache.device(py, name)),
@@ -990,8 +1145,10 @@ fn clock_row<'py>(
             stamp = Some(r);
             source = SRC_RELAY;
         }
+    } else if h.device.is_some() && h.relay.is_none() && h.host.is_some() && uptime {
+        // A relay's stamp and host before a device's uptime: the stamp is the relay's.
+        source = SRC_RELAY;
     }
-    // (fast_prefix never reads an uptime, so the relay-host-with-uptime case cannot occur.)
     let mut ts: Option<f64> = None;
     let mut tz_known = true;
     if let Some(st) = stamp {
@@ -1034,7 +1191,7 @@ fn clock_row<'py>(
         state.last_ts = Some(ts);
         state.ts_dirty = true;
     }
-    Ok(Some(Row { device, ts, source, synced: h.clock_synced, tz_known }))
+    Ok(Some(Row { device, ts, source, synced: h.clock_synced, tz_known, classified }))
 }
 
 impl Scanner {
@@ -1076,6 +1233,7 @@ impl Scanner {
             reference: context.unwrap_or_else(|| reference.filter(|r| *r != 0.0).unwrap_or(0.0)),
             rows: 0,
             unknown_tz: 0,
+            classified: 0,
         })
     }
 
@@ -1087,6 +1245,7 @@ impl Scanner {
                 (intern!(py, "records"), sess.rows),
                 (intern!(py, "events"), sess.rows),
                 (intern!(py, "unknown_tz"), sess.unknown_tz),
+                (intern!(py, "classified"), sess.classified),
             ] {
                 if add > 0 {
                     let v: i64 = stats.getattr(name)?.extract()?;
@@ -1146,6 +1305,9 @@ impl Scanner {
                 sess.rows += 1;
                 if !row.tz_known {
                     sess.unknown_tz += 1;
+                }
+                if row.classified {
+                    sess.classified += 1;
                 }
                 let device = match row.device {
                     Some(d) => d.into_any(),
@@ -1247,7 +1409,7 @@ impl Scanner {
 #[pymethods]
 impl Scanner {
     #[new]
-    #[pyo3(signature = (parser, *, tags, asa_facilities, wrapper_mnemonics, fast, fast_bare, header_only, tail_starts, tz_offset_minutes, header_only_match, stamp, with_text = false))]
+    #[pyo3(signature = (parser, *, tags, asa_facilities, wrapper_mnemonics, fast, fast_bare, header_only, tail_starts, tz_offset_minutes, header_only_match, stamp, scan, lookup, asa_prefix, bare_tag, text_entries, with_text = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1262,10 +1424,38 @@ impl Scanner {
         tz_offset_minutes: Py<PyAny>,
         header_only_match: Py<PyAny>,
         stamp: Py<PyAny>,
+        scan: (String, String, String, String, String),
+        lookup: Vec<(String, Vec<LookupArg>)>,
+        asa_prefix: &str,
+        bare_tag: &str,
+        text_entries: Option<Vec<String>>,
         with_text: bool,
     ) -> PyResult<Self> {
         let hdr = HeaderCfg::new(fast, fast_bare, tz_offset_minutes)?;
-        let cache = Cache { devices: HashMap::default(), hdr: hdr.memo(), key: Vec::with_capacity(64) };
+        let scan = scan::ScanCfg::new(bare_tag, &scan.0, &scan.1, &scan.2, &scan.3, &scan.4)?;
+        // A tag with a regex this crate cannot compile stays with the Python parser.
+        let lookup = lookup
+            .into_iter()
+            .filter_map(|(tag, entries)| {
+                let entries: Result<Vec<LookupEntry>, regex::Error> = entries
+                    .into_iter()
+                    .map(|(p, inert, optional)| {
+                        Ok(LookupEntry { regex: p.as_deref().map(Regex::new).transpose()?, inert, optional })
+                    })
+                    .collect();
+                entries.ok().map(|entries| (tag.into_bytes(), Lookup { entries }))
+            })
+            .collect();
+        let bare_tag = compile(bare_tag)?;
+        // Untagged records stay with the parser unless every text pattern compiles here.
+        let text_entries = text_entries.and_then(|ps| ps.iter().map(|p| Regex::new(p).ok()).collect());
+        let cache = Cache {
+            devices: HashMap::default(),
+            hdr: hdr.memo(),
+            scan: scan.memo(),
+            bare_locs: bare_tag.capture_locations(),
+            key: Vec::with_capacity(64),
+        };
         let cfg = Config {
             parser,
             header_only_fn: header_only_match,
@@ -1276,6 +1466,11 @@ impl Scanner {
             hdr,
             header_only: compile(header_only)?,
             tail_starts: compile(tail_starts)?,
+            scan,
+            lookup,
+            asa_prefix: compile(asa_prefix)?,
+            bare_tag,
+            text_entries,
             with_text,
             src: [
                 PyString::intern(py, "device").unbind(),
@@ -1355,6 +1550,24 @@ impl Scanner {
         let device = h.device.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
         Ok(Some((host, origin, relay, device, h.clock_synced).into_pyobject(py)?))
     }
+
+    /// Test hook: what the full header reader reads of `line[:end]` (ASCII, `line` the
+    /// whole record), as `scan_prefix(line, end, tagged=True)` would:
+    /// `(host, origin, relay_stamp, device_stamp, clock_synced, uptime)`.
+    fn full_header<'py>(&mut self, py: Python<'py>, line: &str, end: usize) -> PyResult<Bound<'py, PyTuple>> {
+        let s = line.as_bytes();
+        if !s.is_ascii() || end > s.len() {
+            return Err(PyValueError::new_err("full_header() takes an ASCII line and an end within it"));
+        }
+        let full =
+            scan::scan_prefix(py, &self.cfg.scan, &self.cfg.hdr, &mut self.cache.scan, &mut self.cache.hdr, s, end)?;
+        let h = full.hdr;
+        let host = h.host.map(|b| String::from_utf8_lossy(b).into_owned());
+        let origin = h.origin.map(|b| String::from_utf8_lossy(b).into_owned());
+        let relay = h.relay.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
+        let device = h.device.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
+        (host, origin, relay, device, h.clock_synced, full.uptime).into_pyobject(py)
+    }
 }
 
 /// Test hook: `TAG_RE.search(line)` on an ASCII line, as `(start, facility, severity,
@@ -1391,6 +1604,7 @@ fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // The interface `streams/core/native.py` expects; bump both together.
     // 2: the receiver's UdpReceiver, DeviceKeys, RecordBatch and group_by_partition.
-    m.add("ABI", 2)?;
+    // 3: Scanner reads every tagged header (`scan`) and inert catalog messages (`lookup`).
+    m.add("ABI", 3)?;
     Ok(())
 }

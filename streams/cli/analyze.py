@@ -65,7 +65,7 @@ def _run_native(
     rows for the lines that only move a device's clock and hands every other record to
     the parser; it stops at every TICK_EVERY-th record so that ticks fall where they do
     on the Python path."""
-    scanner = native.make_scanner(module, parser)
+    scanner = native.make_scanner(module, parser, kb=corr.kb)
     n = 0
     scanner.reset()
     for chunk in iter_chunks(args, parser):

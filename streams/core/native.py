@@ -1,7 +1,10 @@
 """The optional native hot loop of ``tunnelwatch analyze`` (``native/``, a Rust extension).
 
 ``tunnelwatch_native.Scanner`` frames archive bytes and reads, for every record that is
-one ASCII line with a common header and a message tag outside the catalog, a *clock row*
+one ASCII line with a message tag outside the catalog (any header shape the parser reads:
+``fast_prefix``'s in one regex, the others as ``scan_prefix`` reads them; a tag without
+its '%'; or no tag and no catalog text, :func:`text_patterns`), or a catalog message that
+cannot change the engine's state (:func:`catalog_lookup`), a *clock row*
 ``(device, ts, time_source, clock_synced, tz_known)``: what :class:`~streams.core.parse.Parser`
 would give for it, and all the engine needs of it. Every other record comes back as text
 for the Python parser. Parser state (years, last stamp, last relay stamp, counters) stays
@@ -22,21 +25,34 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from streams.core.catalog import ASA_FACILITIES
+from streams.core.catalog import ASA_FACILITIES, ASA_IKE_PREFIX, Catalog
 from streams.core.clock import tz_offset_minutes
 from streams.core.framing import _HEADER_ONLY, _TAIL_STARTS
-from streams.core.header import _FAST, _FAST_BARE, WRAPPER_MNEMONICS, Stamp
+from streams.core.header import (
+    _BSD,
+    _FAST,
+    _FAST_BARE,
+    _ISO,
+    _RFC5424,
+    _SD,
+    _SPACED_TZ,
+    BARE_TAG_RE,
+    WRAPPER_MNEMONICS,
+    Stamp,
+)
+from streams.core.kb import KnowledgeBase
 from streams.core.parse import Parser
 from streams.errors import ConfigError
 
 ENV = "TUNNELWATCH_NATIVE"
 MODULE = "tunnelwatch_native"
 #: The interface this module expects of the extension (``ABI`` in ``native/src/lib.rs``).
-ABI = 2
+ABI = 3
 
 #: A clock row: ``(device, ts, time_source, clock_synced, tz_known)``; with
 #: ``with_text=True`` the record's text follows.
@@ -59,6 +75,12 @@ class Scanner(Protocol):
     ) -> (
         tuple[str | None, str | None, tuple[Any, ...] | None, tuple[Any, ...] | None, bool] | None
     ): ...
+
+    def full_header(
+        self, line: str, end: int
+    ) -> tuple[
+        str | None, str | None, tuple[Any, ...] | None, tuple[Any, ...] | None, bool, bool
+    ]: ...
 
 
 #: What :meth:`UdpReceiver.drain` returns: the records (``Record`` instances) in arrival
@@ -150,10 +172,10 @@ _SPACE = r"\t\n\x0B\x0C\r \x1C-\x1F"  # Python's \s on ASCII (str.isspace)
 _CLASSES = {"s": _SPACE, "d": "0-9", "w": "0-9A-Za-z_"}
 
 
-def rust_pattern(pattern: str, *, full: bool) -> str:
+def rust_pattern(pattern: str, *, full: bool, search: bool = False) -> str:
     """A Python ``re`` pattern (for ``str``), as the Rust ``regex`` crate reads it on ASCII
     bytes: ``\\s``, ``\\d`` and ``\\w`` spelled out as Python's ASCII classes, anchored as
-    ``fullmatch`` (``full``) or ``match``."""
+    ``fullmatch`` (``full``) or ``match``, or not anchored (``search``)."""
     out: list[str] = []
     in_class = False
     i = 0
@@ -173,13 +195,24 @@ def rust_pattern(pattern: str, *, full: bool) -> str:
             continue
         if c == "[" and not in_class:
             in_class = True
-            if pattern[i + 1 : i + 2] in ("]", "^"):
+            # `[^...]` reads the same in both (the spelled-out classes inside it too); a
+            # ']' first in a class does not.
+            first = i + 2 if pattern[i + 1 : i + 2] == "^" else i + 1
+            if pattern[first : first + 1] == "]":
                 raise ValueError(f"class too clever to translate: {pattern!r}")
+            out.append(pattern[i:first])
+            i = first
+            continue
         elif c == "]" and in_class:
             in_class = False
+        elif in_class and (c == "[" or (c in "&-~" and pattern[i + 1 : i + 2] == c)):
+            # Rust reads these as nested classes and set operations.
+            raise ValueError(f"class too clever to translate: {pattern!r}")
         out.append(c)
         i += 1
     body = "".join(out)
+    if search:
+        return f"(?-u)(?:{body})"
     return f"(?-u)^(?:{body})$" if full else f"(?-u)^(?:{body})"
 
 
@@ -211,8 +244,75 @@ def load(mode: str | None = None) -> NativeModule | None:
     return cast(NativeModule, module)
 
 
-def make_scanner(module: NativeModule, parser: Parser, *, with_text: bool = False) -> Scanner:
-    """A scanner reading for ``parser`` (its catalog, its year tracker and state)."""
+_STATE_GROUPS = frozenset({"local", "conn_id"})
+
+#: One catalog entry for the scanner: its regex as a Rust pattern for ``search`` (None:
+#: any text), whether it is inert, whether it has ``optional_regex``.
+LookupEntry = tuple[str | None, bool, bool]
+
+
+def inert_kinds(catalog: Catalog, kb: KnowledgeBase) -> frozenset[str]:
+    """The kinds of the catalog that cannot change ``kb``'s engine state: no rule (trigger,
+    ``expect``), resolver (``resolve_on``), corroboration or ``unless`` reads them."""
+    return frozenset(catalog.kinds() - kb.kinds_used())
+
+
+def catalog_lookup(catalog: Catalog, kb: KnowledgeBase) -> dict[str, list[LookupEntry]]:
+    """``Catalog.lookup`` of every catalog tag, for the scanner, with each entry marked
+    *inert* when its kind is in :func:`inert_kinds` and it captures no ``local`` (the
+    device's addresses) and no ``conn_id`` (a connection's peer): ``engine.step`` does with
+    such an event exactly what ``engine.clock`` does with an event without a kind, so the
+    scanner makes a clock row of a record whose first matching entry is inert, or that no
+    entry matches, and hands the others to the parser. Derived from the knowledge base
+    when the scanner is made, never listed by hand.
+
+    A tag with a regex the translation does not take (a flag, a class it cannot spell) is
+    left out: its records stay with the Python parser."""
+    inert = inert_kinds(catalog, kb)
+    out: dict[str, list[LookupEntry]] = {}
+    for tag, entries in catalog.by_tag.items():
+        rows: list[LookupEntry] = []
+        for e in entries:
+            learns = e.regex is not None and bool(_STATE_GROUPS & set(e.regex.groupindex))
+            pattern: str | None = None
+            if e.regex is not None:
+                if e.regex.flags & ~re.UNICODE:
+                    break
+                try:
+                    pattern = rust_pattern(e.regex.pattern, full=False, search=True)
+                except ValueError:
+                    break
+            rows.append((pattern, e.kind in inert and not learns, e.optional_regex))
+        else:
+            out[tag] = rows
+    return out
+
+
+def text_patterns(catalog: Catalog) -> list[str] | None:
+    """The catalog's untagged text patterns (``Catalog.lookup_text``) as Rust patterns for
+    ``search``; None when one does not translate (untagged records then stay with the
+    Python parser)."""
+    out: list[str] = []
+    for e in catalog.text_entries:
+        if e.text is None or e.text.flags & ~re.UNICODE:
+            return None
+        try:
+            out.append(rust_pattern(e.text.pattern, full=False, search=True))
+        except ValueError:
+            return None
+    return out
+
+
+def make_scanner(
+    module: NativeModule,
+    parser: Parser,
+    *,
+    kb: KnowledgeBase | None = None,
+    with_text: bool = False,
+) -> Scanner:
+    """A scanner reading for ``parser`` (its catalog, its year tracker and state); with
+    ``kb``, the catalog messages that cannot change that knowledge base's engine state
+    are clock rows too (:func:`catalog_lookup`)."""
     return module.Scanner(
         parser,
         tags=sorted(parser.catalog.by_tag),
@@ -225,6 +325,13 @@ def make_scanner(module: NativeModule, parser: Parser, *, with_text: bool = Fals
         tz_offset_minutes=tz_offset_minutes,
         header_only_match=_HEADER_ONLY.match,
         stamp=Stamp,
+        scan=tuple(
+            rust_pattern(r.pattern, full=False) for r in (_RFC5424, _ISO, _BSD, _SPACED_TZ, _SD)
+        ),
+        lookup=sorted(catalog_lookup(parser.catalog, kb).items()) if kb is not None else [],
+        asa_prefix=rust_pattern(ASA_IKE_PREFIX.pattern, full=False),
+        bare_tag=rust_pattern(BARE_TAG_RE.pattern, full=False),
+        text_entries=text_patterns(parser.catalog),
         with_text=with_text,
     )
 
