@@ -607,15 +607,10 @@ def test_the_stream_gives_analyzes_incidents_on_a_fleet_of_disagreeing_clocks(
     clocks = {c: 1.0 for c in CLOCK_CLASSES if c not in ("stampless", "uptime")}
     spec = FleetSpec(seed=11, devices=40, hours=1.5, start="2024-06-03T06:00:00Z", clocks=clocks)
     archive = build_fleet(spec).write(tmp_path / "fleet.log")
-    run = _new_run(kafka_names, tmp_path, "fleet")
-    records, _ = _keyed_records([archive])
-    asyncio.run(_publish(kafka_bootstrap, run, records))
-    _start(workers, kafka_bootstrap, run)
-    _wait_done(kafka_bootstrap, run)
-    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
-    analyzed = _analyze([archive], capsys)
+    analyzed = _stream_equals_analyze(
+        kafka_bootstrap, kafka_names, tmp_path, capsys, workers, archive
+    )
     assert len(analyzed) >= 8
-    _assert_same_incidents(analyzed, streamed)
 
 
 @pytest.mark.kafka
@@ -631,12 +626,28 @@ def test_the_stream_and_analyze_agree_on_a_silent_devices_incident(
     # fleet clock was the slowest partition's, and analyze's the median of the whole
     # fleet (before the one fleet clock of streams/core/fleet.py).
     archive = _fleet_archive(tmp_path, seed=11)
-    run = _new_run(kafka_names, tmp_path, "silent")
-    records, _ = _keyed_records([archive])
-    asyncio.run(_publish(kafka_bootstrap, run, records))
-    _start(workers, kafka_bootstrap, run)
-    _wait_done(kafka_bootstrap, run)
-    streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
-    analyzed = _analyze([archive], capsys)
+    analyzed = _stream_equals_analyze(
+        kafka_bootstrap, kafka_names, tmp_path, capsys, workers, archive
+    )
     assert any(r["cause"] == "hardware_unsupported" for r in analyzed.values())
+
+
+def _stream_equals_analyze(
+    bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+    archive: Path,
+) -> dict[str, Any]:
+    """Publish ``archive`` as the receiver would, run a worker to the end, and check that
+    its incidents are analyze's; analyze's incidents."""
+    run = _new_run(kafka_names, tmp_path, archive.stem)
+    records, _ = _keyed_records([archive])
+    asyncio.run(_publish(bootstrap, run, records))
+    _start(workers, bootstrap, run)
+    _wait_done(bootstrap, run)
+    streamed = asyncio.run(incident_reader.snapshot(bootstrap, run.names.incidents))
+    analyzed = _analyze([archive], capsys)
     _assert_same_incidents(analyzed, streamed)
+    return analyzed
