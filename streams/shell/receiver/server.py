@@ -43,7 +43,7 @@ from streams.shell.receiver.metrics import Metrics, MetricsServer
 from streams.shell.receiver.pipeline import LoudLog, Pipeline, PipelineConfig
 from streams.shell.receiver.protection import AllowList, IPNetwork, RateLimiter
 from streams.shell.receiver.record import Record, RecordMaker, format_source
-from streams.shell.receiver.spool import DEFAULT_SEGMENT_BYTES, Spool
+from streams.shell.receiver.spool import DEFAULT_BUFFER_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
 from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, RAW_TOPIC
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class ReceiverConfig:
     spool_dir: Path = Path(".state/spool")
     spool_max_bytes: int = 1 << 30
     spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    #: Records the spool keeps in memory while its disk fails (then: dropped, spool_error).
+    spool_buffer_bytes: int = DEFAULT_BUFFER_MAX_BYTES
     allow: list[IPNetwork] = field(default_factory=list)
     rate_limit: float | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
@@ -392,7 +394,9 @@ class Receiver:
 
     async def start(self) -> None:
         cfg = self.config
-        self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_segment_bytes)
+        self.spool = Spool(
+            cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_segment_bytes, cfg.spool_buffer_bytes
+        )
         out = KafkaOut(
             cfg.bootstrap, cfg.topic, request_timeout_ms=cfg.request_timeout_ms, native=self.native
         )
