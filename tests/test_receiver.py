@@ -14,11 +14,13 @@ import random
 import re
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -580,3 +582,109 @@ def test_a_full_spool_disk_counts_only_what_it_wrote_and_heals_when_kafka_comes_
         finally:
             broker.stop(data_dir)
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _paced_udp(port: int, lines: list[bytes], rate: float, stop_at: float) -> int:
+    """Send ``lines`` at ``rate`` a second until they are all sent or the monotonic clock
+    reaches ``stop_at``; how many were sent."""
+    step = max(int(rate / 200), 1)  # bursts every 5 ms
+    start = time.monotonic()
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        while sent < len(lines):
+            now = time.monotonic()
+            if now >= stop_at:
+                break
+            due = start + sent / rate
+            if due > now:
+                time.sleep(due - now)
+            for line in lines[sent : sent + step]:
+                s.sendto(line, ("127.0.0.1", port))
+            sent += len(lines[sent : sent + step])
+    return sent
+
+
+def _scrape_sync(port: int) -> dict[str, float]:
+    return parse_metrics(asyncio.run(scrape("127.0.0.1", port, timeout=2.0)))
+
+
+def test_a_receiver_killed_during_an_outage_loses_at_most_its_last_flush(
+    kafka_names: KafkaNames, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 13, item 4: at 20k msg/s, broker killed, receiver killed -9 3 s later: 20,736
+    # of 100,000 lost (memory batches never spooled). Now memory waiting 1 s for an ack is
+    # copied to the held journal, then spooled; what a kill can lose is the spool's write
+    # buffer: at most flush_interval (50 ms) of records, and never more than 256 KiB.
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("needs the project's own broker (it is killed and restarted)")
+    rate = 20_000.0
+    lines = [_line(i % 11, i) for i in range(int(rate * 5))]
+    one = len(encode_record(RecordMaker().make(lines[0], "127.0.0.1", b"127.0.0.1:65535")))
+    spool = tmp_path / "spool"
+    data_dir = REPO / ".state" / f"test-kill-{uuid.uuid4().hex[:8]}"
+    port, cport = free_port(), free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    udp_port, metrics_port = free_port(), free_port()
+    broker.start(data_dir, port, cport)
+    proc: subprocess.Popen[bytes] | None = None
+    err_log = (tmp_path / "receiver.log").open("wb")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli.main", "receive",
+             "--udp", f"127.0.0.1:{udp_port}", "--bootstrap", bootstrap,
+             "--topic", kafka_names.topic, "--spool-dir", str(spool),
+             "--metrics", f"127.0.0.1:{metrics_port}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stats = _scrape_sync(metrics_port)
+                if stats["tunnelwatch_kafka_up"] == 1:
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "receiver.log").read_text()
+            assert time.monotonic() < deadline, "receiver did not connect"
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(_paced_udp, udp_port, lines, rate, t0 + 5.0)
+            time.sleep(2.0)
+            pid = int((data_dir / "broker.pid").read_text().strip())
+            os.kill(pid, signal.SIGKILL)  # the broker dies mid-stream
+            killed_broker = time.monotonic() - t0
+            sent = sending.result()
+        stats = _scrape_sync(metrics_port)
+        proc.kill()  # kill -9, right after the last line
+        proc.wait(10)
+        received = int(stats['tunnelwatch_received_total{transport="udp"}'])
+        held = int(stats["tunnelwatch_spool_held_total"])
+        broker.start(data_dir, port, cport)
+
+        async def drain() -> None:
+            async with running(config(bootstrap, kafka_names.topic, spool)) as rx:
+                assert rx.spool is not None
+                await wait_for(lambda: rx.spool is not None and rx.spool.empty, 60, "drained")
+
+        asyncio.run(drain())
+        msgs = asyncio.run(read_topic(bootstrap, kafka_names.topic, timeout=60))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err_log.close()
+        broker.stop(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    arrived = {x.value for x in msgs}
+    assert arrived <= set(lines)
+    lost = received - len(arrived)
+    with capsys.disabled():
+        print(
+            f"\nkill -9 during an outage at {rate:,.0f} msg/s: sent {sent:,}, received "
+            f"{received:,}, broker killed at {killed_broker:.2f} s, held journal {held:,}, "
+            f"arrived after restart {len(arrived):,} (+{len(msgs) - len(arrived):,} duplicates),"
+            f" lost {lost:,} (bound: {min(rate * 0.05, (256 << 10) / one):,.0f})"
+        )
+    assert sent >= rate * 4  # the sender kept (about) the rate
+    assert held > 0  # memory waiting for acks went to the held journal
+    assert lost <= (256 << 10) // one + 1
