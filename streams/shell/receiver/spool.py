@@ -26,19 +26,21 @@ with the rest of the segment. Segments of the first format (no file header, reco
 
 Writing: :meth:`Spool.append` only buffers (in memory); :meth:`Spool.flush` writes the
 buffer to the active segment with plain ``os.write`` (the receiver calls it every 50 ms
-and before reading back), and a record counts as spooled (``on_written``) only once all
-its bytes are in the file. A write that fails (ENOSPC, EIO, ...) leaves no torn record
-behind (the segment is cut back to the last whole record) and keeps the unwritten records
-in the buffer; the spool then retries with a doubling backoff (0.05 s to 5 s) and logs
-one ERROR when such an episode starts and one WARNING, with counts, when it ends (and a
-reminder a minute). While writes fail the buffer may grow to ``buffer_max_bytes``; past
-that :meth:`append` refuses records (the caller counts them, reason ``spool_error``).
+and before reading back; :meth:`Spool.append` calls it once ``WRITE_BUFFER_BYTES`` wait),
+and a record counts as spooled (``on_written``) only once all its bytes are in the file.
+A write that fails (ENOSPC, EIO, ...) leaves no torn record behind (the segment is cut
+back to the last whole record) and keeps the unwritten records in the buffer; the spool
+then retries with a doubling backoff (0.05 s to 5 s) and logs one ERROR when such an
+episode starts and one WARNING, with counts, when it ends (and a reminder a minute).
+While writes fail the buffer may grow to ``buffer_max_bytes``; past that :meth:`append`
+refuses records (the caller counts them, reason ``spool_error``).
 
 fsync policy: :meth:`Spool.sync` (the receiver runs it every second, at every segment roll
 and on close) fsyncs. So a crash of the receiver loses at most the buffer (50 ms of
-spooled records), a crash of the machine at most about one second. The cursor file is
-replaced atomically (write + rename) on every commit but not fsynced: after a machine
-crash some already-published records can be published again (at-least-once).
+spooled records, never more than ``WRITE_BUFFER_BYTES``), a crash of the machine at most
+about one second. The cursor file is replaced atomically (write + rename) on every commit
+but not fsynced: after a machine crash some already-published records can be published
+again (at-least-once).
 
 The held journal (:meth:`Spool.hold`): records that are still in the receiver's memory
 while Kafka does not acknowledge them can be written to a segment of their own, before
@@ -89,7 +91,7 @@ _HEAD = struct.Struct(">2sIII")  # magic, payload length, payload CRC, header CR
 _HEAD_CRC_SPAN = 10  # the header CRC covers magic, length and payload CRC
 _V1_HEAD = struct.Struct(">II")
 _U16 = struct.Struct(">H")
-_WRITE_BUFFER = 256 * 1024
+WRITE_BUFFER_BYTES = 64 * 1024
 _RETRY_FIRST = 0.05
 _RETRY_MAX = 5.0
 _REMIND_EVERY = 60.0
@@ -592,7 +594,7 @@ class Spool:
             return False
         self._buf.append(data)
         self._buf_bytes += len(data)
-        if self._buf_bytes >= _WRITE_BUFFER and self.failing is None:
+        if self._buf_bytes >= WRITE_BUFFER_BYTES and self.failing is None:
             self.flush()
         return True
 
@@ -795,6 +797,11 @@ class Spool:
     @property
     def holding(self) -> bool:
         return self._held is not None
+
+    @property
+    def held_path(self) -> Path | None:
+        """The held journal's segment file, while there is one."""
+        return self._held.path if self._held is not None else None
 
     def hold(self, records: Sequence[Record]) -> bool:
         """Append ``records`` to the held journal (a segment before all others that this
