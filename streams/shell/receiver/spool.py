@@ -333,6 +333,7 @@ class Spool:
         self.failing: OSError | None = None  # the last write error, while writes fail
         self._write_episode = _Episode(f"spool write to {self.directory}")
         self._cursor_episode = _Episode(f"spool cursor update in {self.directory}")
+        self._hold_episode = _Episode(f"held journal write in {self.directory}")
         self._retry_at = 0.0
         self._retry_wait = _RETRY_FIRST
         self._episode_written = 0
@@ -837,8 +838,9 @@ class Spool:
             self._bytes += len(body)
         except OSError as exc:
             self.write_errors += 1
-            self._write_episode.fail(exc, f"{len(records)} records held in memory have no copy")
+            self._hold_episode.fail(exc, f"{len(records)} records held in memory have no copy")
             return False
+        self._hold_episode.ok("records held in memory have a copy again")
         return True
 
     def release(self) -> None:
