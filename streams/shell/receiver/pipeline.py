@@ -121,6 +121,8 @@ class Pipeline:
         )
         self._sync_error = LoudLog("spool fsync failed", 60.0)
         self._hold_tail: Record | None = None  # the newest record in the held journal
+        self._hold_wait = 0.0  # after a failed journal write: the next try, and the backoff
+        self._hold_backoff = 0.0
         spool.on_written = self._written
         metrics.spool = spool
         metrics.spool_bytes = lambda: self.spool.size_bytes
@@ -489,7 +491,7 @@ class Pipeline:
         once Kafka has not acked for ``hold_after`` (then at every tick while it lasts);
         delete the journal when memory no longer holds any of them."""
         holding = self._hold_tail is not None
-        if not holding and not self._stalled(now):
+        if (not holding and not self._stalled(now)) or now < self._hold_wait:
             return
         pieces = self._memory()
         if not any(pieces):
@@ -513,6 +515,10 @@ class Pipeline:
         if self.spool.hold(new):
             self._hold_tail = new[-1]
             self.metrics.held += len(new)
+            self._hold_backoff = 0.0
+        else:  # no room or a write error: try again later, not at every tick
+            self._hold_backoff = min(max(self._hold_backoff * 2, 0.25), 5.0)
+            self._hold_wait = now + self._hold_backoff
 
     def _release(self) -> None:
         self._hold_tail = None

@@ -812,10 +812,9 @@ class Spool:
             return True
         body = b"".join(encode_record(r) for r in records)
         if not self.room_for(len(body) + HEADER_BYTES):
-            log.warning(
-                "spool %s is full: %d records held in memory have no copy on disk",
-                self.directory,
-                len(records),
+            self._hold_episode.fail(
+                OSError(errno.ENOSPC, "the spool is at its size limit"),
+                f"{len(records)} records held in memory have no copy",
             )
             return False
         try:
