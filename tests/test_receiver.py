@@ -536,7 +536,7 @@ async def _full_disk_scenario(
     data_dir: Path, port: int, cport: int, topic: str, spool: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     bootstrap = f"127.0.0.1:{port}"
-    lines = [_line(i % 7, i) for i in range(30_000)]
+    lines = [_line(i % 7, i) for i in range(35_100)]
     cfg = config(bootstrap, topic, spool, spool_buffer_bytes=1 << 20)
     async with running(cfg) as rx:
         assert rx.udp_address and rx.metrics_address
@@ -546,10 +546,11 @@ async def _full_disk_scenario(
         udp_send(rx.udp_address[1], lines[:100])
         await wait_for(lambda: m.published == 100, what="first lines published")
         await asyncio.to_thread(broker.stop, data_dir)
-        # 30k lines of ~150 spool bytes: 2 MiB of disk takes ~13k, the 1 MiB buffer ~7k.
-        await asyncio.to_thread(udp_send, rx.udp_address[1], lines[100:], 100)
-        await wait_for(lambda: m.received["udp"] == len(lines), what="all received")
+        await asyncio.to_thread(udp_send, rx.udp_address[1], lines[100:5100], 100)
         await wait_for(lambda: pipe.spool_mode and not pipe.queue, what="spool mode")
+        # 30k lines of ~150 spool bytes: 2 MiB of disk takes ~13k, the 1 MiB buffer ~7k.
+        await asyncio.to_thread(udp_send, rx.udp_address[1], lines[5100:], 100)
+        await wait_for(lambda: m.received["udp"] == len(lines), what="all received")
         await wait_for(lambda: m.dropped["spool_error"] > 0, what="the buffer overflows")
         await asyncio.sleep(0.3)
         sp = rx.spool

@@ -294,15 +294,21 @@ class Pipeline:
             log.warning("shutdown: %d records from memory written to the spool", kept)
         if kept == len(leftovers):
             self._release()
-        elif self.spool.holding:
+        elif self._hold_tail is not None:
             log.warning(
-                "shutdown: %d records from memory did not fit in the spool; the held journal "
-                "keeps them (the next start publishes it, some records perhaps twice)",
+                "shutdown: %d records from memory could not be written to the spool; the held "
+                "journal keeps what it had of them (the next start publishes it, some records "
+                "perhaps twice)",
                 len(leftovers) - kept,
             )
         else:
-            self.metrics.dropped["spool_full"] += len(leftovers) - kept
-            log.error("shutdown: spool full, %d records lost", len(leftovers) - kept)
+            why = "spool_error" if self.spool.prepend_error is not None else "spool_full"
+            self.metrics.dropped[why] += len(leftovers) - kept
+            log.error(
+                "shutdown: %d records from memory lost (%s)",
+                len(leftovers) - kept,
+                self.spool.prepend_error or "spool full",
+            )
         unwritten = self.spool.close()
         self.metrics.dropped["spool_error"] += unwritten
 

@@ -331,6 +331,7 @@ class Spool:
         #: Called with the number of records that reached the file (counted as spooled).
         self.on_written: Callable[[int], None] | None = None
         self.failing: OSError | None = None  # the last write error, while writes fail
+        self.prepend_error: OSError | None = None  # why the last prepend wrote nothing
         self._write_episode = _Episode(f"spool write to {self.directory}")
         self._cursor_episode = _Episode(f"spool cursor update in {self.directory}")
         self._hold_episode = _Episode(f"held journal write in {self.directory}")
@@ -786,6 +787,7 @@ class Spool:
             path = self._write_segment(seg_id, b"".join(encoded))
         except OSError as exc:
             log.error("spool %s: could not write %d records: %s", self.directory, len(encoded), exc)
+            self.prepend_error = exc
             return 0
         self._segments.insert(0, _Segment(seg_id, path, total + HEADER_BYTES))
         self._bytes += total + HEADER_BYTES
@@ -832,6 +834,8 @@ class Spool:
                     done = 0
                 self._held.size += done
                 self._bytes += done
+                if self._held.size <= HEADER_BYTES:
+                    self.release()  # nothing in it: no journal
                 raise err
             self._held.size += len(body)
             self._bytes += len(body)
