@@ -1,6 +1,6 @@
 """The spool: an on-disk write-ahead log of records Kafka could not take yet.
 
-Layout of the spool directory (created 0700, every file in it 0600)::
+Layout of the spool directory (0700 when the spool creates it, every file in it 0600)::
 
     00000000001000000000.seg   segment files, replayed in ascending name order
     00000000001000000001.seg
@@ -339,9 +339,9 @@ class Spool:
         self._retry_wait = _RETRY_FIRST
         self._episode_written = 0
         self._episode_refused = 0
+        # A directory it creates is 0700; one given to it keeps its mode (its files are
+        # 0600 all the same).
         self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(self.directory, DIR_MODE)
         lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
