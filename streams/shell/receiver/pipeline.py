@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
@@ -475,10 +475,10 @@ class Pipeline:
 
     # -- the held journal: what memory holds while Kafka does not ack -------------------
 
-    def _memory(self) -> list[list[Record]]:
+    def _memory(self) -> list[Sequence[Record]]:
         """Records held in memory (not in the spool), oldest first, in pieces."""
-        pieces = [c.records for c in self.inflight if c.origin == "memory"]
-        pieces.append(list(self.queue))
+        pieces: list[Sequence[Record]] = [c.records for c in self.inflight if c.origin == "memory"]
+        pieces.append(self.queue)
         return pieces
 
     def _stalled(self, now: float) -> bool:
