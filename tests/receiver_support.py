@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import shutil
 import socket
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.shell.receiver import Receiver, ReceiverConfig
@@ -126,3 +131,56 @@ async def record_count(bootstrap: str, topic: str) -> int:
         return sum(ends[tp] - begins[tp] for tp in tps)
     finally:
         await consumer.stop()
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size_kib: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kib`` KiB mounted on ``path`` (a real ENOSPC when it is full), or
+    a skip where mounting is not allowed (not root, no mount(8))."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+_SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
+    r'(,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*")*\})? (-?[0-9.]+(e[+-]?[0-9]+)?|[+-]Inf|NaN)$'
+)
+
+
+def check_prometheus_text(text: str) -> set[str]:
+    """Raise AssertionError unless ``text`` is valid Prometheus text exposition (0.0.4):
+    one HELP and TYPE per family before its samples, samples well formed. The families."""
+    types: dict[str, str] = {}
+    helps: set[str] = set()
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            assert name not in helps, f"second HELP for {name}"
+            helps.add(name)
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert name not in types, f"second TYPE for {name}"
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped"), line
+            types[name] = kind
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            name = m.group(1)
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            base = name if name in types else family
+            assert base in types, f"sample before its TYPE: {line!r}"
+    return set(types)

@@ -8,27 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import ssl
+import stat
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import uvloop
 from receiver_support import (
+    check_prometheus_text,
     config,
     dead_bootstrap,
     free_port,
     read_topic,
     record_count,
     running,
+    small_filesystem,
     udp_send,
     wait_for,
 )
@@ -42,7 +49,8 @@ from streams.shell.receiver.framing import StreamFramer
 from streams.shell.receiver.metrics import parse_metrics, scrape
 from streams.shell.receiver.protection import AllowList, RateLimiter, parse_networks
 from streams.shell.receiver.record import DeviceFinder, RecordMaker
-from streams.shell.receiver.spool import Spool, encode_record
+from streams.shell.receiver.spool import HEADER_BYTES, WRITE_BUFFER_BYTES, Spool, encode_record
+from streams.shell.receiver.spool import scan as spool_scan
 
 if TYPE_CHECKING:
     from kafka_support import KafkaNames
@@ -377,9 +385,12 @@ async def _outage_scenario(data_dir: Path, port: int, cport: int, topic: str, sp
         await wait_for(lambda: m.received["udp"] == 2 * per_phase, what="phase 2 received")
         pipe = rx.pipeline
         assert pipe is not None
-        await wait_for(lambda: pipe.spool_mode and not pipe.queue, 15, "spool mode")
+        await wait_for(
+            lambda: pipe.spool_mode and not pipe.queue and not pipe.spool.buffered, 15, "spooled"
+        )
         # On disk, but for the few batches handed to the producer before the outage was
-        # noticed: those stay in memory, retried by the producer (bounded by the window).
+        # noticed: those stay in memory, retried by the producer (bounded by the window),
+        # with a copy in the spool's held journal once they waited for an ack 1 s.
         assert m.spooled + pipe.depth() == per_phase
         assert m.spooled >= per_phase // 2
         assert rx.spool is not None and rx.spool.size_bytes > 0
@@ -491,3 +502,429 @@ def test_receive_flags_choose_the_udp_path_and_the_reader_buffer() -> None:
         parser.parse_args(["receive", "--udp-path", "native", "--udp-buffer-mb", "64"])
     )
     assert sized.native is True and sized.udp_buffer_bytes == 64 * 1024 * 1024
+    assert auto.tcp_idle_timeout == 600 and auto.tcp_keepalive == 60
+    assert (auto.max_connections, auto.max_connections_per_source) == (1000, 100)
+    assert auto.tls_ca is None
+    guarded = receive_cmd.config_from_args(
+        parser.parse_args(
+            ["receive", "--tls", ":6514", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "ca",
+             "--tcp-idle-timeout", "30", "--tcp-keepalive", "0", "--max-connections", "10",
+             "--max-connections-per-source", "2"]
+        )
+    )  # fmt: skip
+    assert guarded.tls_ca == Path("ca") and guarded.tcp_idle_timeout == 30
+    assert (guarded.tcp_keepalive, guarded.max_connections) == (0, 10)
+    assert guarded.max_connections_per_source == 2
+
+
+# --------------------------------------------------------------------------- issue 13
+
+
+def _records_on_disk(spool: Path, held: Path | None) -> int:
+    """Readable records in the spool's segments but the held journal (read while the
+    receiver runs)."""
+    total = 0
+    for path in sorted(spool.glob("*.seg")):
+        if path == held:
+            continue
+        data = path.read_bytes()
+        total += sum(1 for r, _, _ in spool_scan(data, HEADER_BYTES, len(data)) if r is not None)
+    return total
+
+
+async def _full_disk_scenario(
+    data_dir: Path, port: int, cport: int, topic: str, spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap = f"127.0.0.1:{port}"
+    lines = [_line(i % 7, i) for i in range(35_100)]
+    cfg = config(bootstrap, topic, spool, spool_buffer_bytes=1 << 20)
+    async with running(cfg) as rx:
+        assert rx.udp_address and rx.metrics_address
+        m = rx.metrics
+        pipe = rx.pipeline
+        assert pipe is not None
+        udp_send(rx.udp_address[1], lines[:100])
+        await wait_for(lambda: m.published == 100, what="first lines published")
+        await asyncio.to_thread(broker.stop, data_dir)
+        await asyncio.to_thread(udp_send, rx.udp_address[1], lines[100:5100], 100)
+        await wait_for(lambda: pipe.spool_mode and not pipe.queue, what="spool mode")
+        # 30k lines of ~150 spool bytes: 2 MiB of disk takes ~13k, the 1 MiB buffer ~7k.
+        await asyncio.to_thread(udp_send, rx.udp_address[1], lines[5100:], 100)
+        await wait_for(lambda: m.received["udp"] == len(lines), what="all received")
+        await wait_for(lambda: m.dropped["spool_error"] > 0, what="the buffer overflows")
+        await asyncio.sleep(0.3)
+        sp = rx.spool
+        assert sp is not None and sp.failing is not None and sp.failing.errno == errno.ENOSPC
+        # Every record is accounted for, and "spooled" means on disk.
+        assert m.spooled == _records_on_disk(spool, sp.held_path)
+        assert m.published + m.spooled + pipe.depth() + m.dropped["spool_error"] == len(lines)
+        text = await scrape(*rx.metrics_address)
+        check_prometheus_text(text)
+        samples = parse_metrics(text)
+        assert samples["tunnelwatch_spool_failing"] == 1
+        assert samples["tunnelwatch_spool_write_errors_total"] >= 1
+        errors = [r for r in caplog.records if r.levelname == "ERROR" and "spool" in r.name]
+        assert len(errors) <= 3, [r.getMessage() for r in errors]  # not one per record
+
+        # Kafka comes back: the disk is published and freed, the buffer follows, and the
+        # receiver is back on its memory queue, all by itself.
+        lost = m.dropped["spool_error"]
+        await asyncio.to_thread(broker.start, data_dir, port, cport)
+        await wait_for(lambda: m.published == len(lines) - lost, 60, "all kept lines published")
+        await wait_for(lambda: not pipe.spool_mode, what="memory queue again")
+        assert sp.failing is None
+        more = [_line(1, i) for i in range(len(lines), len(lines) + 500)]
+        udp_send(rx.udp_address[1], more)
+        await wait_for(lambda: m.published == len(lines) - lost + 500, what="new lines")
+        assert parse_metrics(await scrape(*rx.metrics_address))["tunnelwatch_spool_failing"] == 0
+    msgs = await read_topic(bootstrap, topic)
+    values = [x.value for x in msgs]
+    assert len(values) == len(set(values)) == len(lines) - lost + 500
+    assert set(values) <= set(lines) | set(more)
+
+
+@pytest.mark.kafka
+def test_a_full_spool_disk_counts_only_what_it_wrote_and_heals_when_kafka_comes_back(
+    kafka_names: KafkaNames, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 13, item 2, with a real ENOSPC: the spool on a 2 MiB tmpfs.
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("needs the project's own broker (it is stopped and restarted)")
+    with small_filesystem(tmp_path / "spool", 2048) as spool:
+        data_dir = REPO / ".state" / f"test-fulldisk-{uuid.uuid4().hex[:8]}"
+        port, cport = free_port(), free_port()
+        broker.start(data_dir, port, cport)
+        try:
+            asyncio.run(
+                _full_disk_scenario(data_dir, port, cport, kafka_names.topic, spool, caplog)
+            )
+        finally:
+            broker.stop(data_dir)
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _paced_udp(port: int, lines: list[bytes], rate: float, stop_at: float) -> int:
+    """Send ``lines`` at ``rate`` a second until they are all sent or the monotonic clock
+    reaches ``stop_at``; how many were sent."""
+    step = max(int(rate / 200), 1)  # bursts every 5 ms
+    start = time.monotonic()
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        while sent < len(lines):
+            now = time.monotonic()
+            if now >= stop_at:
+                break
+            due = start + sent / rate
+            if due > now:
+                time.sleep(due - now)
+            for line in lines[sent : sent + step]:
+                s.sendto(line, ("127.0.0.1", port))
+            sent += len(lines[sent : sent + step])
+    return sent
+
+
+def _scrape_sync(port: int, timeout: float = 2.0) -> dict[str, float]:
+    return parse_metrics(asyncio.run(scrape("127.0.0.1", port, timeout=timeout)))
+
+
+def test_a_receiver_killed_during_an_outage_loses_at_most_its_last_flush(
+    kafka_names: KafkaNames, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 13, item 4: at 20k msg/s, broker killed, receiver killed -9 3 s later: 20,736
+    # of 100,000 lost (memory batches never spooled). Now memory waiting 1 s for an ack is
+    # copied to the held journal, then spooled; what a kill can lose is the spool's write
+    # buffer: at most flush_interval (50 ms) of records, and never more than 64 KiB.
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("needs the project's own broker (it is killed and restarted)")
+    rate = 20_000.0
+    lines = [_line(i % 11, i) for i in range(int(rate * 5))]
+    one = len(encode_record(RecordMaker().make(lines[0], "127.0.0.1", b"127.0.0.1:65535")))
+    spool = tmp_path / "spool"
+    data_dir = REPO / ".state" / f"test-kill-{uuid.uuid4().hex[:8]}"
+    port, cport = free_port(), free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    udp_port, metrics_port = free_port(), free_port()
+    broker.start(data_dir, port, cport)
+    proc: subprocess.Popen[bytes] | None = None
+    err_log = (tmp_path / "receiver.log").open("wb")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli.main", "receive",
+             "--udp", f"127.0.0.1:{udp_port}", "--bootstrap", bootstrap,
+             "--topic", kafka_names.topic, "--spool-dir", str(spool),
+             "--metrics", f"127.0.0.1:{metrics_port}"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err_log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stats = _scrape_sync(metrics_port)
+                if stats["tunnelwatch_kafka_up"] == 1:
+                    break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "receiver.log").read_text()
+            assert time.monotonic() < deadline, "receiver did not connect"
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(_paced_udp, udp_port, lines, rate, t0 + 5.0)
+            time.sleep(2.0)
+            pid = int((data_dir / "broker.pid").read_text().strip())
+            os.kill(pid, signal.SIGKILL)  # the broker dies mid-stream
+            killed_broker = time.monotonic() - t0
+            sent = sending.result()
+        stats = _scrape_sync(metrics_port, timeout=20.0)  # the machine may be busy
+        proc.kill()  # kill -9, right after the last line
+        proc.wait(10)
+        received = int(stats['tunnelwatch_received_total{transport="udp"}'])
+        held = int(stats["tunnelwatch_spool_held_total"])
+        broker.start(data_dir, port, cport)
+
+        async def drain() -> None:
+            async with running(config(bootstrap, kafka_names.topic, spool)) as rx:
+                assert rx.spool is not None
+                await wait_for(lambda: rx.spool is not None and rx.spool.empty, 60, "drained")
+
+        asyncio.run(drain())
+        msgs = asyncio.run(read_topic(bootstrap, kafka_names.topic, timeout=60))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err_log.close()
+        broker.stop(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    arrived = {x.value for x in msgs}
+    assert arrived <= set(lines)
+    lost = received - len(arrived)
+    with capsys.disabled():
+        print(
+            f"\nkill -9 during an outage at {rate:,.0f} msg/s: sent {sent:,}, received "
+            f"{received:,}, broker killed at {killed_broker:.2f} s, held journal {held:,}, "
+            f"arrived after restart {len(arrived):,} (+{len(msgs) - len(arrived):,} duplicates),"
+            f" lost {lost:,} (bound: {min(rate * 0.05, WRITE_BUFFER_BYTES / one):,.0f})"
+        )
+    assert sent >= rate * 3  # the sender kept (about) the rate
+    assert held > 0  # memory waiting for acks went to the held journal
+    assert lost <= WRITE_BUFFER_BYTES // one + 1
+
+
+def _tls_send_abruptly(address: tuple[str, int], cert: Path, frames: list[bytes]) -> None:
+    """Connect over TLS, send ``frames`` octet-counted, and drop the connection without
+    close_notify (and without reading what the server sent)."""
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False
+    raw = socket.create_connection(address)
+    tls = ctx.wrap_socket(raw)
+    tls.sendall(b"".join(b"%d %s" % (len(f), f) for f in frames))
+    tls.close()  # no unwrap(): no close_notify
+
+
+async def _tls_abrupt_scenario(
+    bootstrap: str, topic: str, tmp_path: Path, cert: Path, key: Path, runs: int
+) -> None:
+    cfg = config(
+        bootstrap, topic, tmp_path / "spool", udp=None, tcp=None,
+        tls=("127.0.0.1", 0), tls_cert=cert, tls_key=key,
+    )  # fmt: skip
+    frames = [_line(i % 3, i) for i in range(20_000)]
+    async with running(cfg) as rx:
+        assert rx.tls_address is not None
+        m = rx.metrics
+        for run in range(1, runs + 1):
+            await asyncio.to_thread(_tls_send_abruptly, rx.tls_address, cert, frames)
+            await wait_for(lambda: not rx.connections, what="the connection closed")
+            await asyncio.sleep(0.2)
+            assert m.received["tls"] == 20_000 * run, f"run {run}: {m.received['tls']}"
+        assert m.closed["abrupt"] == runs
+        assert m.tls_handshake_failures == 0
+        await wait_for(lambda: m.published == 20_000 * runs, 60, "everything published")
+    assert await record_count(bootstrap, topic) == 20_000 * runs
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_connections_dropped_without_close_notify_deliver_every_frame(
+    kafka_bootstrap: str, kafka_names: KafkaNames, tmp_path: Path, loop: str
+) -> None:
+    # Issue 13, item 3: 19,893 / 5,447 / 12,650 of 20,000 arrived in three runs.
+    cert, key = _self_signed(tmp_path)
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    run(_tls_abrupt_scenario(kafka_bootstrap, kafka_names.topic, tmp_path, cert, key, runs=3))
+
+
+def _client_cert(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed client certificate (it is its own CA for --tls-ca)."""
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _tls_client(
+    address: tuple[str, int], server_cert: Path, client: tuple[Path, Path] | None
+) -> bytes:
+    """Send one octet-counted frame with a clean close; the error text, if any."""
+    ctx = ssl.create_default_context(cafile=str(server_cert))
+    ctx.check_hostname = False
+    if client is not None:
+        ctx.load_cert_chain(*client)
+    try:
+        with socket.create_connection(address, timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"%d %s" % (len(IOS), IOS))
+            tls.unwrap()  # TLS 1.3 reports a refused client certificate only here
+    except (ssl.SSLError, OSError) as exc:
+        return str(exc).encode()
+    return b""
+
+
+def _plain_client(address: tuple[str, int]) -> None:
+    with socket.create_connection(address, timeout=5) as plain:
+        plain.sendall(b"<13>plain text on the TLS port\n")
+        plain.shutdown(socket.SHUT_WR)
+        plain.recv(100)
+
+
+async def _client_cert_scenario(tmp_path: Path, cert: Path, key: Path) -> None:
+    good = _client_cert(tmp_path, "device")
+    stranger = _client_cert(tmp_path, "stranger")
+    cfg = config(
+        dead_bootstrap(), "unused", tmp_path / "spool", udp=None, tcp=None,
+        tls=("127.0.0.1", 0), tls_cert=cert, tls_key=key, tls_ca=good[0],
+    )  # fmt: skip
+    async with running(cfg) as rx:
+        assert rx.tls_address is not None
+        m = rx.metrics
+        assert await asyncio.to_thread(_tls_client, rx.tls_address, cert, good) == b""
+        await wait_for(lambda: m.received["tls"] == 1, what="the good client's frame")
+        await asyncio.to_thread(_tls_client, rx.tls_address, cert, stranger)
+        await asyncio.to_thread(_tls_client, rx.tls_address, cert, None)
+        await asyncio.to_thread(_plain_client, rx.tls_address)  # not TLS at all
+        await wait_for(lambda: m.tls_handshake_failures == 3, what="3 failed handshakes")
+        await wait_for(lambda: not rx.connections, what="all closed")
+        assert m.received["tls"] == 1
+        assert rx.metrics_address is not None
+        text = await scrape(*rx.metrics_address)
+        check_prometheus_text(text)
+        assert parse_metrics(text)["tunnelwatch_tls_handshake_failures_total"] == 3
+
+
+def test_with_tls_ca_only_clients_with_a_certificate_it_signed_get_in_and_failures_count(
+    tmp_path: Path,
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    asyncio.run(_client_cert_scenario(tmp_path, cert, key))
+
+
+async def _tcp_guards_scenario(tmp_path: Path) -> None:
+    cfg = config(
+        dead_bootstrap(), "unused", tmp_path / "spool", udp=None, tcp_idle_timeout=0.5,
+        tcp_keepalive=30, max_connections=40, max_connections_per_source=30,
+    )  # fmt: skip
+    async with running(cfg) as rx:
+        assert rx.tcp_address is not None and rx.metrics_address is not None
+        m = rx.metrics
+        conns = [await asyncio.open_connection(*rx.tcp_address) for _ in range(32)]
+        await wait_for(lambda: m.closed["source_cap"] == 2, what="two over the per-source cap")
+        assert len(rx.connections) == 30
+        sock = next(iter(rx.connections)).transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        # One sender is busy: blank lines are counted, its unfinished line is published
+        # when it goes idle, like every other connection.
+        busy = conns[0][1]
+        busy.write(b"<13>one\n\n\r\n<13>unfinished")
+        await wait_for(lambda: m.received["tcp"] == 1, what="the first line")
+        assert m.dropped["empty"] == 2
+        await wait_for(lambda: m.closed["idle"] == 30, 10, "idle connections closed")
+        assert not rx.connections and not rx.per_source
+        assert m.received["tcp"] == 2
+        text = await scrape(*rx.metrics_address)
+        check_prometheus_text(text)
+        samples = parse_metrics(text)
+        assert samples['tunnelwatch_connections_closed_total{reason="idle"}'] == 30
+        assert samples["tunnelwatch_tcp_connections"] == 0
+        for _, writer in conns:
+            writer.close()
+    cfg = config(
+        dead_bootstrap(), "unused", tmp_path / "spool2", udp=None, max_connections=5,
+        max_connections_per_source=10,
+    )  # fmt: skip
+    async with running(cfg) as rx:
+        assert rx.tcp_address is not None
+        conns = [await asyncio.open_connection(*rx.tcp_address) for _ in range(7)]
+        await wait_for(lambda: rx.metrics.closed["total_cap"] == 2, what="two over the cap")
+        assert len(rx.connections) == 5
+        for _, writer in conns:
+            writer.close()
+
+
+def test_idle_connections_are_closed_and_connection_caps_refuse_and_count(
+    tmp_path: Path,
+) -> None:
+    # Issue 13, item 7: 1,000 idle connections were held forever, each with up to 64 KiB
+    # of an unfinished line.
+    asyncio.run(_tcp_guards_scenario(tmp_path))
+
+
+def test_logs_of_background_processes_are_0640_and_their_pid_files_0600(tmp_path: Path) -> None:
+    from streams.shell.process import spawn_detached, write_state
+
+    log = tmp_path / "logs" / "part.log"
+    log.parent.mkdir()
+    log.write_text("an older run's log, readable by all\n")
+    log.chmod(0o644)
+    pid, error = spawn_detached(["sh", "-c", "echo started"], log)
+    assert pid is not None, error
+    deadline = time.monotonic() + 10
+    while "started" not in log.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o640
+    assert log.read_text().startswith("an older run's log")  # appended to, not replaced
+    pid_file = tmp_path / "part.pid"
+    write_state(pid_file, f"{pid}\n")
+    assert pid_file.read_text() == f"{pid}\n"
+    assert stat.S_IMODE(pid_file.stat().st_mode) == 0o600
+
+
+async def _corrupt_spool_scenario(bootstrap: str, topic: str, spool: Path) -> None:
+    lines = [_line(i % 5, i) for i in range(20_000)]
+    maker = RecordMaker()
+    with Spool(spool, max_bytes=1 << 30) as sp:
+        for line in lines:
+            sp.append(maker.make(line, "127.0.0.1", b"127.0.0.1:514"))
+    (seg,) = spool.glob("*.seg")
+    with seg.open("r+b") as fh:
+        fh.seek(1 << 20)  # 4 bytes overwritten 1 MB into the segment
+        fh.write(b"\x00\x00\x00\x00")
+    with seg.open("ab") as fh:
+        fh.write(encode_record(maker.make(b"torn", "127.0.0.1", b"127.0.0.1:514"))[:-3])
+    async with running(config(bootstrap, topic, spool)) as rx:
+        assert rx.metrics_address is not None and rx.spool is not None
+        await wait_for(lambda: rx.spool is not None and rx.spool.empty, 60, "spool published")
+        text = await scrape(*rx.metrics_address)
+        check_prometheus_text(text)
+        samples = parse_metrics(text)
+        assert samples["tunnelwatch_spool_torn_tails_total"] == 1
+        assert samples["tunnelwatch_spool_quarantined_total"] == 1
+        assert samples["tunnelwatch_spool_skipped_bytes_total"] > 0
+        published = rx.metrics.published
+    assert len(list((spool / "quarantine").iterdir())) == 2  # the damaged record, the tail
+    msgs = await read_topic(bootstrap, topic, timeout=60)
+    values = [x.value for x in msgs]
+    assert len(values) == published == len(set(values)) == len(lines) - 1
+    assert set(values) < set(lines)
+
+
+@pytest.mark.kafka
+def test_a_damaged_spool_segment_loses_only_the_record_hit_and_says_so_in_metrics(
+    kafka_bootstrap: str, kafka_names: KafkaNames, tmp_path: Path
+) -> None:
+    # Issue 13, item 5: 4 bytes overwritten 1 MB into a segment: 2.8 MB truncated in
+    # place, 5,272 of 20,000 recovered, no copy kept, nothing in /metrics.
+    asyncio.run(_corrupt_spool_scenario(kafka_bootstrap, kafka_names.topic, tmp_path / "spool"))

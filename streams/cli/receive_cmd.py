@@ -21,6 +21,10 @@ from typing import Any
 from streams.errors import ConfigError
 from streams.shell.receiver.protection import parse_networks
 from streams.shell.receiver.server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
     DEFAULT_MAX_MESSAGE,
     Receiver,
     ReceiverConfig,
@@ -47,6 +51,40 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--tls", metavar="HOST:PORT", help="TLS listener (RFC 5425), e.g. :6514")
     p.add_argument("--tls-cert", type=Path, metavar="F", help="PEM certificate chain for --tls")
     p.add_argument("--tls-key", type=Path, metavar="F", help="PEM private key for --tls")
+    p.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="F",
+        help="require TLS client certificates signed by these PEM CA certificates",
+    )
+    p.add_argument(
+        "--tcp-idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="S",
+        help="close TCP/TLS connections silent this long; 0: never (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tcp-keepalive",
+        type=int,
+        default=DEFAULT_KEEPALIVE,
+        metavar="S",
+        help="TCP keepalive probes after S idle seconds; 0: off (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="TCP/TLS connections at once, more are refused; 0: no cap (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections-per-source",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+        metavar="N",
+        help="TCP/TLS connections at once from one address; 0: no cap (default: %(default)s)",
+    )
     p.add_argument(
         "--bootstrap", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap (default: %(default)s)"
     )
@@ -126,6 +164,11 @@ def config_from_args(args: argparse.Namespace) -> ReceiverConfig:
         tls=hp(args.tls),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        tcp_idle_timeout=args.tcp_idle_timeout,
+        tcp_keepalive=args.tcp_keepalive,
+        max_connections=args.max_connections,
+        max_connections_per_source=args.max_connections_per_source,
         spool_dir=args.spool_dir,
         spool_max_bytes=args.spool_max_bytes,
         allow=parse_networks(args.allow),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from streams.errors import BrokerError, TunnelwatchError
 from streams.shell import broker
-from streams.shell.process import spawn_detached
+from streams.shell.process import spawn_detached, write_state
 from streams.shell.topics import (
     DEFAULT_APP_ID,
     DEFAULT_PARTITIONS,
@@ -250,7 +250,7 @@ def start_worker(
             *worker_argv(paths, bootstrap, partitions, part, tz_map),
         ]
         pid = _launch(argv, paths.log(part))
-        paths.pid(part).write_text(f"{pid}\n", encoding="utf-8")
+        write_state(paths.pid(part), f"{pid}\n")
         verb = "started"
     else:
         verb = "already running"
@@ -315,7 +315,7 @@ def up(
     pid = running_pid(paths, "receiver")
     if pid is None:
         pid = _launch([*python, *argv], paths.log("receiver"))
-        paths.pid("receiver").write_text(f"{pid}\n", encoding="utf-8")
+        write_state(paths.pid("receiver"), f"{pid}\n")
         verb = "started"
     else:
         verb = "already running"

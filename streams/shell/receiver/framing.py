@@ -22,6 +22,7 @@ class FeedResult:
 
     messages: list[bytes] = field(default_factory=list)
     truncated: int = 0  # messages longer than the limit (cut to it)
+    blank: int = 0  # LF framing: empty lines (dropped)
     error: str | None = None  # the octet count was broken: close the connection
 
 
@@ -134,6 +135,8 @@ class StreamFramer:
                     out.truncated += 1
                 if msg:
                     out.messages.append(msg)
+                else:
+                    out.blank += 1
             pos = nl + 1
             start = pos
         if pos:

@@ -7,7 +7,9 @@ Prometheus text exposition format 0.0.4, every name prefixed ``tunnelwatch_``:
 ``published_total``                 records acknowledged by Kafka
 ``spooled_total``                   records written to the spool
 ``spool_bytes``                     bytes of spool segments on disk
-``dropped_total{reason}``           not_allowed, rate_limited, spool_full, bad_frame, empty,
+``dropped_total{reason}``           not_allowed, rate_limited, spool_full, spool_error (the
+                                    spool's disk fails and its memory buffer is full),
+                                    bad_frame, empty (empty datagrams, blank TCP/TLS lines),
                                     shutdown (arrived after the pipeline closed);
                                     ``truncated`` counts messages cut to --max-message-bytes
                                     (they are still published)
@@ -20,6 +22,19 @@ Prometheus text exposition format 0.0.4, every name prefixed ``tunnelwatch_``:
                                     thread and not yet taken by the event loop
 ``kafka_up``                        1 while the producer is connected and keeping up
 ``tcp_connections``                 open TCP/TLS connections
+``spool_write_errors_total``        failed spool writes (each retried with a backoff)
+``spool_failing``                   1 while spool writes fail
+``spool_torn_tails_total``          segment tails cut off on open (a write cut short)
+``spool_skipped_bytes_total``       spool bytes not readable as records (torn tails included)
+``spool_quarantined_total``         damaged spool stretches skipped, copied to quarantine/
+``spool_lost_records_total``        records counted in the spool that could not be read back
+``spool_held_total``                records copied to the held journal (memory while Kafka
+                                    does not ack)
+``tls_handshake_failures_total``    TLS handshakes that failed
+``connections_closed_total{reason}`` connections ended by: ``abrupt`` (TLS without
+                                    close_notify, or reset), ``idle`` (--tcp-idle-timeout),
+                                    ``source_cap``/``total_cap`` (refused, over
+                                    --max-connections-per-source / --max-connections)
 ==================================  =============================================================
 """
 
@@ -31,6 +46,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +55,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 DROP_REASONS = (
-    "not_allowed", "rate_limited", "spool_full", "bad_frame", "empty", "shutdown", "truncated",
+    "not_allowed", "rate_limited", "spool_full", "spool_error", "bad_frame", "empty",
+    "shutdown", "truncated",
 )  # fmt: skip
+CLOSE_REASONS = ("abrupt", "idle", "source_cap", "total_cap")
 TRANSPORTS = ("udp", "tcp", "tls")
 SNMP_PATH = Path("/proc/net/snmp")
 
@@ -90,6 +108,10 @@ class Metrics:
     latency: Histogram = field(default_factory=Histogram)
     udp_rcvbuf_bytes: int = 0
     tcp_connections: int = 0
+    held: int = 0
+    tls_handshake_failures: int = 0
+    closed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLOSE_REASONS, 0))
+    spool: Any = None  # the Spool, for its counters
     # Filled in by the receiver before rendering:
     spool_bytes: Callable[[], int] = lambda: 0
     queue_depth: Callable[[], int] = lambda: 0
@@ -166,6 +188,37 @@ class Metrics:
         )
         metric("kafka_up", "gauge", "1 while Kafka keeps up.", [("", int(self.kafka_up()))])
         metric("tcp_connections", "gauge", "Open connections.", [("", self.tcp_connections)])
+        metric(
+            "connections_closed_total",
+            "counter",
+            "TCP/TLS connections ended abruptly, for idleness or refused over a cap, by reason.",
+            [(f'{{reason="{r}"}}', n) for r, n in self.closed.items()],
+        )
+        metric(
+            "tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed.",
+            [("", self.tls_handshake_failures)],
+        )
+        sp = self.spool
+        for name, kind, help_, value in (
+            ("spool_write_errors_total", "counter", "Failed spool writes (retried).",
+             sp.write_errors if sp else 0),
+            ("spool_failing", "gauge", "1 while spool writes fail.",
+             int(sp is not None and sp.failing is not None)),
+            ("spool_torn_tails_total", "counter", "Spool segment tails cut off on open.",
+             sp.torn_tails if sp else 0),
+            ("spool_skipped_bytes_total", "counter", "Spool bytes not readable as records.",
+             sp.skipped_bytes if sp else 0),
+            ("spool_quarantined_total", "counter",
+             "Damaged spool stretches skipped and kept in quarantine/.",
+             sp.quarantined if sp else 0),
+            ("spool_lost_records_total", "counter",
+             "Records counted in the spool that could not be read back.", sp.lost if sp else 0),
+            ("spool_held_total", "counter",
+             "Records copied to the held journal while Kafka did not ack.", self.held),
+        ):  # fmt: skip
+            metric(name, kind, help_, [("", value)])
         return "\n".join(lines) + "\n"
 
 

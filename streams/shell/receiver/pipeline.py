@@ -37,7 +37,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
@@ -66,6 +66,9 @@ class PipelineConfig:
     retry_backoff: float = 0.5  # seconds between reconnection attempts (doubling, max 5)
     flush_interval: float = 0.05  # spool: hand buffered records to the kernel
     fsync_interval: float = 1.0  # spool: fsync
+    # Records in memory waiting this long for Kafka's ack get a copy in the spool's held
+    # journal (then every flush_interval the newer ones), so a kill loses at most this.
+    hold_after: float = 1.0
 
 
 class LoudLog:
@@ -112,6 +115,16 @@ class Pipeline:
         self._busy_since: float | None = None
         self._room_waiters: list[Callable[[], None]] = []
         self._spool_full = LoudLog("spool full: dropping received messages (reason spool_full)")
+        self._spool_error = LoudLog(
+            "spool writes fail and its memory buffer is full: dropping received messages "
+            "(reason spool_error)"
+        )
+        self._sync_error = LoudLog("spool fsync failed", 60.0)
+        self._hold_tail: Record | None = None  # the newest record in the held journal
+        self._hold_wait = 0.0  # after a failed journal write: the next try, and the backoff
+        self._hold_backoff = 0.0
+        spool.on_written = self._written
+        metrics.spool = spool
         metrics.spool_bytes = lambda: self.spool.size_bytes
         metrics.queue_depth = self.depth
         metrics.kafka_up = lambda: self.kafka_ok
@@ -168,15 +181,22 @@ class Pipeline:
             log.error("spool write failed: %s", exc)
             ok = False
         if ok:
-            self.metrics.spooled += 1
             if not self.inflight or self.spool.unread >= self.config.chunk_records:
                 self._wake.set()
+        elif self.spool.failing is not None:
+            self.metrics.dropped["spool_error"] += 1
+            self._spool_error.hit()
         else:
             self.metrics.dropped["spool_full"] += 1
             self._spool_full.hit()
 
+    def _written(self, n: int) -> None:
+        """The spool wrote ``n`` more records to disk."""
+        self.metrics.spooled += n
+
     def depth(self) -> int:
-        return len(self.queue) + sum(len(c.records) for c in self.inflight)
+        """Records held in memory: the queue, batches in flight, the spool's buffer."""
+        return len(self.queue) + sum(len(c.records) for c in self.inflight) + self.spool.buffered
 
     def congested(self) -> bool:
         """The memory queue is three quarters full while Kafka keeps up (slower than the
@@ -210,6 +230,12 @@ class Pipeline:
             self.spool_mode = True
         if move_queue and self.spool.empty and self.queue:
             # The spool is empty, so the queue (older) may go to its tail in order.
+            tail = self._hold_tail
+            if tail is not None and any(r is tail for r in self.queue):
+                # The held journal's newest record goes to the spool: what stays in memory
+                # (batches in flight, older) is all in the journal.
+                mem = [c.records for c in self.inflight if c.origin == "memory" and c.records]
+                self._hold_tail = mem[-1][-1] if mem else None
             while self.queue:
                 self._to_spool(self.queue.popleft())
             self.queue_bytes = 0
@@ -261,14 +287,30 @@ class Pipeline:
         self.queue.clear()
         self.queue_bytes = 0
         self.spool.rewind()
+        kept = 0
         if leftovers:
             kept = self.spool.prepend(leftovers)
             self.metrics.spooled += kept
-            if kept < len(leftovers):
-                self.metrics.dropped["spool_full"] += len(leftovers) - kept
-                log.error("shutdown: spool full, %d records lost", len(leftovers) - kept)
             log.warning("shutdown: %d records from memory written to the spool", kept)
-        self.spool.close()
+        if kept == len(leftovers):
+            self._release()
+        elif self._hold_tail is not None:
+            log.warning(
+                "shutdown: %d records from memory could not be written to the spool; the held "
+                "journal keeps what it had of them (the next start publishes it, some records "
+                "perhaps twice)",
+                len(leftovers) - kept,
+            )
+        else:
+            why = "spool_error" if self.spool.prepend_error is not None else "spool_full"
+            self.metrics.dropped[why] += len(leftovers) - kept
+            log.error(
+                "shutdown: %d records from memory lost (%s)",
+                len(leftovers) - kept,
+                self.spool.prepend_error or "spool full",
+            )
+        unwritten = self.spool.close()
+        self.metrics.dropped["spool_error"] += unwritten
 
     # -- the publisher -----------------------------------------------------------------
 
@@ -374,10 +416,21 @@ class Pipeline:
             metrics.latency.observe(time.monotonic() - chunk.submitted_at, n)
             if chunk.origin == "spool":
                 self.spool.commit(chunk.token, n)
+            elif self._hold_tail is not None and any(r is self._hold_tail for r in chunk.records):
+                self._release()  # everything in the held journal is published
             if not self.kafka_ok:
                 log.info("Kafka at %s is back", self.out.bootstrap)
             self.kafka_ok = True
-        if self.spool_mode and self.kafka_ok and self.spool.empty:
+        if self.spool_mode and self.kafka_ok and self.spool.drained:
+            # What the spool could not write yet (a full or failing disk) is the newest:
+            # it goes on from memory.
+            late = self.spool.take_buffered()
+            if late:
+                if not self.queue:
+                    self._queue_since = time.monotonic()
+                self.queue.extend(late)
+                self.queue_bytes = sum(r.size for r in self.queue)
+                self._wake.set()
             log.warning("spool drained: back to the memory queue")
             self.spool_mode = False
 
@@ -420,6 +473,64 @@ class Pipeline:
             return None
         return Chunk([r for r, _ in got], "spool", token=got[-1][1])
 
+    # -- the held journal: what memory holds while Kafka does not ack -------------------
+
+    def _memory(self) -> list[Sequence[Record]]:
+        """Records held in memory (not in the spool), oldest first, in pieces."""
+        pieces: list[Sequence[Record]] = [c.records for c in self.inflight if c.origin == "memory"]
+        pieces.append(self.queue)
+        return pieces
+
+    def _stalled(self, now: float) -> bool:
+        """Kafka has not acked the oldest record in memory for ``hold_after`` seconds."""
+        if not self.kafka_ok and self.queue:
+            return True
+        for chunk in self.inflight:
+            if chunk.origin == "memory":
+                if not chunk.submitted_at:
+                    return not self.kafka_ok
+                return now - chunk.submitted_at > self.config.hold_after
+        return False
+
+    def _hold(self, now: float) -> None:
+        """Copy the records in memory that have no copy yet to the spool's held journal,
+        once Kafka has not acked for ``hold_after`` (then at every tick while it lasts);
+        delete the journal when memory no longer holds any of them."""
+        holding = self._hold_tail is not None
+        if (not holding and not self._stalled(now)) or now < self._hold_wait:
+            return
+        pieces = self._memory()
+        if not any(pieces):
+            if holding:
+                self._release()
+            return
+        new: list[Record] = []
+        tail = self._hold_tail
+        found = False
+        for piece in reversed(pieces):
+            for record in reversed(piece):
+                if record is tail:
+                    found = True
+                    break
+                new.append(record)
+            if found:
+                break
+        if not new:
+            return
+        new.reverse()
+        if self.spool.hold(new):
+            self._hold_tail = new[-1]
+            self.metrics.held += len(new)
+            self._hold_backoff = 0.0
+        else:  # no room or a write error: try again later, not at every tick
+            self._hold_backoff = min(max(self._hold_backoff * 2, 0.25), 5.0)
+            self._hold_wait = now + self._hold_backoff
+
+    def _release(self) -> None:
+        self._hold_tail = None
+        if self.spool.holding:
+            self.spool.release()
+
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
@@ -432,19 +543,20 @@ class Pipeline:
         while True:
             await asyncio.sleep(cfg.flush_interval)
             now = time.monotonic()
+            self._hold(now)
             try:
                 if now - last_sync >= cfg.fsync_interval:
-                    fd = self.spool.sync_handle()
-                    if fd is not None:
+                    last_sync = now
+                    for fd in self.spool.sync_handles():
                         try:
                             await asyncio.to_thread(os.fsync, fd)
                         finally:
                             os.close(fd)
-                    last_sync = now
                 else:
-                    self.spool.flush()
+                    self.spool.flush()  # the spool retries failed writes with a backoff
             except OSError as exc:
-                log.error("spool flush failed: %s", exc)
+                self._sync_error.hit()
+                log.debug("spool fsync failed: %s", exc)
             self._room(tick=True)
             stuck = self._busy_since
             if self.inflight and self.inflight[0].submitted_at:

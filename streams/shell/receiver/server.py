@@ -43,12 +43,16 @@ from streams.shell.receiver.metrics import Metrics, MetricsServer
 from streams.shell.receiver.pipeline import LoudLog, Pipeline, PipelineConfig
 from streams.shell.receiver.protection import AllowList, IPNetwork, RateLimiter
 from streams.shell.receiver.record import Record, RecordMaker, format_source
-from streams.shell.receiver.spool import DEFAULT_SEGMENT_BYTES, Spool
+from streams.shell.receiver.spool import DEFAULT_BUFFER_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool
 from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, RAW_TOPIC
 
 log = logging.getLogger(__name__)
 
 UDP_RCVBUF_REQUEST = 32 * 1024 * 1024
+DEFAULT_IDLE_TIMEOUT = 600.0
+DEFAULT_KEEPALIVE = 60
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 100
 DEFAULT_MAX_MESSAGE = 65536
 _SOURCE_CACHE_MAX = 65536
 #: Native path: datagrams taken from the reader thread per event-loop wake-up at most
@@ -86,9 +90,20 @@ class ReceiverConfig:
     tls: tuple[str, int] | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Client certificates are required and checked against this CA bundle when set.
+    tls_ca: Path | None = None
+    #: TCP/TLS: close a connection silent this long (seconds; 0: never).
+    tcp_idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: TCP/TLS: keepalive probes after this many seconds of silence (0: off).
+    tcp_keepalive: int = DEFAULT_KEEPALIVE
+    #: TCP/TLS connections at once, in all and per source address (0: no limit).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_source: int = DEFAULT_MAX_CONNECTIONS_PER_SOURCE
     spool_dir: Path = Path(".state/spool")
     spool_max_bytes: int = 1 << 30
     spool_segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    #: Records the spool keeps in memory while its disk fails (then: dropped, spool_error).
+    spool_buffer_bytes: int = DEFAULT_BUFFER_MAX_BYTES
     allow: list[IPNetwork] = field(default_factory=list)
     rate_limit: float | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE
@@ -237,9 +252,17 @@ class _NativeUdp:
 
 
 class _Stream(asyncio.Protocol):
-    """One TCP or TLS connection, framed per RFC 6587 (detected from the first byte)."""
+    """One TCP or TLS connection, framed per RFC 6587 (detected from the first byte).
 
-    def __init__(self, rx: Receiver, name: str) -> None:
+    TLS is done here with an ``ssl.SSLObject`` over memory buffers rather than by the event
+    loop, so that the connection reads everything the peer sent before it went away, with
+    or without close_notify, and so that failed handshakes and abrupt ends can be counted
+    (the event loop's TLS transport hides both). The server sends no session tickets
+    (``num_tickets = 0``): a client that closes without reading them would make its kernel
+    answer with a reset, and a reset makes ours discard what it had not handed over yet.
+    """
+
+    def __init__(self, rx: Receiver, name: str, tls: ssl.SSLContext | None = None) -> None:
         self.rx = rx
         self.name = name
         self.transport: Any = None  # asyncio's or uvloop's transport
@@ -247,26 +270,64 @@ class _Stream(asyncio.Protocol):
         self.host = ""
         self.source = b""
         self.open = False
+        self.last_active = time.monotonic()
+        self._tls = tls
+        self._ssl: ssl.SSLObject | None = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._handshaken = False
+        self._ended = False  # the end of the connection was counted (clean or not)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.host, self.source = self.rx.source_of(transport.get_extra_info("peername"))
-        if not self.rx.allow.allows(self.host):
-            self.rx.metrics.dropped["not_allowed"] += 1
-            self.rx.not_allowed_log.hit()
+        rx = self.rx
+        self.host, self.source = rx.source_of(transport.get_extra_info("peername"))
+        if not rx.allow.allows(self.host):
+            rx.metrics.dropped["not_allowed"] += 1
+            rx.not_allowed_log.hit()
+            transport.abort()
+            return
+        cfg = rx.config
+        if cfg.max_connections and len(rx.connections) >= cfg.max_connections:
+            rx.metrics.closed["total_cap"] += 1
+            rx.cap_log.hit()
+            transport.abort()
+            return
+        if cfg.max_connections_per_source and (
+            rx.per_source.get(self.host, 0) >= cfg.max_connections_per_source
+        ):
+            rx.metrics.closed["source_cap"] += 1
+            rx.cap_log.hit()
             transport.abort()
             return
         self.open = True
-        self.rx.connections.add(self)
-        self.rx.metrics.tcp_connections += 1
+        rx.connections.add(self)
+        rx.per_source[self.host] = rx.per_source.get(self.host, 0) + 1
+        rx.metrics.tcp_connections = len(rx.connections)
+        if cfg.tcp_keepalive:
+            _keepalive(transport.get_extra_info("socket"), cfg.tcp_keepalive)
+        if self._tls is not None:
+            self._ssl = self._tls.wrap_bio(self._in, self._out, server_side=True)
 
     def data_received(self, data: bytes) -> None:
         if not self.open:
             return
+        self.last_active = time.monotonic()
+        if self._ssl is not None:
+            self._in.write(data)
+            data = self._tls_read()
+        if data:
+            self._feed(data)
+        if self._ended and self.open:
+            self.transport.close()  # the peer sent close_notify (or broke the TLS stream)
+
+    def _feed(self, data: bytes) -> None:
         result = self.framer.feed(data)
         rx = self.rx
         if result.truncated:
             rx.metrics.dropped["truncated"] += result.truncated
+        if result.blank:
+            rx.metrics.dropped["empty"] += result.blank
         for message in result.messages:
             rx.on_message(message, self.host, self.source, self.name)
         if result.error is not None:
@@ -276,19 +337,140 @@ class _Stream(asyncio.Protocol):
             self.open = False
             self.transport.abort()
 
+    # -- TLS ---------------------------------------------------------------------------
+
+    def _tls_read(self) -> bytes:
+        """Application data that arrived (after the handshake, when it completes)."""
+        sslobj = self._ssl
+        assert sslobj is not None
+        if not self._handshaken:
+            try:
+                sslobj.do_handshake()
+            except ssl.SSLWantReadError:
+                self._tls_flush()
+                return b""
+            except (ssl.SSLError, OSError) as exc:
+                self._handshake_failed(exc)
+                self._tls_flush()  # the alert, if any
+                self.open = False
+                self.transport.close()
+                return b""
+            self._handshaken = True
+            self._tls_flush()
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = sslobj.read(1 << 16)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                chunk = b""
+            except (ssl.SSLError, OSError) as exc:  # EOF without close_notify, bad record
+                self._abrupt(exc)
+                break
+            if not chunk:  # close_notify: a clean end; answer it
+                self._ended = True
+                with contextlib.suppress(ssl.SSLError, OSError):
+                    sslobj.unwrap()
+                break
+            chunks.append(chunk)
+        self._tls_flush()
+        return b"".join(chunks)
+
+    def _tls_flush(self) -> None:
+        pending = self._out.read()
+        if pending and not self.transport.is_closing():
+            self.transport.write(pending)
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        if not self._ended:
+            self._ended = True
+            self.rx.metrics.tls_handshake_failures += 1
+            self.rx.handshake_log.hit()
+            log.debug("TLS handshake with %s failed: %s", self.host, exc)
+
+    def _abrupt(self, exc: BaseException | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self.rx.metrics.closed["abrupt"] += 1
+            log.debug("%s connection from %s ended abruptly: %s", self.name, self.host, exc)
+
+    # -- the end -----------------------------------------------------------------------
+
     def eof_received(self) -> bool | None:
+        if self.open and self._ssl is not None:
+            self._in.write_eof()
+            if self._handshaken:
+                data = self._tls_read()
+                if data:
+                    self._feed(data)
+            else:
+                self._handshake_failed(EOFError("connection closed during the handshake"))
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        rx = self.rx
         if self.open:
+            if self._ssl is not None and not self._handshaken:
+                self._handshake_failed(exc or EOFError("connection closed during the handshake"))
+            elif exc is not None:
+                self._abrupt(exc)  # reset by the peer
             result = self.framer.finish()
             for message in result.messages:
-                self.rx.on_message(message, self.host, self.source, self.name)
+                rx.on_message(message, self.host, self.source, self.name)
             if result.error is not None:
-                self.rx.metrics.dropped["bad_frame"] += 1
+                rx.metrics.dropped["bad_frame"] += 1
+        if self in rx.connections:
+            rx.connections.discard(self)
+            left = rx.per_source.get(self.host, 1) - 1
+            if left > 0:
+                rx.per_source[self.host] = left
+            else:
+                rx.per_source.pop(self.host, None)
         self.open = False
-        self.rx.connections.discard(self)
-        self.rx.metrics.tcp_connections = len(self.rx.connections)
+        rx.metrics.tcp_connections = len(rx.connections)
+
+    def close_idle(self) -> None:
+        """Idle longer than --tcp-idle-timeout: close (an unfinished LF line is published,
+        as when the peer closes)."""
+        self.rx.metrics.closed["idle"] += 1
+        self._ended = True
+        self.transport.close()
+
+
+def _keepalive(sock: Any, idle: int) -> None:
+    """TCP keepalive: probes after ``idle`` seconds of silence, a dead peer found within
+    about twice that."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(idle // 5, 1))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5)
+    except OSError as exc:
+        log.debug("TCP keepalive not set: %s", exc)
+
+
+def tls_context(cert: Path, key: Path, ca: Path | None = None) -> ssl.SSLContext:
+    """The server context for --tls (TLS >= 1.2; no session tickets; client certificates
+    required and checked against ``ca`` when it is given)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert/--tls-key: {exc}") from exc
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--tls-ca: {exc}") from exc
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 class Receiver:
@@ -301,6 +483,13 @@ class Receiver:
             raise ConfigError("--tls needs --tls-cert and --tls-key")
         if config.max_message_bytes < 1:
             raise ConfigError("--max-message-bytes must be positive")
+        if config.tls_ca and not config.tls:
+            raise ConfigError("--tls-ca needs --tls")
+        if min(config.tcp_idle_timeout, config.tcp_keepalive, config.max_connections,
+               config.max_connections_per_source) < 0:  # fmt: skip
+            raise ConfigError(
+                "--tcp-idle-timeout, --tcp-keepalive and the connection caps must not be negative"
+            )
         self.config = config
         self.metrics = Metrics()
         self.allow = AllowList(config.allow)
@@ -309,6 +498,10 @@ class Receiver:
         self._rate_allow = self.rate.allow  # the UDP path's buckets once it is native
         self.maker = RecordMaker()
         self.connections: set[_Stream] = set()
+        self.per_source: dict[str, int] = {}
+        self.cap_log = LoudLog("TCP/TLS connections refused over a connection cap", 60.0)
+        self.handshake_log = LoudLog("TLS handshakes failed", 60.0)
+        self._sweeper: asyncio.Task[None] | None = None
         self.not_allowed_log = LoudLog("messages from sources outside --allow dropped", 60.0)
         self.bad_frame_log = LoudLog("TCP connections closed for a broken octet count", 60.0)
         self.rate_log = LoudLog("messages over --rate-limit dropped", 60.0)
@@ -392,7 +585,9 @@ class Receiver:
 
     async def start(self) -> None:
         cfg = self.config
-        self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_segment_bytes)
+        self.spool = Spool(
+            cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_segment_bytes, cfg.spool_buffer_bytes
+        )
         out = KafkaOut(
             cfg.bootstrap, cfg.topic, request_timeout_ms=cfg.request_timeout_ms, native=self.native
         )
@@ -445,19 +640,17 @@ class Receiver:
                 self.tcp_address = _addr(server.sockets[0].getsockname())
             if cfg.tls:
                 assert cfg.tls_cert is not None and cfg.tls_key is not None
-                ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                try:
-                    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-                except (OSError, ssl.SSLError) as exc:
-                    raise ConfigError(f"--tls-cert/--tls-key: {exc}") from exc
+                ctx = tls_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
                 server = await loop.create_server(
-                    lambda: _Stream(self, "tls"), cfg.tls[0], cfg.tls[1], ssl=ctx, backlog=1024
+                    lambda: _Stream(self, "tls", ctx), cfg.tls[0], cfg.tls[1], backlog=1024
                 )
                 self._servers.append(server)
                 self.tls_address = _addr(server.sockets[0].getsockname())
             if cfg.metrics:
                 self._metrics_server = MetricsServer(self.metrics, *cfg.metrics)
                 await self._metrics_server.start()
+            if self._servers and cfg.tcp_idle_timeout:
+                self._sweeper = asyncio.create_task(self._sweep(), name="tunnelwatch-idle")
         except BaseException:
             await self.close()
             raise
@@ -495,8 +688,24 @@ class Receiver:
             raise ConfigError(f"cannot listen on UDP {host}:{port}: {exc}") from exc
         return sock
 
+    async def _sweep(self) -> None:
+        """Close connections idle longer than --tcp-idle-timeout."""
+        timeout = self.config.tcp_idle_timeout
+        every = min(max(timeout / 4, 0.05), 5.0)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.open and now - conn.last_active > timeout:
+                    conn.close_idle()
+
     async def close(self) -> None:
         """Stop listening, publish or spool what is in memory, release everything."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._native_udp is not None:
             self._native_udp.close()
             self._native_udp = None
