@@ -870,3 +870,20 @@ def test_random_prefixes_of_every_kind_give_the_same_records_and_state(
     # Tagged, bare-tagged and untagged bodies after prefixes the full reader must read.
     data = "\n".join("".join(parts) + body for parts, body in lines).encode()
     assert_same_records(data, year=None, reference_ts=1_709_600_000.0)
+
+
+def test_uptime_stamped_lines_without_a_clock_keep_their_distances_on_both_paths() -> None:
+    # Found by the random test: an uptime stamp (`00:00:01`) after an unreadable date,
+    # with no relay clock, is read by Parser._uptime_ts (distances from the device's
+    # first uptime); the native scanner hands such lines to Python.
+    line = "%ASA-6-302013: Built inbound TCP connection 1 for outside:198.18.0.1/1 to inside:10.0.0.1/2"
+    lines = [
+        "\t" + line,
+        "router1: Foo  0 00:00:00: " + line,
+        line,
+        "\t" + line,
+        "router1: Foo  0 00:00:01: " + line,
+        "\t" + line,
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    assert_same_records(data, chunks=[1], year=2024, reference_ts=1_709_600_000.0)

@@ -1164,6 +1164,11 @@ fn event_row<'py>(
     let ts = match ts {
         Some(t) => t,
         None => {
+            if uptime && h.relay.is_none() && state.relay.is_none() {
+                // An uptime stamp with no clock to read it by: Parser._uptime_ts keeps
+                // its distance from the device's first one, in Python.
+                return Ok(None);
+            }
             // Parser._inferred_ts, with this record's relay stamp already the last one.
             source = SRC_INFERRED;
             let mut found: Option<f64> = None;
