@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -284,7 +285,16 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int:
     return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
 
 
-async def _publish(bootstrap: str, run: Run, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+async def _publish(
+    bootstrap: str,
+    run: Run,
+    records: Sequence[tuple[bytes | None, bytes]],
+    *,
+    chunk: int = 0,
+    pause: float = 0.0,
+) -> None:
+    """Publish ``records`` as the receiver would; with ``chunk``, ``pause`` seconds after
+    every ``chunk`` records (a stream that is still coming in)."""
     from aiokafka import AIOKafkaProducer
 
     await ensure_topics(bootstrap, stack_topics(run.names, run.app_id))
@@ -294,11 +304,31 @@ async def _publish(bootstrap: str, run: Run, records: Sequence[tuple[bytes | Non
     await producer.start()
     try:
         headers = [("received_at", b"2024-12-31T12:00:00.000Z")]
-        for key, value in records:
+        for i, (key, value) in enumerate(records, 1):
             await producer.send(topic, value, key=key, headers=headers)
+            if chunk and i % chunk == 0:
+                await producer.flush()
+                await asyncio.sleep(pause)
         await producer.flush()
     finally:
         await producer.stop()
+
+
+def _publish_mid_stream(
+    bootstrap: str, run: Run, records: Sequence[tuple[bytes | None, bytes]]
+) -> threading.Thread:
+    """Publish a first fifth of ``records`` now and the rest in the background at about
+    2,500 records/s: however fast the worker, the stream is still coming in when the test
+    steps in (a kill, a second worker). Join the thread before waiting for the end."""
+    head = len(records) // 5
+    asyncio.run(_publish(bootstrap, run, records[:head]))
+    rest = records[head:]
+    thread = threading.Thread(
+        target=lambda: asyncio.run(_publish(bootstrap, run, rest, chunk=500, pause=0.2)),
+        daemon=True,
+    )
+    thread.start()
+    return thread
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
@@ -517,7 +547,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
     archive = _fleet_archive(tmp_path, seed=3)
     run = _new_run(kafka_names, tmp_path, "crash")
     records, _ = _keyed_records([archive])
-    asyncio.run(_publish(kafka_bootstrap, run, records))
+    publisher = _publish_mid_stream(kafka_bootstrap, run, records)
 
     first = _start(workers, kafka_bootstrap, run)
     changelog = changelog_topic(run.app_id)
@@ -529,6 +559,7 @@ def test_worker_killed_mid_stream_loses_nothing_and_restores_its_state(
     assert state_records > 0, "nothing in the changelog"
 
     _start(workers, kafka_bootstrap, run)
+    publisher.join(120)
     _wait_done(kafka_bootstrap, run)
     streamed = asyncio.run(incident_reader.snapshot(kafka_bootstrap, run.names.incidents))
     _assert_same_incidents(_analyze([archive], capsys), streamed)
@@ -554,11 +585,12 @@ def test_a_second_worker_joining_mid_stream_loses_nothing_and_duplicates_no_inci
     archive = _fleet_archive(tmp_path, seed=5)
     run = _new_run(kafka_names, tmp_path, "join")
     records, _ = _keyed_records([archive])
-    asyncio.run(_publish(kafka_bootstrap, run, records))
+    publisher = _publish_mid_stream(kafka_bootstrap, run, records)
 
     _start(workers, kafka_bootstrap, run)
     _wait_partly_committed(kafka_bootstrap, run, len(records))  # then the second joins
     second = _start(workers, kafka_bootstrap, run)
+    publisher.join(120)
     _wait_done(kafka_bootstrap, run)
     assert second.proc.poll() is None  # both still running, neither crashed
     assert workers[0].proc.poll() is None
