@@ -70,7 +70,7 @@ class DeviceClock(Generic[T]):
     """What the fleet clock knows of one device (JSON-friendly but for ``held`` items)."""
 
     lane: int = 0
-    offset: float | None = None  # engine time - lane clock when it last spoke
+    offset: float | None = None  # engine time - lane clock at its first line (or its jump)
     correction: float = 0.0  # added to the device's stamps (jumps kept continuous)
     last: float = NEG_INF  # newest engine time of its timed lines
     reading: float = NEG_INF  # highest lane time its lines stood for
