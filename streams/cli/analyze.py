@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from typing import Any
@@ -137,12 +138,23 @@ def analyze_all(
     return records, parser, "python" if module is None else "native", loaded, corr
 
 
+#: Objects allocated between two young collections while analyzing (CPython: 700). The
+#: per-device states live until the end; with the default, a fleet of 100k devices has
+#: the collector walk them again and again (1M lines over 100k devices: 258k -> ~400k
+#: lines/s; over 1k devices no change).
+GC_THRESHOLD = (50_000, 1000, 1000)
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
     try:
         records, parser, path, loaded, corr = analyze_all(args)
     except (InputError, ConfigError) as exc:
         return error(str(exc))
+    finally:
+        gc.set_threshold(*before)
     problems = captures.report_problems(loaded)
     elapsed = time.perf_counter() - t0
     if args.format == "jsonl":
