@@ -850,14 +850,7 @@ class _Renderer:
         msg = text if tag is None else f"%{tag}: {text}"
         st = self.style
         if self.asa:
-            stamp = "" if st.timestamp == "none" else self.base
-            if stamp and self.origin:
-                return f"{head}{stamp} {self.origin} : {msg}"
-            if stamp:
-                return f"{head}{stamp}: {msg}"
-            if self.origin:
-                return f"{head}{self.origin} {msg}"
-            return head + msg
+            return asa_line(head, "" if st.timestamp == "none" else self.base, self.origin, msg)
         parts = [head]
         if st.message_counter:
             parts.append(f"{self.msgcount}: ")
@@ -876,6 +869,18 @@ class _Renderer:
         parts.append(": " if st.tag_space else ":")
         parts.append(msg)
         return "".join(parts)
+
+
+def asa_line(head: str, stamp: str, origin: str | None, msg: str) -> str:
+    """An ASA line after its syslog ``head``: ``stamp`` (empty: ``logging timestamp`` off)
+    and ``origin`` (``logging device-id``, or None) before the message."""
+    if stamp and origin:
+        return f"{head}{stamp} {origin} : {msg}"
+    if stamp:
+        return f"{head}{stamp}: {msg}"
+    if origin:
+        return f"{head}{origin} {msg}"
+    return head + msg
 
 
 # ---------------------------------------------------------------------------

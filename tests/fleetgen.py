@@ -56,7 +56,14 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from load.scenario import SUPPORTED, parse_scenario
-from load.synth import ASA_FACILITY_BASE, IOS_FACILITY_BASE, MONTHS, Record, generate
+from load.synth import (
+    ASA_FACILITY_BASE,
+    IOS_FACILITY_BASE,
+    MONTHS,
+    Record,
+    asa_line,
+    generate,
+)
 
 QUIET_PERIOD_S: Final = 1800.0
 
@@ -526,13 +533,7 @@ class _Renderer:
                     stamp = f"{MONTHS[mo - 1]} {d:02d} {y:04d} {hh:02d}:{mi:02d}:{ss:02d}"
                 else:
                     stamp = f"{MONTHS[mo - 1]} {d:02d} {hh:02d}:{mi:02d}:{ss:02d}"
-            if stamp and self.origin:
-                return f"{head}{stamp} {self.origin} : {msg}"
-            if stamp:
-                return f"{head}{stamp}: {msg}"
-            if self.origin:
-                return f"{head}{self.origin} {msg}"
-            return head + msg
+            return asa_line(head, stamp, self.origin, msg)
         parts = [head]
         if sh.counter:
             parts.append(f"{self.counter}: ")
