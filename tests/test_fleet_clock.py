@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.core.engine import Correlator
+from streams.core.engine import Correlator, apply_admitted
 from streams.core.event import Event
 from streams.core.kb import default_kb
 from streams.shell.topics import device_lane
@@ -236,7 +236,7 @@ def test_analyze_and_the_stream_drive_the_clock_alike(fleet: Fleet, partitions: 
         a[r["incident_id"]] = r
     for name, dc in shard.fleet.holding():
         slot = shard.slots[name]
-        for r in shard._apply(slot, shard.fleet.settle(name, dc)):
+        for r in apply_admitted(slot.state, shard.fleet.settle(name, dc), KB):
             b[r["incident_id"]] = r
     for r in shard.tick() + shard.pending_updates(float("inf")):
         b[r["incident_id"]] = r

@@ -677,6 +677,42 @@ def next_due(state: DeviceState, kb: KnowledgeBase) -> float:
     return state.due
 
 
+def apply_admitted(
+    state: DeviceState, admitted: Iterable[tuple[Event | None, float]], kb: KnowledgeBase
+) -> list[dict[str, Any]]:
+    """Feed a device the lines its fleet clock admitted (:meth:`FleetClock.admit`), each
+    at its engine time; ``None`` items are clock rows. The incident records changed."""
+    out: list[dict[str, Any]] = []
+    for item, ts in admitted:
+        if item is None or item.kind is None:
+            out.extend(clock(state, ts, kb))
+        else:
+            e = item if item.ts == ts else replace(item, ts=ts)
+            out.extend(step(state, e, kb)[1])
+    return out
+
+
+def advance_due(
+    fleet: FleetClock[Any], state_of: Callable[[str], DeviceState | None], kb: KnowledgeBase
+) -> list[dict[str, Any]]:
+    """One tick of the fleet clock, for ``analyze`` and the worker alike: settle the clock
+    jumps held too long, then advance the devices that have work to do (silent ones) to
+    their watermarks and schedule their next work."""
+    out: list[dict[str, Any]] = []
+    for device, dc in fleet.overdue():
+        st = state_of(device)
+        if st is not None:
+            out.extend(apply_admitted(st, fleet.settle(device, dc), kb))
+    for device, dc in list(fleet.due()):
+        st = state_of(device)
+        if st is None:
+            continue
+        out.extend(advance(st, fleet.watermark(dc, st.max_ts), kb)[1])
+        st.due = _next_due(st, kb)
+        fleet.schedule(device, dc, st.due)
+    return out
+
+
 @dataclass
 class Correlator:
     """Runs the engine in-process over many devices (``tunnelwatch analyze``).
@@ -702,26 +738,13 @@ class Correlator:
             st = self.states[device] = DeviceState(device)
         return st
 
-    def _apply(
-        self, st: DeviceState, admitted: list[tuple[Event | None, float]]
-    ) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        kb = self.kb
-        for item, ts in admitted:
-            if item is None or item.kind is None:
-                out.extend(clock(st, ts, kb))
-            else:
-                e = item if item.ts == ts else replace(item, ts=ts)
-                out.extend(step(st, e, kb)[1])
-        return out
-
     def feed(self, ev: Event) -> list[dict[str, Any]]:
         device = ev.device or self.unknown_device
         st = self._state(device)
         fleet = self.fleet
         dc = fleet.device(device)
-        out = self._apply(
-            st, fleet.admit(device, dc, ev, ev.ts, ev.time_source != "inferred", ev.raw)
+        out = apply_admitted(
+            st, fleet.admit(device, dc, ev, ev.ts, ev.time_source != "inferred", ev.raw), kb=self.kb
         )
         fleet.schedule(device, dc, next_due(st, self.kb))
         return out
@@ -754,7 +777,7 @@ class Correlator:
                 if recs:
                     out.extend(recs)
             else:
-                out.extend(self._apply(st, fleet.admit(name, dc, None, ts, True)))
+                out.extend(apply_admitted(st, fleet.admit(name, dc, None, ts, True), kb))
             due = st.due
             if due == float("-inf"):
                 due = next_due(st, kb)
@@ -763,25 +786,14 @@ class Correlator:
 
     def tick(self) -> list[dict[str, Any]]:
         """Advance the devices that have work to do by the fleet clock (silent ones)."""
-        out: list[dict[str, Any]] = []
-        fleet = self.fleet
-        kb = self.kb
-        for device, dc in fleet.overdue():
-            out.extend(self._apply(self._state(device), fleet.settle(device, dc)))
-        for device, dc in list(fleet.due()):
-            st = self._state(device)
-            _, recs = advance(st, fleet.watermark(dc, st.max_ts), kb)
-            out.extend(recs)
-            st.due = _next_due(st, kb)
-            fleet.schedule(device, dc, st.due)
-        return out
+        return advance_due(self.fleet, self.states.get, self.kb)
 
     def finish(self) -> list[dict[str, Any]]:
         """The end of the input: undecided clock jumps settled, due work done, and the
         current records of every active incident."""
         out: list[dict[str, Any]] = []
         for device, dc in self.fleet.holding():
-            out.extend(self._apply(self._state(device), self.fleet.settle(device, dc)))
+            out.extend(apply_admitted(self._state(device), self.fleet.settle(device, dc), self.kb))
         out.extend(self.tick())
         for st in self.states.values():
             out.extend(flush(st, self.kb))

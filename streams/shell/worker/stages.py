@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from streams.core.engine import DeviceState, advance, flush, next_due, step
+from streams.core.engine import DeviceState, advance_due, apply_admitted, flush, next_due
 from streams.core.event import Event, Unparsed
 from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, Lane
 from streams.core.kb import KnowledgeBase
@@ -571,35 +571,19 @@ class Shard:
             self.frames[partition] = f"{device}@{ev.ts:.3f}"
         ev = bounded(ev)
         admitted = fleet.admit(device, slot.clock, ev, ev.ts, ev.time_source != "inferred", ev.raw)
-        out = self._apply(slot, admitted)
+        out = apply_admitted(slot.state, admitted, self.kb)
         self._schedule(device, slot)
-        return out
-
-    def _apply(self, slot: Slot, admitted: list[tuple[Event, float]]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for item, ts in admitted:
-            e = item if item.ts == ts else replace(item, ts=ts)
-            out.extend(step(slot.state, e, self.kb)[1])
         return out
 
     def tick(self) -> list[dict[str, Any]]:
         """Advance the devices that have work to do by their lane's clock (silent ones)."""
-        fleet = self.fleet
-        out: list[dict[str, Any]] = []
-        for device, dc in fleet.overdue():
-            slot = self.slots.get(device)
-            if slot is not None:
-                out.extend(self._apply(slot, fleet.settle(device, dc)))
-        for device, dc in list(fleet.due()):
-            slot = self.slots.get(device)
-            if slot is None:
-                continue
-            st = slot.state
-            _, recs = advance(st, fleet.watermark(dc, st.max_ts), self.kb)
-            out.extend(recs)
-            st.due = float("-inf")
-            self._schedule(device, slot)
-        return out
+        slots = self.slots
+
+        def state_of(device: str) -> DeviceState | None:
+            slot = slots.get(device)
+            return None if slot is None else slot.state
+
+        return advance_due(self.fleet, state_of, self.kb)
 
     def pending_updates(self, idle_before: float) -> list[dict[str, Any]]:
         """Current records of incidents changed since last published, on idle devices.
