@@ -187,17 +187,19 @@ def _clock_report(corr: Correlator, limit: int = 20) -> None:
     """Devices whose clock is off from the fleet's by more than five minutes (offsets are
     read from the order lines arrive in: in a sparse archive they are right to a few
     minutes), and devices whose clock jumped or sent outlier stamps: a NOC wants to know."""
+    from streams.cli.render import safe_text
+
     skews = corr.skews(SKEW_REPORT)
     if skews:
         worst = sorted(skews.items(), key=lambda kv: -abs(kv[1]))
-        shown = ", ".join(f"{_text(d)} {_offset(s)}" for d, s in worst[:limit])
+        shown = ", ".join(f"{safe_text(d)} {_offset(s)}" for d, s in worst[:limit])
         more = f" (+{len(worst) - limit} more)" if len(worst) > limit else ""
         print(f"tunnelwatch: clocks off the fleet's: {shown}{more}", file=sys.stderr)
     anomalies = corr.clock_anomalies()
     for device, (jumps, outliers, lines) in sorted(anomalies.items())[:limit]:
-        example = f": {_text(lines[-1][:120])}" if lines else ""
+        example = f": {safe_text(lines[-1][:120])}" if lines else ""
         print(
-            f"tunnelwatch: clock of {_text(device)}: {jumps} jump(s), {outliers} outlier "
+            f"tunnelwatch: clock of {safe_text(device)}: {jumps} jump(s), {outliers} outlier "
             f"stamp(s){example}",
             file=sys.stderr,
         )
@@ -211,8 +213,3 @@ def _offset(seconds: float) -> str:
         if s >= 3600
         else f"{sign}{s // 60}m{s % 60:02d}s"
     )
-
-
-def _text(s: str) -> str:
-    """Device text on a terminal: control characters shown, not obeyed."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
