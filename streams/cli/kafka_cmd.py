@@ -229,7 +229,7 @@ def _topics(args: argparse.Namespace) -> int:
         counts = run_sync(
             ensure_topics(args.bootstrap, specs, replication_factor=args.replication_factor)
         )
-        replicas = run_sync(replication_factors(args.bootstrap, sorted(counts)))
+        replicas = run_sync(replication_factors(args.bootstrap, sorted(counts), settle=30.0))
     except BrokerError as exc:
         print(f"tunnelwatch kafka topics: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -227,19 +227,30 @@ def run_sync(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def replication_factors(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
-    """The smallest replica count among the partitions of each existing topic."""
+async def replication_factors(
+    bootstrap: str, topics: Sequence[str], *, settle: float = 0.0
+) -> dict[str, int]:
+    """The smallest replica count among the partitions of each existing topic.
+
+    With ``settle`` > 0, wait up to that many seconds until every one of ``topics`` is
+    described: right after a create, the broker that answers may not know a topic yet
+    (each broker learns new topics from the controller a moment later).
+    """
     admin = await _admin(bootstrap)
+    deadline = time.monotonic() + settle
     try:
-        existing = set(await admin.list_topics())
-        wanted = [t for t in topics if t in existing]
-        out: dict[str, int] = {}
-        if wanted:
-            for entry in await admin.describe_topics(wanted):
-                parts = entry.get("partitions") or []
-                if int(entry.get("error_code", 0)) == 0 and parts:
-                    out[str(entry["topic"])] = min(len(p.get("replicas", [])) for p in parts)
-        return out
+        while True:
+            existing = set(await admin.list_topics())
+            wanted = [t for t in topics if t in existing]
+            out: dict[str, int] = {}
+            if wanted:
+                for entry in await admin.describe_topics(wanted):
+                    parts = entry.get("partitions") or []
+                    if int(entry.get("error_code", 0)) == 0 and parts:
+                        out[str(entry["topic"])] = min(len(p.get("replicas", [])) for p in parts)
+            if len(out) == len(set(topics)) or time.monotonic() >= deadline:
+                return out
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
