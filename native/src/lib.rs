@@ -42,7 +42,7 @@ use memchr::{memchr, memchr2};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use regex::bytes::{CaptureLocations, Regex};
 
 /// `parse.MAX_LINE`: longer records go to Python (which truncates them).
@@ -733,6 +733,11 @@ struct Session<'py> {
     last: Bound<'py, PyDict>,
     device: Option<Bound<'py, PyString>>,
     reference: f64,
+    /// The worker's batch path (`Scanner.records`): the record's transport source, the
+    /// device of a line that names none when the parser has no `device`.
+    source: Option<Bound<'py, PyString>>,
+    /// The worker's batch path: the receive time, the time of a line without a stamp.
+    received: Option<f64>,
     rows: i64,
     unknown_tz: i64,
     classified: i64,
@@ -1136,7 +1141,7 @@ fn event_row<'py>(
     // Parser._event
     let device: Option<Bound<'py, PyString>> = match h.host.or(h.origin) {
         Some(name) => Some(cache.device(py, name)),
-        None => sess.device.clone(),
+        None => sess.device.clone().or_else(|| sess.source.clone()),
     };
     let mut stamp = h.device;
     let mut source = SRC_DEVICE;
@@ -1161,9 +1166,14 @@ fn event_row<'py>(
             Some(Ts::NoDate) => {}
         }
     }
-    let ts = match ts {
-        Some(t) => t,
-        None => {
+    let ts = match (ts, sess.received) {
+        (Some(t), _) => t,
+        (None, Some(r)) => {
+            // Parser._inferred_ts: the receive time comes first.
+            source = SRC_INFERRED;
+            r
+        }
+        (None, None) => {
             if uptime && h.relay.is_none() && state.relay.is_none() {
                 // An uptime stamp with no clock to read it by: Parser._uptime_ts keeps
                 // its distance from the device's first one, in Python.
@@ -1197,6 +1207,53 @@ fn event_row<'py>(
         state.ts_dirty = true;
     }
     Ok(Some(Row { device, ts, source, synced: h.clock_synced, tz_known, classified }))
+}
+
+/// A clock row as Python sees it (and counted in the session's statistics).
+fn row_tuple<'py>(
+    py: Python<'py>,
+    cfg: &Config,
+    sess: &mut Session<'py>,
+    row: Row<'py>,
+    s: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    sess.rows += 1;
+    if !row.tz_known {
+        sess.unknown_tz += 1;
+    }
+    if row.classified {
+        sess.classified += 1;
+    }
+    let device = match row.device {
+        Some(d) => d.into_any(),
+        None => py.None().into_bound(py),
+    };
+    let src = cfg.src[row.source as usize].bind(py).clone();
+    Ok(if cfg.with_text {
+        let text = PyString::new(py, std::str::from_utf8(s).unwrap_or(""));
+        (device, row.ts, src, row.synced, row.tz_known, text).into_pyobject(py)?.into_any()
+    } else {
+        (device, row.ts, src, row.synced, row.tz_known).into_pyobject(py)?.into_any()
+    })
+}
+
+/// One Kafka record's value as `Parser._parse` reads it, if the scanner can: its bytes
+/// without the trailing CR/LF, when that is one ASCII line that is not blank.
+fn record_line(value: &[u8]) -> Option<&[u8]> {
+    let mut end = value.len();
+    while end > 0 && matches!(value[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    let s = &value[..end];
+    if s.is_empty() || !s.is_ascii() || memchr2(b'\n', b'\r', s).is_some() || is_blank_bytes(s) {
+        return None;
+    }
+    Some(s)
+}
+
+/// `str.isspace()` of an ASCII line.
+fn is_blank_bytes(s: &[u8]) -> bool {
+    s.iter().all(|&b| is_space(b))
 }
 
 impl Scanner {
@@ -1236,6 +1293,8 @@ impl Scanner {
             device,
             // `self.context_ts`, else `self.reference_ts or 0.0`: None, 0.0 and -0.0 all give 0.0.
             reference: context.unwrap_or_else(|| reference.filter(|r| *r != 0.0).unwrap_or(0.0)),
+            source: None,
+            received: None,
             rows: 0,
             unknown_tz: 0,
             classified: 0,
@@ -1307,25 +1366,7 @@ impl Scanner {
         match clock_row(py, &self.cfg, &mut self.cache, &mut self.state, sess, s)? {
             None => Ok(Some(PyString::new(py, std::str::from_utf8(s).unwrap_or("")))),
             Some(row) => {
-                sess.rows += 1;
-                if !row.tz_known {
-                    sess.unknown_tz += 1;
-                }
-                if row.classified {
-                    sess.classified += 1;
-                }
-                let device = match row.device {
-                    Some(d) => d.into_any(),
-                    None => py.None().into_bound(py),
-                };
-                let src = self.cfg.src[row.source as usize].bind(py).clone();
-                let t = if self.cfg.with_text {
-                    let text = PyString::new(py, std::str::from_utf8(s).unwrap_or(""));
-                    (device, row.ts, src, row.synced, row.tz_known, text).into_pyobject(py)?.into_any()
-                } else {
-                    (device, row.ts, src, row.synced, row.tz_known).into_pyobject(py)?.into_any()
-                };
-                rows.append(t)?;
+                rows.append(row_tuple(py, &self.cfg, sess, row, s)?)?;
                 Ok(None)
             }
         }
@@ -1538,6 +1579,51 @@ impl Scanner {
         Ok((rows, handed))
     }
 
+    /// The worker's batch path: `values[start:]`, each one whole record (a Kafka record's
+    /// value, no framing), read as `Parser.parse(value, source=sources[i],
+    /// received=received)` would read it. Returns `(rows, next)`: the clock rows of
+    /// `values[start:next]`, in order, and the index of the first record Python must
+    /// parse (`len(values)` when there is none). A value that is not `bytes`, not one
+    /// ASCII line, or blank, goes to Python too.
+    #[pyo3(signature = (values, sources, received, start = 0))]
+    fn records<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        sources: &Bound<'py, PyList>,
+        received: Option<f64>,
+        start: usize,
+    ) -> PyResult<(Bound<'py, PyList>, usize)> {
+        let rows = PyList::empty(py);
+        let n = values.len();
+        if sources.len() != n {
+            return Err(PyValueError::new_err("values and sources differ in length"));
+        }
+        let mut sess = self.begin(py)?;
+        sess.received = received;
+        let mut i = start;
+        let out: PyResult<()> = (|| {
+            while i < n {
+                let item = values.get_item(i)?;
+                let Ok(value) = item.cast::<PyBytes>() else { break };
+                let Some(s) = record_line(value.as_bytes()) else { break };
+                let src = sources.get_item(i)?;
+                sess.source = if src.is_none() { None } else { Some(src.cast_into::<PyString>()?) };
+                let Some(row) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s)? else {
+                    break;
+                };
+                rows.append(row_tuple(py, &self.cfg, &mut sess, row, s)?)?;
+                i += 1;
+            }
+            Ok(())
+        })();
+        sess.source = None;
+        let stored = self.end(py, &sess);
+        out?;
+        stored?;
+        Ok((rows, i.min(n)))
+    }
+
     /// Test hook: what the fast header path reads of `line[:end]` (ASCII), as
     /// `(host, origin, relay_stamp, device_stamp, clock_synced)` with stamps as tuples of
     /// `Stamp`'s fields; None where `fast_prefix` returns None.
@@ -1610,6 +1696,6 @@ fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The interface `streams/core/native.py` expects; bump both together.
     // 2: the receiver's UdpReceiver, DeviceKeys, RecordBatch and group_by_partition.
     // 3: Scanner reads every tagged header (`scan`) and inert catalog messages (`lookup`).
-    m.add("ABI", 3)?;
+    m.add("ABI", 4)?;
     Ok(())
 }

@@ -52,7 +52,7 @@ from streams.errors import ConfigError
 ENV = "TUNNELWATCH_NATIVE"
 MODULE = "tunnelwatch_native"
 #: The interface this module expects of the extension (``ABI`` in ``native/src/lib.rs``).
-ABI = 3
+ABI = 4
 
 #: A clock row: ``(device, ts, time_source, clock_synced, tz_known)``; with
 #: ``with_text=True`` the record's text follows.
@@ -69,6 +69,10 @@ class Scanner(Protocol):
     def close(self) -> None: ...
 
     def scan(self, limit: int) -> tuple[list[Any], str | None]: ...
+
+    def records(
+        self, values: list[Any], sources: list[str | None], received: float | None, start: int = 0
+    ) -> tuple[list[ClockRow], int]: ...
 
     def header(
         self, line: str, end: int

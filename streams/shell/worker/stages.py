@@ -23,10 +23,18 @@ from typing import Any
 
 import orjson
 
-from streams.core.engine import DeviceState, advance_due, apply_admitted, flush, next_due
+from streams.core.engine import (
+    DeviceState,
+    advance_due,
+    apply_admitted,
+    clock,
+    flush,
+    next_due,
+)
 from streams.core.event import Event, Unparsed
 from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, Lane
 from streams.core.kb import KnowledgeBase
+from streams.core.native import ClockRow, NativeModule, Scanner, make_scanner
 from streams.core.parse import Parser
 from streams.core.zones import TzMap
 from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_YEAR
@@ -212,16 +220,57 @@ class Routed:
     event: Event | None = None  # the parsed event (spares correlation a JSON round trip)
 
 
+@dataclass(frozen=True, slots=True)
+class Clocked:
+    """A raw record the native scanner read as a clock row: an event without a kind the
+    knowledge base reads, of which the engine needs only ``(device, ts, time_source,
+    clock_synced, tz_known)``. No Python event is made of it, and nothing is published."""
+
+    key: bytes
+    row: ClockRow
+
+    def event(self, value: bytes | None) -> Event:
+        """The event the engine reads of it (for the reroute topic): its raw text, no kind."""
+        device, ts, source, synced, tz_known = self.row
+        text = _as_bytes(value).decode("utf-8", errors="replace").rstrip("\r\n")
+        return Event(
+            device=device or UNKNOWN_DEVICE,
+            ts=ts,
+            raw=text,
+            message=text,
+            clock_synced=synced,
+            time_source=source,
+            tz_known=tz_known,
+        )
+
+
 class ParseStage:
-    """syslog.raw → syslog.events / syslog.deadletter."""
+    """syslog.raw → syslog.events / syslog.deadletter.
+
+    With ``native`` (the extension) and ``kb``, :meth:`handle_batch` reads a fetch's
+    records through the native scanner, as ``analyze`` reads an archive: the records
+    whose event no rule of ``kb`` reads come back as :class:`Clocked` rows; only the
+    others are parsed in Python. Without a zone map only (the scanner reads stamps
+    without one).
+    """
 
     def __init__(
-        self, year: int | None = None, device: str | None = None, tz_map: TzMap | None = None
+        self,
+        year: int | None = None,
+        device: str | None = None,
+        tz_map: TzMap | None = None,
+        *,
+        native: NativeModule | None = None,
+        kb: KnowledgeBase | None = None,
     ) -> None:
         self.year = year
         self.device = device
         self.tz_map = tz_map
+        self.native = native if kb is not None and tz_map is None else None
+        self.kb = kb
         self._parsers: dict[tuple[int, int | None], Parser] = {}
+        self._scanners: dict[tuple[int, int | None], Scanner] = {}
+        self.clocked = 0  # records read as clock rows by the native scanner
         self._received: tuple[str | None, float | None] = (None, None)
         self.events = 0
         self.deadletters = 0
@@ -238,6 +287,122 @@ class ParseStage:
                 year=y, device=self.device, stream=True, tz_map=self.tz_map
             )
         return p
+
+    def scanner(self, partition: int, year: int | None = None) -> Scanner:
+        """The native scanner of :meth:`parser` ``(partition, year)``."""
+        assert self.native is not None and self.kb is not None
+        key = (partition, year)
+        sc = self._scanners.get(key)
+        if sc is None:
+            sc = self._scanners[key] = make_scanner(
+                self.native, self.parser(partition, year), kb=self.kb
+            )
+        return sc
+
+    def _reference(self, parser: Parser, received_at: str | None, year: int | None) -> float | None:
+        """The receive time of a record (parsed once per receiver batch), set as the
+        parser's reference for year-less stamps when no year is given."""
+        if received_at != self._received[0]:
+            self._received = (received_at, parse_received_at(received_at))
+        ref = self._received[1]
+        if ref is not None and self.year is None and year is None:
+            # The receiver's clock is the reference for year-less stamps, as an
+            # archive's modification time is for analyze.
+            parser.set_reference(ref)
+        return ref
+
+    def handle_batch(self, records: Sequence[Any]) -> list[Routed | Clocked]:
+        """:meth:`handle` of each consumer record (``value``, ``key``, ``headers``,
+        ``topic``, ``partition``, ``offset``) in order, the records whose event no rule
+        reads as :class:`Clocked` rows when the native scanner is there. Never raises."""
+        if self.native is None:
+            return [
+                self.handle(
+                    m.value,
+                    m.key,
+                    m.headers,
+                    topic=m.topic,
+                    partition=m.partition,
+                    offset=m.offset,
+                )
+                for m in records
+            ]
+        out: list[Routed | Clocked] = []
+        n = len(records)
+        i = 0
+        while i < n:
+            # A run of records that share a parser and a receive time.
+            first = records[i]
+            partition = first.partition
+            headers = first.headers
+            received_at = header(headers, HEADER_RECEIVED_AT)
+            year = _year_of(header(headers, HEADER_YEAR))
+            values: list[Any] = []
+            sources: list[str | None] = []
+            j = i
+            while j < n:
+                m = records[j]
+                if m.partition != partition:
+                    break
+                if m.headers is not headers:
+                    hs = m.headers
+                    if (
+                        header(hs, HEADER_RECEIVED_AT) != received_at
+                        or _year_of(header(hs, HEADER_YEAR)) != year
+                    ):
+                        break
+                    headers = hs
+                values.append(m.value)
+                key = m.key
+                sources.append(
+                    key.decode("utf-8", errors="replace") or None
+                    if key
+                    else _host_of(header(m.headers, HEADER_SOURCE))
+                )
+                j += 1
+            self._handle_run(records[i:j], values, sources, partition, received_at, year, out)
+            i = j
+        return out
+
+    def _handle_run(
+        self,
+        run: Sequence[Any],
+        values: list[Any],
+        sources: list[str | None],
+        partition: int,
+        received_at: str | None,
+        year: int | None,
+        out: list[Routed | Clocked],
+    ) -> None:
+        parser = self.parser(partition, year)
+        scanner = self.scanner(partition, year)
+        k = 0
+        n = len(run)
+        while k < n:
+            ref = self._reference(parser, received_at, year)
+            try:
+                rows, nxt = scanner.records(values, sources, ref, k)
+            except Exception:  # a defect of the scanner: the record goes to Python
+                rows, nxt = [], k
+            for row in rows:
+                device = row[0] or UNKNOWN_DEVICE
+                out.append(Clocked(device.encode("utf-8", errors="replace"), row))
+            self.clocked += len(rows)
+            self.events += len(rows)
+            if nxt >= n:
+                break
+            m = run[nxt]
+            out.append(
+                self.handle(
+                    m.value,
+                    m.key,
+                    m.headers,
+                    topic=m.topic,
+                    partition=m.partition,
+                    offset=m.offset,
+                )
+            )
+            k = nxt + 1
 
     def handle(
         self,
@@ -290,13 +455,7 @@ class ParseStage:
             year = _year_of(header(headers, HEADER_YEAR))
             parser = self.parser(partition, year)
             # The receiver stamps a whole batch with one time: parse each stamp once.
-            if received_at != self._received[0]:
-                self._received = (received_at, parse_received_at(received_at))
-            ref = self._received[1]
-            if ref is not None and self.year is None and year is None:
-                # The receiver's clock is the reference for year-less stamps, as an
-                # archive's modification time is for analyze.
-                parser.set_reference(ref)
+            ref = self._reference(parser, received_at, year)
             # A line without any stamp takes the time it was received.
             out = parser.parse(value, source=source, received=ref)
         if isinstance(out, Unparsed):
@@ -354,13 +513,16 @@ def fingerprint(rec: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _clock_dump(dc: DeviceClock[Event], frame: str | None, lane_clock: float) -> dict[str, Any]:
+def _clock_dump(
+    dc: DeviceClock[Event | None], frame: str | None, lane_clock: float
+) -> dict[str, Any]:
     return {
         "frame": frame,
         "lane_clock": None if lane_clock == NEG_INF else lane_clock,
         "offset": dc.offset,
         "correction": dc.correction,
-        "held": [[ev.to_record(), eng, raw] for ev, eng, raw in dc.held],
+        # A held clock row (an event without a kind, see Shard.clock) is stored as null.
+        "held": [[None if ev is None else ev.to_record(), eng, raw] for ev, eng, raw in dc.held],
         "held_expected": None if dc.held_expected == NEG_INF else dc.held_expected,
         "last": None if dc.last == NEG_INF else dc.last,
         "reading": None if dc.reading == NEG_INF else dc.reading,
@@ -375,12 +537,15 @@ def _float(v: Any) -> float:
     return NEG_INF if v is None else float(v)
 
 
-def _clock_load(d: dict[str, Any], lane: int) -> DeviceClock[Event]:
+def _clock_load(d: dict[str, Any], lane: int) -> DeviceClock[Event | None]:
     return DeviceClock(
         lane=lane,
         offset=None if d.get("offset") is None else float(d["offset"]),
         correction=float(d.get("correction", 0.0)),
-        held=[(Event.from_record(r), float(eng), str(raw)) for r, eng, raw in d.get("held", [])],
+        held=[
+            (None if r is None else Event.from_record(r), float(eng), str(raw))
+            for r, eng, raw in d.get("held", [])
+        ],
         held_expected=_float(d.get("held_expected")),
         last=_float(d.get("last")),
         reading=_float(d.get("reading")),
@@ -401,7 +566,7 @@ class Slot:
     # The same for events that reached the device's partition through the reroute topic
     # (their raw record was keyed by another name than the device's: see app.py).
     reroute_offset: int = -1
-    clock: DeviceClock[Event] = field(default_factory=DeviceClock)
+    clock: DeviceClock[Event | None] = field(default_factory=DeviceClock)
     # The frame of the stored clock (see Shard.restore) and its lane clock then.
     frame: str | None = None
     lane_clock: float = NEG_INF
@@ -455,7 +620,7 @@ class Shard:
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
         self.slots: dict[str, Slot] = {}
-        self.fleet: FleetClock[Event] = FleetClock(kb.lateness)
+        self.fleet: FleetClock[Event | None] = FleetClock(kb.lateness)
         self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
         # Devices fed since their pending state was last looked at, oldest touch first.
@@ -530,6 +695,36 @@ class Shard:
 
     # -- processing ----------------------------------------------------------------
 
+    def _enter(
+        self, slot: Slot, partition: int, offset: int, now: float, rerouted: bool, ts: float
+    ) -> bool:
+        """The bookkeeping of one more record of a device: False when it was applied
+        before (a re-delivery); else its offset is noted and the device is dirty."""
+        device = slot.state.device
+        if rerouted:
+            if slot.partition == partition and offset <= slot.reroute_offset:
+                self.duplicates += 1
+                return False
+            if slot.partition != partition:
+                slot.offset = -1
+                self._move(device, slot, partition)
+            slot.reroute_offset = offset
+        else:
+            if slot.partition == partition and offset <= slot.offset:
+                self.duplicates += 1
+                return False
+            if slot.partition != partition:
+                slot.reroute_offset = -1
+                self._move(device, slot, partition)
+            slot.offset = offset
+        slot.touched = now
+        self.dirty.pop(device, None)
+        self.dirty[device] = None
+        self.applied += 1
+        if partition not in self.frames:
+            self.frames[partition] = f"{device}@{ts:.3f}"
+        return True
+
     def apply(
         self,
         slot: Slot,
@@ -545,34 +740,39 @@ class Shard:
         ``partition``/``offset``: where the event was read; ``rerouted``: read from the
         reroute topic instead, whose offsets are tracked apart.
         """
+        if not self._enter(slot, partition, offset, now, rerouted, ev.ts):
+            return None
         device = slot.state.device
-        if rerouted:
-            if slot.partition == partition and offset <= slot.reroute_offset:
-                self.duplicates += 1
-                return None
-            if slot.partition != partition:
-                slot.offset = -1
-                self._move(device, slot, partition)
-            slot.reroute_offset = offset
-        else:
-            if slot.partition == partition and offset <= slot.offset:
-                self.duplicates += 1
-                return None
-            if slot.partition != partition:
-                slot.reroute_offset = -1
-                self._move(device, slot, partition)
-            slot.offset = offset
-        slot.touched = now
-        self.dirty.pop(device, None)
-        self.dirty[device] = None
-        self.applied += 1
-        fleet = self.fleet
-        if partition not in self.frames:
-            self.frames[partition] = f"{device}@{ev.ts:.3f}"
         ev = bounded(ev)
-        admitted = fleet.admit(device, slot.clock, ev, ev.ts, ev.time_source != "inferred", ev.raw)
+        admitted = self.fleet.admit(
+            device, slot.clock, ev, ev.ts, ev.time_source != "inferred", ev.raw
+        )
         out = apply_admitted(slot.state, admitted, self.kb)
         self._schedule(device, slot)
+        return out
+
+    def clock(
+        self, slot: Slot, row: ClockRow, partition: int, offset: int, now: float = 0.0
+    ) -> list[dict[str, Any]] | None:
+        """Feed one clock row (the native scanner's reading of a record whose event has no
+        kind the knowledge base reads: ``(device, ts, time_source, clock_synced,
+        tz_known)``); None when it was applied before. What :meth:`apply` does with that
+        event, as ``Correlator.clocks`` does it in ``analyze``."""
+        ts = row[1]
+        if not self._enter(slot, partition, offset, now, False, ts):
+            return None
+        device = slot.state.device
+        dc = slot.clock
+        st = slot.state
+        eng = ts + dc.correction
+        if row[2] == "inferred" or self.fleet.ordinary(device, dc, eng):
+            out = clock(st, eng, self.kb)
+        else:
+            out = apply_admitted(st, self.fleet.admit(device, dc, None, ts, True), self.kb)
+        due = st.due
+        if due == NEG_INF:
+            due = next_due(st, self.kb)
+        self.fleet.schedule(device, dc, due)
         return out
 
     def tick(self) -> list[dict[str, Any]]:
@@ -630,6 +830,7 @@ __all__ = [
     "MAX_PUBLISH_BYTES",
     "STATE_RAW_CHARS",
     "UNKNOWN_DEVICE",
+    "Clocked",
     "ParseStage",
     "Routed",
     "Shard",

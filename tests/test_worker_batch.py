@@ -1,0 +1,305 @@
+"""The worker's native batch path gives what its per-record Python path gives.
+
+``ParseStage.handle_batch`` reads a fetch of ``syslog.raw`` through the native scanner:
+the records whose event no rule reads come back as clock rows (``Clocked``), the others
+are parsed in Python. Checked record by record against ``ParseStage.handle`` (same
+routing, same keys, a clock row says what the Python event says, the parser states
+and counters end the same), and through the engine: a ``Shard`` fed the batch path's
+outcomes gives the same incident records and device states as one fed Python events.
+
+Inputs: a synthetic fleet archive, every corpus file and golden input, a mix of every
+header shape, and random syslog lines; records with and without keys, receive times,
+``year`` headers and source headers, across several partitions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from load import shapes
+from load.scenario import default_scenario
+from load.synth import generate
+from streams.core import native
+from streams.core.catalog import default_catalog
+from streams.core.engine import apply_admitted
+from streams.core.event import Event
+from streams.core.kb import default_kb
+from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_YEAR, partition_of
+from streams.shell.worker.stages import Clocked, ParseStage, Routed, Shard, decode_event
+from tests.test_native import ALL_SHAPES, CORPUS, GOLDEN, syslog_line
+
+HAVE_NATIVE = importlib.util.find_spec(native.MODULE) is not None
+pytestmark = pytest.mark.skipif(
+    not HAVE_NATIVE,
+    reason=f"{native.MODULE} is not built (make install builds it when cargo is installed)",
+)
+
+KB = default_kb()
+INERT = native.inert_kinds(default_catalog(), KB)
+PARTITIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Rec:
+    """A consumer record as the parse agent sees it."""
+
+    value: bytes | None
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    topic: str
+    partition: int
+    offset: int
+
+
+def _module() -> native.NativeModule:
+    mod = native.load()
+    assert mod is not None
+    return mod
+
+
+def records_of(
+    lines: Sequence[str | bytes | None],
+    *,
+    seed: int,
+    keyed: float = 0.8,
+    batch: int = 40,
+    start: float = 1_780_000_000.0,
+) -> list[Rec]:
+    """Records as the receiver would publish them: keyed by a device name (most) or
+    not, one receive time per receiver batch (sometimes none), now and then a ``year``
+    header, the partition of the key (else a random one)."""
+    rnd = random.Random(seed)
+    out: list[Rec] = []
+    offsets = [0] * PARTITIONS
+    headers: list[tuple[str, bytes]] = []
+    for i, line in enumerate(lines):
+        if i % batch == 0:
+            received = datetime.fromtimestamp(start + i, UTC).isoformat()
+            headers = [(HEADER_SOURCE, f"10.9.{i % 7}.{i % 5}:514".encode())]
+            if rnd.random() < 0.9:
+                headers.append((HEADER_RECEIVED_AT, received.encode()))
+            if rnd.random() < 0.15:
+                headers.append((HEADER_YEAR, b"2024"))
+        value = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
+        key = f"dev-{rnd.randrange(9)}".encode() if rnd.random() < keyed else None
+        part = partition_of(key, PARTITIONS) if key else rnd.randrange(PARTITIONS)
+        # Each record's own headers list, as a consumer gives them (most alike).
+        out.append(Rec(value, key, list(headers), "syslog.raw", part, offsets[part]))
+        offsets[part] += 1
+    return out
+
+
+def _parser_states(stage: ParseStage) -> dict[Any, Any]:
+    """The state of each parser that read a record (the batch path may make the parser
+    of a run whose only record is a null value: it reads nothing)."""
+    return {
+        k: (p.stats, dict(p._years.last), p._last_ts, p._last_relay)
+        for k, p in stage._parsers.items()
+        if p.stats.records
+    }
+
+
+def _row_view(ev: Event) -> tuple[Any, ...]:
+    return (ev.device, ev.ts, ev.time_source, ev.clock_synced, ev.tz_known)
+
+
+def assert_same_routing(recs: Sequence[Rec]) -> int:
+    """Both paths over ``recs``, record by record; returns how many were clock rows."""
+    py = ParseStage()
+    nat = ParseStage(native=_module(), kb=KB)
+    want = [
+        py.handle(r.value, r.key, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
+        for r in recs
+    ]
+    got = nat.handle_batch(recs)
+    assert len(got) == len(want)
+    rows = 0
+    for rec, w, g in zip(recs, want, got, strict=True):
+        if isinstance(g, Clocked):
+            rows += 1
+            assert not w.deadletter and w.event is not None, rec
+            assert g.key == w.key, rec
+            assert g.row == _row_view(w.event), rec
+            assert w.event.kind is None or w.event.kind in INERT, rec
+            assert w.event.local is None and w.event.conn_id is None, rec
+            assert g.event(rec.value).to_record()["ts"] == w.event.ts
+        else:
+            assert isinstance(g, Routed)
+            assert (g.deadletter, g.key, g.value, g.event) == (
+                w.deadletter,
+                w.key,
+                w.value,
+                w.event,
+            ), rec
+    assert _parser_states(nat) == _parser_states(py)
+    assert (nat.events, nat.deadletters, nat.errors) == (py.events, py.deadletters, py.errors)
+    assert nat.clocked == rows
+    return rows
+
+
+def _synth_lines(seed: int, lines: int = 6000) -> list[str]:
+    return list(generate(default_scenario(), lines=lines, seed=seed))
+
+
+@pytest.mark.parametrize("seed", (1, 7))
+def test_a_synthetic_fleet_routes_alike_and_most_records_are_clock_rows(seed: int) -> None:
+    recs = records_of(_synth_lines(seed), seed=seed)
+    rows = assert_same_routing(recs)
+    assert rows > len(recs) // 2
+
+
+def test_every_corpus_file_and_golden_input_routes_alike() -> None:
+    lines: list[str] = []
+    for path in [*CORPUS, *GOLDEN]:
+        lines.extend(path.read_text(errors="replace").splitlines())
+    assert assert_same_routing(records_of(lines, seed=3, batch=17)) > 0
+
+
+def test_a_mix_of_every_header_shape_routes_alike() -> None:
+    golden = [p.read_text() for p in GOLDEN]
+    lines = shapes.mixed_archive(
+        ALL_SHAPES, 4000, catalog_bodies=golden, catalog_share=0.1, seed=5, devices=50
+    )
+    assert assert_same_routing(records_of(lines, seed=5, batch=64)) > 2000
+
+
+def test_records_the_scanner_cannot_read_alone_go_to_python_in_their_place() -> None:
+    stamp = "<166>Jun  1 2026 00:00:0{} fw-1 : %ASA-6-302013: Built inbound TCP connection"
+    lines: list[str | bytes | None] = [
+        stamp.format(1),
+        None,  # a null value: a dead letter
+        b"",
+        b"   ",
+        stamp.format(2) + "\n  continued on a second line",
+        stamp.format(3) + " \xe9t\xe9",  # not ASCII
+        b"\xff\xfe not UTF-8",
+        stamp.format(4) + "\r\n",
+        "%LINK-3-UPDOWN: Interface Gi0/1, changed state to up",  # no stamp: received time
+        stamp.format(5),
+    ]
+    recs = records_of(lines, seed=1, keyed=1.0, batch=100)
+    got = ParseStage(native=_module(), kb=KB).handle_batch(recs)
+    kinds = ["clock" if isinstance(g, Clocked) else "dead" if g.deadletter else "py" for g in got]
+    assert kinds == ["clock", "dead", "dead", "dead", "py", "py", "dead", "clock", "clock", "clock"]
+    assert assert_same_routing(recs) == 4
+
+
+def test_a_clock_rows_event_survives_the_reroute_topic() -> None:
+    (rec,) = records_of(["<166>Jun  1 2026 00:00:01 fw-1 : %ASA-6-302013: Built"], seed=2)
+    (out,) = ParseStage(native=_module(), kb=KB).handle_batch([rec])
+    assert isinstance(out, Clocked)
+    ev = out.event(rec.value)
+    back = decode_event(orjson.dumps(ev.to_record()))
+    assert (back.device, back.ts, back.time_source, back.kind) == ("fw-1", ev.ts, "device", None)
+    assert back.raw == rec.value.decode()  # type: ignore[union-attr]
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(syslog_line(), min_size=1, max_size=30), st.integers(0, 1000))
+def test_random_syslog_records_route_alike(lines: list[str], seed: int) -> None:
+    assert_same_routing(records_of(lines, seed=seed, batch=7))
+
+
+# -- through the engine ----------------------------------------------------------------
+
+
+def _feed(shard: Shard, outcomes: Iterator[tuple[Rec, Routed | Clocked]]) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+    for i, (rec, out) in enumerate(outcomes, 1):
+        if isinstance(out, Clocked):
+            slot = shard.restore(out.key.decode(), None, rec.partition)
+            recs = shard.clock(slot, out.row, rec.partition, rec.offset)
+        elif out.deadletter or out.event is None:
+            continue
+        else:
+            assert out.key is not None
+            slot = shard.restore(out.key.decode(), None, rec.partition)
+            recs = shard.apply(slot, out.event, rec.partition, rec.offset)
+        for r in recs or []:
+            latest[r["incident_id"]] = r
+        if i % 97 == 0:
+            for r in shard.tick():
+                latest[r["incident_id"]] = r
+    for name, dc in shard.fleet.holding():
+        slot = shard.slots[name]
+        for r in apply_admitted(slot.state, shard.fleet.settle(name, dc), KB):
+            latest[r["incident_id"]] = r
+    for r in shard.tick() + shard.pending_updates(float("inf")):
+        latest[r["incident_id"]] = r
+    return latest
+
+
+@pytest.mark.parametrize("seed", (2, 11))
+def test_a_shard_fed_the_batch_path_raises_the_same_incidents_and_keeps_the_same_states(
+    seed: int,
+) -> None:
+    lines = _synth_lines(seed, 12_000)
+    # Keyed by the device the line names (as the receiver keys it): events stay in
+    # their raw partition, as on the stack's inline path.
+    recs = [
+        Rec(r.value, None, r.headers, r.topic, r.partition, r.offset)
+        for r in records_of(lines, seed=seed, keyed=0.0)
+    ]
+    py_stage = ParseStage()
+    want_out = [
+        py_stage.handle(
+            r.value, r.key, r.headers, topic=r.topic, partition=r.partition, offset=r.offset
+        )
+        for r in recs
+    ]
+    got_out = ParseStage(native=_module(), kb=KB).handle_batch(recs)
+    assert sum(isinstance(g, Clocked) for g in got_out) > len(recs) // 2
+    a, b = Shard(KB), Shard(KB)
+    want = _feed(a, iter(zip(recs, want_out, strict=True)))
+    got = _feed(b, iter(zip(recs, got_out, strict=True)))
+    assert want, "the archive has faults: incidents expected"
+    assert got == want
+    assert set(a.slots) == set(b.slots)
+    for name, slot in a.slots.items():
+        other = b.slots[name]
+        assert other.state.to_dict() == slot.state.to_dict(), name
+        assert (other.offset, other.partition) == (slot.offset, slot.partition)
+        assert (other.clock.offset, other.clock.last, other.clock.correction) == (
+            slot.clock.offset,
+            slot.clock.last,
+            slot.clock.correction,
+        )
+
+
+def test_a_held_clock_row_is_stored_and_restored() -> None:
+    shard = Shard(KB)
+    rows = [("r1", 1_780_000_000.0 + i, "device", True, True) for i in range(3)]
+    slot = shard.restore("r1", None, 0)
+    for i, row in enumerate(rows):
+        shard.clock(slot, row, 0, i)
+    # A stamp far behind the device's newest is held until its next lines decide.
+    assert shard.clock(slot, ("r1", 1_000_000_000.0, "device", True, True), 0, 3) == []
+    assert slot.clock.held and slot.clock.held[0][0] is None
+    stored = shard.dump("r1")
+    again = Shard(KB).restore("r1", stored, 0)
+    assert again.clock.held == slot.clock.held
+    assert again.offset == 3
+
+
+def test_a_clock_row_applied_before_is_a_duplicate() -> None:
+    shard = Shard(KB)
+    slot = shard.restore("r1", None, 0)
+    row = ("r1", 1_780_000_000.0, "device", True, True)
+    assert shard.clock(slot, row, 0, 5) == []
+    assert shard.clock(slot, row, 0, 5) is None
+    assert shard.clock(slot, row, 0, 4) is None
+    assert (shard.duplicates, shard.applied) == (2, 1)
