@@ -16,6 +16,7 @@ The Kafka proofs run the worker as a subprocess (faust must not run under pytest
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from jsonschema import Draft202012Validator
 from kafka_support import KafkaNames, unique_topic
 
 from streams.cli.main import main
+from streams.core import native
 from streams.core.engine import DeviceState
 from streams.core.event import Event
 from streams.core.framing import iter_records
@@ -272,6 +274,17 @@ def _keyed_records(files: Sequence[Path]) -> tuple[list[tuple[bytes | None, byte
     return out, unparsed
 
 
+HAVE_NATIVE = importlib.util.find_spec(native.MODULE) is not None
+
+
+def _engine_events(records: Sequence[tuple[bytes | None, bytes]]) -> int:
+    """How many of ``records`` parse into an event whose kind a rule reads: what the
+    worker publishes on syslog.events by default (``--events engine``)."""
+    parser = Parser(year=YEAR, device=DEVICE)
+    used = default_kb().kinds_used()
+    return sum(getattr(parser.parse(v.decode()), "kind", None) in used for _, v in records)
+
+
 async def _committed(bootstrap: str, group: str, topic: str) -> int:
     """Records of ``topic`` the group has committed (summed over partitions)."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -391,7 +404,7 @@ def _worker_argv(bootstrap: str, run: Run) -> list[str]:
     ]  # fmt: skip
 
 
-def _start(workers: list[Worker], bootstrap: str, run: Run) -> Worker:
+def _start(workers: list[Worker], bootstrap: str, run: Run, *extra: str) -> Worker:
     run.ready_file.unlink(missing_ok=True)
     cmd = [
         *_worker_argv(bootstrap, run),
@@ -399,6 +412,7 @@ def _start(workers: list[Worker], bootstrap: str, run: Run) -> Worker:
         "--year", str(YEAR),
         "--tick", "0.5",
         "--flush-idle", "1.0",
+        *extra,
     ]  # fmt: skip
     with run.log.open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -482,6 +496,7 @@ def archives() -> list[Path]:
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("events", ["engine", "all"])
 def test_worker_publishes_the_incidents_analyze_finds_and_dead_letters_junk(
     kafka_bootstrap: str,
     kafka_names: KafkaNames,
@@ -489,12 +504,15 @@ def test_worker_publishes_the_incidents_analyze_finds_and_dead_letters_junk(
     capsys: pytest.CaptureFixture[str],
     workers: list[Worker],
     archives: list[Path],
+    events: str,
 ) -> None:
-    run = _new_run(kafka_names, tmp_path, "det")
+    # --events engine: the native batch path (where built), only the events rules read
+    # are published; --events all: every record parsed in Python and published.
+    run = _new_run(kafka_names, tmp_path, f"det-{events}")
     records, unparsed_in_archives = _keyed_records(archives)
     junk: list[tuple[bytes | None, bytes]] = [(None, j) for j in JUNK]
     asyncio.run(_publish(kafka_bootstrap, run, records[:100] + junk + records[100:]))
-    _start(workers, kafka_bootstrap, run)
+    _start(workers, kafka_bootstrap, run, "--events", events)
     _wait_done(kafka_bootstrap, run)
 
     # (a) the same incidents as analyze, in their final state.
@@ -514,12 +532,19 @@ def test_worker_publishes_the_incidents_analyze_finds_and_dead_letters_junk(
 
     # Events: valid, keyed by device, one device on one partition.
     event_schema = _validator("event.schema.json")
-    events = asyncio.run(_read_all(kafka_bootstrap, run.names.events))
-    assert len(events) == len(records) - unparsed_in_archives
-    parsed = [orjson.loads(v) for _, v in events]
+    on_topic = asyncio.run(_read_all(kafka_bootstrap, run.names.events))
+    if events == "all":
+        assert len(on_topic) == len(records) - unparsed_in_archives
+    else:
+        assert 0 < len(on_topic) == _engine_events(records) < len(records) // 2
+    parsed = [orjson.loads(v) for _, v in on_topic]
     assert all(event_schema.is_valid(e) for e in parsed)
+    used = default_kb().kinds_used()
+    assert (events == "all") or all(e["kind"] in used for e in parsed)
+    path = "native batch" if events == "engine" and HAVE_NATIVE else "python"
+    assert f"parse path: {path}" in run.log.read_text()
     assert all(
-        k == (e["device"] or "unknown").encode() for (k, _), e in zip(events, parsed, strict=True)
+        k == (e["device"] or "unknown").encode() for (k, _), e in zip(on_topic, parsed, strict=True)
     )
 
     # (c) what is not syslog is on the dead-letter topic, whole, with the reason.

@@ -17,7 +17,7 @@ from streams.shell.topics import (
     RAW_TOPIC,
     TopicNames,
 )
-from streams.shell.worker.config import DEFAULT_DATA_DIR, STORES, WorkerConfig
+from streams.shell.worker.config import DEFAULT_DATA_DIR, EVENT_POLICIES, STORES, WorkerConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,6 +76,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish an incident's pending state after this many seconds without events "
         "of its device (default: 2)",
     )
+    p.add_argument(
+        "--events",
+        choices=EVENT_POLICIES,
+        default="engine",
+        help="what goes to the events topic: engine = the events a rule of the knowledge "
+        "base reads (every VPN message the engine correlates; the other lines only move "
+        "their device's clock, read by the native scanner without a Python event); all = "
+        "every parsed line, each parsed in Python (slower) (default: %(default)s)",
+    )
     p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
     p.add_argument(
         "--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics (streams/shell/health.py)"
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         tick_interval=args.tick,
         flush_idle=args.flush_idle,
         loglevel=args.loglevel,
+        events=args.events,
     )
     from streams.shell.worker.run import run_worker
 

@@ -6,19 +6,31 @@
                   └─────▶ syslog.deadletter                   │
                                                   table device_state (changelog-backed)
 
-Event time only: ``step`` advances a device on its own clock, and a timer calls
-``advance`` with :func:`~streams.core.engine.device_watermark` (the fleet clock is the
-newest synced event time this worker has seen). No faust windowed tables: they count
-in wall-clock time.
+Event time only: the fleet clock (``streams.core.fleet``, the one ``analyze`` uses)
+advances each device on its own clock, and a timer advances the silent ones. No faust
+windowed tables: they count in wall-clock time.
 
-At-least-once, with idempotent state: ``correlate`` works in batches under one lock
-with the timer; for each batch it (1) applies the events, (2) publishes the incident
-records and waits until Kafka has them, (3) writes the touched devices' states, each
-with the offset of its last event, to the table. Offsets are committed only after that
-(faust flushes the producer before committing). A crash anywhere means a replay from
-the last commit, in which events at or before a state's stored offset are skipped and
-the others give the very records they gave before (duplicates of identical records,
-harmless for readers that keep the latest record per ``incident_id``).
+**The batch path.** ``parse`` takes each fetch of ``syslog.raw`` as one batch. With the
+native extension, the scanner reads the batch as ``analyze`` reads an archive: a record
+whose event no rule of the knowledge base reads (a message outside the catalog, or an
+inert catalog message such as the ASA's 106023 deny) becomes a clock row, with no Python
+event and nothing published; only the others are parsed in Python.
+
+**What goes to syslog.events** (``--events``): ``engine`` (the default), the events
+whose kind a rule reads, every VPN message the engine correlates; ``all``, every parsed
+record, each one parsed in Python (the batch path is off). When ``syslog.raw`` and
+``syslog.events`` differ in partitions, ``correlate`` reads ``syslog.events`` and every
+event is published.
+
+At-least-once, with idempotent state: each batch is worked under one lock with the
+timer: (1) the events and clock rows are applied, (2) the batch's events, dead letters,
+reroutes and incident records are sent in one delivery (an ``Outbox``) that waits until
+Kafka has them all, (3) the touched devices' states, each with the offset of its last
+record, are written to the table (one write per device per batch). Offsets are committed
+only after that (faust flushes the producer before committing). A crash anywhere means
+a replay from the last commit, in which records at or before a state's stored offset are
+skipped and the others give the very records they gave before (duplicates of identical
+records, harmless for readers that keep the latest record per ``incident_id``).
 """
 
 from __future__ import annotations
@@ -34,8 +46,10 @@ from typing import Any
 import faust
 import orjson
 
+from streams.core import native
 from streams.core.event import Event
 from streams.core.kb import default_kb
+from streams.core.native import ClockRow
 from streams.shell.topics import STATE_TABLE, reroute_topic
 from streams.shell.tzmap import load_tz_map
 from streams.shell.worker import faust_fixes
@@ -44,6 +58,7 @@ from streams.shell.worker.inbox import Inbox
 from streams.shell.worker.outbox import Outbox, partition_of
 from streams.shell.worker.stages import (
     MAX_PUBLISH_BYTES,
+    Clocked,
     ParseStage,
     Shard,
     decode_event,
@@ -68,13 +83,19 @@ class Source:
         self.message = message
 
 
-#: One event to correlate: the faust event (or :class:`Source`) it came in (for the
-#: table's partition context), the device key, the event, and the input partition and
+#: One record to correlate: the faust event (or :class:`Source`) it came in (for the
+#: table's partition context), the device key, the event or the native scanner's clock
+#: row (:class:`~streams.shell.worker.stages.Clocked`), and the input partition and
 #: offset.
-_Item = tuple[Any, bytes, Event, int, int]
+_Item = tuple[Any, bytes, Event | ClockRow, int, int]
 
 
-def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = None) -> faust.App:
+def build_app(
+    cfg: WorkerConfig,
+    partitions: int,
+    raw_partitions: int | None = None,
+    incident_partitions: int | None = None,
+) -> faust.App:
     """The faust app with both agents, the table and the timers wired up.
 
     When ``syslog.raw`` has as many partitions as ``syslog.events`` (the stack creates
@@ -132,7 +153,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
     correlate_topic = topic(reroute_name) if inline else events_topic
     # Offsets of the topic correlated from (for the fleet clock and revocations).
     input_name = names.raw if inline else names.events
-    incidents_topic = topic(names.incidents)
+    topic(names.incidents)  # declared, written through the outboxes
     table = app.Table(
         STATE_TABLE,
         default=None,
@@ -142,32 +163,69 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
         extra_topic_configs={"cleanup.policy": "compact"},
     )
 
+    kb = default_kb()
+    # The batch path (see ParseStage): with the native scanner, when events are correlated
+    # where they are parsed and only the events rules read are published.
+    publish_all = cfg.events == "all" or not inline
     stage = ParseStage(
         year=cfg.year,
         device=cfg.device,
         tz_map=load_tz_map(cfg.tz_map) if cfg.tz_map else None,
+        native=None if publish_all else native.load(),
+        kb=kb,
     )
-    shard = Shard(default_kb())
+    engine_kinds = frozenset(kb.kinds_used())
+    if stage.native is not None:
+        say("parse path: native batch (records no rule reads are clock rows)")
+    else:
+        why = (
+            "--events all"
+            if cfg.events == "all"
+            else "syslog.raw and syslog.events differ in partitions"
+            if not inline
+            else "--tz-map given"
+            if cfg.tz_map
+            else "native extension not built"
+        )
+        say(f"parse path: python ({why})")
+    shard = Shard(kb)
     counters = dict.fromkeys(
         ("raw", "published", "replaced", "skipped", "state_too_large", "bad_events"), 0
     )
     lock = asyncio.Lock()
     ready = {"done": False}
 
-    async def publish(records: list[dict[str, Any]]) -> None:
-        """Send incident records and wait until Kafka acknowledged every one."""
-        if not records:
-            return
-        pending = [
-            await incidents_topic.send(
-                key=rec["incident_id"].encode("ascii"), value=fit_incident(rec)
-            )
-            for rec in records
-        ]
-        for fut in pending:
-            await fut
-        shard.note_published(records)
-        counters["published"] += len(records)
+    topic_partitions = {names.incidents: incident_partitions or partitions}
+    outboxes: list[Outbox] = []
+
+    def new_outbox() -> Outbox:
+        """An outbox on faust's own aiokafka producer (its flush before a commit covers
+        what the outbox sent); one per agent and one for the timer (each batch is one
+        outbox's)."""
+        box = Outbox(
+            faust_fixes.aiokafka_producer(app),
+            partitions,
+            say,
+            replacement_letters(names.deadletter),
+            topic_partitions=topic_partitions,
+        )
+        outboxes.append(box)
+        return box
+
+    def queue_incidents(outbox: Outbox, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            outbox.add(names.incidents, rec["incident_id"].encode("ascii"), fit_incident(rec))
+
+    async def deliver(outbox: Outbox, records: list[dict[str, Any]]) -> None:
+        """Send what the outbox holds with the incident records: one round trip; return
+        once Kafka acknowledged every one."""
+        queue_incidents(outbox, records)
+        await outbox.deliver()
+        counters["replaced"] = sum(b.replaced for b in outboxes)
+        counters["skipped"] = sum(b.skipped for b in outboxes)
+        if records:
+            shard.note_published(records)
+            counters["published"] += len(records)
 
     async def quiet_logs() -> None:
         # faust filters at its handlers only: without a root level, every aiokafka debug
@@ -176,27 +234,33 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
 
     app.task(quiet_logs)
 
-    async def correlate_batch(items: list[_Item], *, rerouted: bool) -> None:
-        """Apply events, publish their incident records, then store the touched states."""
+    async def correlate_batch(items: list[_Item], outbox: Outbox, *, rerouted: bool) -> None:
+        """Apply events and clock rows, publish their incident records with whatever the
+        outbox holds (one round trip), then store the touched states."""
         async with lock:
-            if not restored["done"] and _settled(app):
+            if items and not restored["done"] and _settled(app):
                 # Stored devices first: a lane's clock frame comes from its stored devices
                 # (see Shard), not from whichever new device speaks first.
                 restore_owned()
             now = time.monotonic()
             out: list[dict[str, Any]] = []
             touched: dict[bytes, Any] = {}
+            slots = shard.slots
             for event, key, ev, partition, offset in items:
                 device = key.decode("utf-8", errors="replace")
-                slot = shard.slots.get(device)
+                slot = slots.get(device)
                 if slot is None:
                     slot = shard.restore(device, table.get(key), partition)
-                recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
+                if isinstance(ev, Event):
+                    recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
+                else:
+                    recs = shard.clock(slot, ev, partition, offset, now)
                 if recs is None:
                     continue
-                out.extend(recs)
+                if recs:
+                    out.extend(recs)
                 touched[key] = event
-            await publish(out)
+            await deliver(outbox, out)
             for key, event in touched.items():
                 state = shard.dump(key.decode("utf-8", errors="replace"))
                 if len(state) > MAX_PUBLISH_BYTES:
@@ -234,40 +298,42 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             # the next few milliseconds: large batches under load, little latency.
             batch = await inbox.take(cfg.batch_max, cfg.batch_linger)
             if outbox is None:
-                # faust's own aiokafka producer: its flush before a commit covers these.
-                aio = faust_fixes.aiokafka_producer(app)
-                outbox = Outbox(aio, partitions, say, replacement_letters(names.deadletter))
+                outbox = new_outbox()
             items: list[_Item] = []
-            for msg in batch:
-                counters["raw"] += 1
-                routed = stage.handle(
-                    msg.value,
-                    msg.key,
-                    msg.headers,
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                )
+            counters["raw"] += len(batch)
+            for msg, routed in zip(batch, stage.handle_batch(batch), strict=True):
+                if isinstance(routed, Clocked):
+                    # Read by the native scanner: it moves its device's clock only.
+                    key = routed.key
+                    if outbox.partition(key) == msg.partition:
+                        items.append((Source(msg), key, routed.row, msg.partition, msg.offset))
+                    else:
+                        value = orjson.dumps(routed.event(msg.value).to_record())
+                        outbox.add(reroute_name, key, value, origin=msg)
+                    continue
                 if routed.deadletter:
                     outbox.add(names.deadletter, routed.key, routed.value, msg.partition, msg)
                     continue
                 key = routed.key or b"unknown"
-                outbox.add(names.events, key, routed.value, origin=msg)
+                ev = routed.event
+                if publish_all or (ev is not None and ev.kind in engine_kinds):
+                    outbox.add(names.events, key, routed.value, origin=msg)
                 if not inline:
                     continue
-                if routed.event is not None and outbox.partition(key) == msg.partition:
-                    items.append((Source(msg), key, routed.event, msg.partition, msg.offset))
+                if ev is not None and outbox.partition(key) == msg.partition:
+                    items.append((Source(msg), key, ev, msg.partition, msg.offset))
                 else:
                     outbox.add(reroute_name, key, routed.value, origin=msg)
-            await outbox.deliver()
-            counters["replaced"], counters["skipped"] = outbox.replaced, outbox.skipped
-            if items:
-                await correlate_batch(items, rerouted=False)
+            # Events, dead letters, reroutes and incidents: one delivery.
+            await correlate_batch(items, outbox, rerouted=False)
             inbox.ack(batch)
 
     @app.agent(correlate_topic, name="correlate")
     async def correlate(stream: Any) -> None:
+        outbox: Outbox | None = None
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
+            if outbox is None:
+                outbox = new_outbox()
             items: list[_Item] = []
             for event in batch:
                 msg = event.message
@@ -282,7 +348,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                     )
                     continue
                 items.append((event, key, ev, msg.partition, msg.offset))
-            await correlate_batch(items, rerouted=inline)
+            await correlate_batch(items, outbox, rerouted=inline)
 
     def owned_keys() -> list[bytes]:
         """The table's keys whose partition this worker owns now. faust's memory store
@@ -314,8 +380,13 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
                 restore_owned(owned)
             records = shard.tick()
             records.extend(shard.pending_updates(time.monotonic() - cfg.flush_idle))
-            await publish(records)
+            if records:
+                box = timer_outbox["box"]
+                if box is None:
+                    box = timer_outbox["box"] = new_outbox()
+                await deliver(box, records)
 
+    timer_outbox: dict[str, Outbox | None] = {"box": None}
     app.timer(interval=cfg.tick_interval)(tick)
 
     healer = faust_fixes.HoleHealer({names.raw, names.events, reroute_name}, say)
@@ -334,7 +405,7 @@ def build_app(cfg: WorkerConfig, partitions: int, raw_partitions: int | None = N
             rate = (shard.applied - last["applied"]) / max(now - last["t"], 1e-9)
             if shard.applied != last["applied"]:
                 say(
-                    f"raw={counters['raw']} events={stage.events} "
+                    f"raw={counters['raw']} events={stage.events} clock_rows={stage.clocked} "
                     f"deadletter={stage.deadletters} oversize={stage.oversize} "
                     f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
                     f"refused_skipped={counters['skipped']} "

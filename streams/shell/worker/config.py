@@ -15,6 +15,11 @@ from streams.shell.topics import (
 
 DEFAULT_DATA_DIR = REPO_ROOT / ".state" / "worker"
 STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+#: What the worker publishes on ``syslog.events``: ``engine``, the events whose kind a
+#: rule of the knowledge base reads (what can change a diagnosis: every VPN message the
+#: engine correlates), or ``all``, every parsed record (each one then parsed in Python:
+#: slower). See ``docs/`` and the README's worker section.
+EVENT_POLICIES = ("engine", "all")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ class WorkerConfig:
     commit_interval: float = 1.0  # seconds between offset commits
     stats_interval: float = 10.0  # seconds between two throughput log lines (0: never)
     loglevel: str = "warning"
+    events: str = "engine"  # one of EVENT_POLICIES
     stop_grace: float = 8.0  # seconds a stop may take before the process exits at once
 
     @property

@@ -87,7 +87,8 @@ class Outbox:
 
     ``producer``: a started aiokafka producer (faust's own, so that faust's flush before
     each offset commit covers these batches too); ``partitions``: the partition count of
-    the topics written (the stack creates them all alike); ``say``: where a retry is
+    the topics written (the stack creates them all alike), ``topic_partitions`` the count
+    of a topic that has another; ``say``: where a retry is
     reported; ``replace``: what takes the place of a refused record (see the module
     docstring); ``max_bytes``: the largest record tried.
     """
@@ -99,9 +100,11 @@ class Outbox:
         say: Callable[[str], None],
         replace: Replace | None = None,
         max_bytes: int = MAX_RECORD_BYTES,
+        topic_partitions: dict[str, int] | None = None,
     ) -> None:
         self._producer = producer
         self._partitions = partitions
+        self._topic_partitions = dict(topic_partitions or {})
         self._say = say
         self._replace = replace
         self._max_bytes = max_bytes
@@ -133,7 +136,13 @@ class Outbox:
             self._refuse(topic, record, error)
             return
         key = record.key
-        part = self.partition(key) if key is not None else partition % self._partitions
+        count = self._topic_partitions.get(topic, self._partitions)
+        if key is None:
+            part = partition % count
+        elif count == self._partitions:
+            part = self.partition(key)
+        else:
+            part = partition_of(key, count)
         group = self._groups.get((topic, part))
         if group is None:
             group = self._groups[(topic, part)] = _Group(topic, part)

@@ -7,9 +7,10 @@ from streams.shell.topics import changelog_topic, ensure_topics, run_sync, stack
 from streams.shell.worker.config import WorkerConfig
 
 
-def prepare_topics(cfg: WorkerConfig) -> tuple[int, int]:
-    """Create the missing topics; return the partition count the worker must use and the
-    raw topic's (parsing and correlating in one pass needs the two to be equal).
+def prepare_topics(cfg: WorkerConfig) -> tuple[int, int, int]:
+    """Create the missing topics; return the partition count the worker must use, the
+    raw topic's (parsing and correlating in one pass needs the two to be equal) and the
+    incidents topic's (the worker sends to its partitions itself).
 
     ``syslog.events`` and the state changelog must agree (a device's state lives in the
     changelog partition of its events): an existing events topic decides, and an
@@ -30,7 +31,7 @@ def prepare_topics(cfg: WorkerConfig) -> tuple[int, int]:
             f"topic {changelog} has {counts[changelog]} partitions but {names.events} has "
             f"{partitions}: they must agree (delete the changelog or use another --app-id)"
         )
-    return partitions, counts[names.raw]
+    return partitions, counts[names.raw], counts[names.incidents]
 
 
 def run_worker(cfg: WorkerConfig) -> int:
@@ -38,7 +39,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     from streams.shell.worker.faust_fixes import check_versions
 
     check_versions()  # before anything else: a clear error, not a broken patch
-    partitions, raw_partitions = prepare_topics(cfg)
+    partitions, raw_partitions, incident_partitions = prepare_topics(cfg)
     # faust is imported here, not at module level: the CLI and the tests import this
     # package without paying for (or being warned by) faust.
     import asyncio
@@ -54,7 +55,7 @@ def run_worker(cfg: WorkerConfig) -> int:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    app = build_app(cfg, partitions, raw_partitions)
+    app = build_app(cfg, partitions, raw_partitions, incident_partitions)
     say(
         f"starting: app {cfg.app_id}, broker {cfg.bootstrap}, {partitions} partitions, "
         f"{cfg.topics.raw} -> {cfg.topics.events} -> {cfg.topics.incidents}, store {cfg.store}"
