@@ -1,0 +1,235 @@
+"""``make bench-worker``: how fast the workers drain ``syslog.raw``, per record CPU included.
+
+Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-heavy|PATH]
+[--workers 1,2] [--policies engine,all]``.
+
+1. A private Kafka broker (``.state/bench-worker``, ports 49392/49393) gets ``syslog.raw``
+   prefilled with ``--lines`` records of a generated scenario, keyed by device and
+   stamped with receive times as the receiver publishes them (one ``received_at`` per
+   512 records), over 4 partitions.
+2. For each policy (``--events engine``, the native batch path; ``--events all``, every
+   record parsed in Python and published) and each worker count, a fresh consumer group
+   (its own app id: it reads everything from the start) runs until it has committed
+   every record. Measured from the moment its workers are ready: records per second
+   (wall), CPU seconds of each worker process (``/proc/<pid>/stat``) and µs of worker CPU
+   per record; and the incidents it published.
+
+The rate is a drain rate: an upper bound of what the workers sustain live, where the
+receiver, the senders and Kafka share the same two cores (``make bench-load`` measures
+that). Everything runs on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from load.live import resolve_scenario
+from load.synth import generate
+from streams.core.parse import Parser
+from streams.shell import broker
+from streams.shell.topics import (
+    HEADER_RECEIVED_AT,
+    HEADER_SOURCE,
+    TopicNames,
+    end_offsets,
+    ensure_topics,
+    partition_of,
+    stack_topics,
+)
+
+STATE = broker.REPO_ROOT / ".state" / "bench-worker"
+PORT, CONTROLLER = 49392, 49393
+PARTITIONS = 4
+RECEIVER_BATCH = 512
+
+
+@dataclass
+class Result:
+    policy: str
+    workers: int
+    records: int
+    seconds: float
+    cpu: list[float]
+    incidents: int
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def us_per_record(self) -> float:
+        return sum(self.cpu) / self.records * 1e6 if self.records else 0.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _records(scenario: str, lines: int) -> list[tuple[bytes, bytes, int]]:
+    """(key, value, partition) of each line, keyed by its device as the receiver keys it."""
+    parser = Parser(stream=True)
+    out: list[tuple[bytes, bytes, int]] = []
+    for line in generate(resolve_scenario(scenario), lines=lines, seed=1):
+        device = getattr(parser.parse(line), "device", None) or "unknown"
+        key = device.encode()
+        out.append((key, line.encode(), partition_of(key, PARTITIONS)))
+    return out
+
+
+async def _fill(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks=1
+    )
+    await producer.start()
+    try:
+        futures = []
+        for i in range(0, len(records), RECEIVER_BATCH):
+            stamp = datetime.now(UTC).isoformat().encode()
+            for key, value, part in records[i : i + RECEIVER_BATCH]:
+                headers = [(HEADER_RECEIVED_AT, stamp), (HEADER_SOURCE, b"127.0.0.1:514")]
+                futures.append(
+                    await producer.send(topic, value, key=key, partition=part, headers=headers)
+                )
+            if len(futures) > 50_000:
+                await asyncio.gather(*futures)
+                futures = []
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
+
+
+def _run(bootstrap: str, names: TopicNames, total: int, policy: str, workers: int) -> Result:
+    app_id = f"bench-{policy}-{workers}-{uuid.uuid4().hex[:6]}"
+    incidents = f"vpn.incidents.{app_id}"
+    procs: list[subprocess.Popen[bytes]] = []
+    ready: list[Path] = []
+    logs = STATE / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for i in range(workers):
+        ready_file = STATE / f"{app_id}-{i}.ready"
+        ready.append(ready_file)
+        argv = [
+            sys.executable, "-m", "streams.cli.main", "worker",
+            "--bootstrap", bootstrap,
+            "--partitions", str(PARTITIONS),
+            "--app-id", app_id,
+            "--raw-topic", names.raw,
+            "--events-topic", f"syslog.events.{app_id}",
+            "--deadletter-topic", f"syslog.deadletter.{app_id}",
+            "--incidents-topic", incidents,
+            "--data-dir", str(STATE / app_id / str(i)),
+            "--ready-file", str(ready_file),
+            "--events", policy,
+        ]  # fmt: skip
+        with (logs / f"{app_id}-{i}.log").open("wb") as log:
+            procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + 120
+        while not all(r.is_file() for r in ready):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise SystemExit(f"a worker of {app_id} did not start: see {logs}")
+            time.sleep(0.05)
+        # Each ready file is written once its partitions are assigned; with several
+        # workers, the group settles after the last one joined.
+        start = time.monotonic()
+        cpu0 = [_cpu_seconds(p.pid) for p in procs]
+        done = 0
+        while done < total:
+            time.sleep(0.25)
+            done = asyncio.run(_committed(bootstrap, app_id, names.raw))
+            if time.monotonic() - start > 1800:
+                raise SystemExit(f"{app_id} did not finish in 30 min ({done}/{total})")
+        seconds = time.monotonic() - start
+        cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        ends = asyncio.run(end_offsets(bootstrap, [incidents]))
+        return Result(policy, workers, total, seconds, cpu, sum(ends.values()))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m load.bench_worker")
+    ap.add_argument("--lines", type=int, default=400_000)
+    ap.add_argument("--scenario", default="default")
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--policies", default="engine,all")
+    args = ap.parse_args(argv)
+    shutil.rmtree(STATE, ignore_errors=True)
+    STATE.mkdir(parents=True)
+    data = STATE / "kafka"
+    bootstrap = f"127.0.0.1:{PORT}"
+    names = TopicNames(raw=f"syslog.raw.bench-{uuid.uuid4().hex[:6]}")
+    results: list[Result] = []
+    try:
+        broker.start(data, PORT, CONTROLLER)
+        asyncio.run(ensure_topics(bootstrap, stack_topics(names, "x", PARTITIONS)[:1]))
+        t0 = time.monotonic()
+        records = _records(args.scenario, args.lines)
+        asyncio.run(_fill(bootstrap, names.raw, records))
+        print(
+            f"syslog.raw: {len(records):,} records of scenario {args.scenario} "
+            f"({PARTITIONS} partitions) written in {time.monotonic() - t0:.1f} s",
+            flush=True,
+        )
+        for policy in args.policies.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                r = _run(bootstrap, names, len(records), policy, workers)
+                results.append(r)
+                print(
+                    f"--events {r.policy:<6} {r.workers} worker(s): {r.rate:>9,.0f} records/s "
+                    f"(wall {r.seconds:.1f} s), worker CPU {r.us_per_record:6.1f} µs/record "
+                    f"({' + '.join(f'{c:.1f}' for c in r.cpu)} s), "
+                    f"{r.incidents} incident records",
+                    flush=True,
+                )
+    finally:
+        broker.stop(data)
+    by = {(r.policy, r.workers): r for r in results}
+    for workers in sorted({r.workers for r in results}):
+        fast, slow = by.get(("engine", workers)), by.get(("all", workers))
+        if fast and slow and slow.rate:
+            print(
+                f"{workers} worker(s): the batch path drains {fast.rate / slow.rate:.1f}x as "
+                f"fast as the Python path, at {fast.us_per_record / slow.us_per_record:.2f}x "
+                "its CPU per record"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
