@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
 from streams.errors import BrokerError
 from streams.shell.topics import changelog_topic, ensure_topics, run_sync, stack_topics
 from streams.shell.worker.config import WorkerConfig
+
+
+#: The worker's collector thresholds (see run_worker; analyze uses the same).
+GC_THRESHOLD = (50_000, 1000, 1000)
 
 
 def prepare_topics(cfg: WorkerConfig) -> tuple[int, int, int]:
@@ -56,6 +62,14 @@ def run_worker(cfg: WorkerConfig) -> int:
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(cfg, partitions, raw_partitions, incident_partitions)
+    # Every record makes a few short-lived objects (consumer records, clock rows, batch
+    # tuples) while device states, faust's and aiokafka's objects live on: with CPython's
+    # young-generation threshold of 700, the collector ran every few hundred records and
+    # walked them again and again. What exists once the app is built is frozen (never
+    # collected), and young collections wait for 50,000 allocations.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
     say(
         f"starting: app {cfg.app_id}, broker {cfg.bootstrap}, {partitions} partitions, "
         f"{cfg.topics.raw} -> {cfg.topics.events} -> {cfg.topics.incidents}, store {cfg.store}"
