@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from load import cpu
+from load.live import cpu_usage, stack_pids
+from load.report import cpu_rows, print_report
 from streams.shell import stack
 
 # A child that burns CPU until its own clock says ``SECONDS``, then says how much it used
@@ -174,6 +177,20 @@ def test_no_messages_or_no_time_give_no_ratio_rather_than_a_division_by_zero() -
     assert cpu.row("x", -0.01, 1.0, 10)["cpu_s"] == 0.0  # a clock tick of jitter
 
 
+def test_a_runs_table_sums_its_senders_and_names_their_pids() -> None:
+    before = cpu.Sample(0.0, {"receiver": 0.0})
+    after = cpu.Sample(4.0, {"receiver": 2.0})
+    results = [{"sent": 3000, "cpu_s": 0.5}, {"sent": 1000, "cpu_s": 0.3}]
+    usage = cpu_usage(results, [101, 102], {"receiver": 55}, before, after)
+    rows = {r["component"]: r for r in usage["components"]}
+    assert rows["senders"]["cpu_s"] == 0.8 and rows["senders"]["pids"] == [101, 102]
+    assert rows["senders"]["us_per_msg"] == 200.0  # 0.8 s / 4000 messages
+    assert rows["receiver"]["us_per_msg"] == 500.0 and rows["receiver"]["core_pct"] == 50.0
+    assert rows["receiver"]["pids"] == 55
+    unknown = cpu_usage([{"sent": 10, "cpu_s": None}], [7], {}, before, after)
+    assert unknown["components"][0]["cpu_s"] is None  # a sender without /proc
+
+
 # --------------------------------------------------------------------------- the stack's pids
 
 
@@ -216,3 +233,71 @@ def test_component_pids_finds_the_running_parts_of_a_stack_only(
     found = stack.component_pids(paths)
     assert found == {"receiver": pids["receiver"], "kafka": pids["kafka"], "worker": pids["worker"]}
     assert list(found) == ["receiver", "kafka", "worker"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_the_stack_is_measured_only_when_it_serves_the_runs_bootstrap(
+    fake_stack: tuple[stack.StackPaths, dict[str, int]], tmp_path: Path
+) -> None:
+    paths, pids = fake_stack
+    found, note = stack_pids(paths.state, "127.0.0.1:49999")
+    assert note is None and found["kafka"] == pids["kafka"]
+    assert stack_pids(paths.state, "localhost:49999,127.0.0.1:49001")[1] is None
+    for bootstrap in ("127.0.0.1:9092", "10.0.0.5:49999", "kafka.example.net:49999"):
+        found, note = stack_pids(paths.state, bootstrap)
+        assert found == {} and note is not None and "is not the one at" in note
+    found, note = stack_pids(tmp_path / "nothing-here", "127.0.0.1:49999")
+    assert found == {} and note is not None and "no running stack under" in note
+    found, note = stack_pids(None, "127.0.0.1:49999")
+    assert found == {} and note is not None and "remote" in note
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _step(rate: float, usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "scenario": "t", "target": "udp://127.0.0.1:1", "offered_rate": rate,
+        "achieved_rate": rate, "senders": 1, "sent": 20_000, "received": 20_000, "lost": 0,
+        "max_lag": 10, "drained": True, "recall": 1.0, "precision": 1.0, "decoy_hits": [],
+        "latency_p50_s": 1.0, "latency_max_s": 2.0, "faults": [], "lag_samples": [],
+        "cpu": usage,
+    }  # fmt: skip
+
+
+def test_the_report_prints_a_cpu_table_and_names_the_busiest_component() -> None:
+    quiet = cpu.usage(
+        cpu.Sample(0.0, {"receiver": 0.0, "kafka": 0.0, "worker": 0.0}),
+        cpu.Sample(10.0, {"receiver": 3.0, "kafka": 1.0, "worker": 2.0}),
+        20_000,
+        extra={"senders": 0.5},
+        cores=2,
+    )
+    report = {
+        "sweep": True, "sustainable_rate": 2000, "stopped_by": "loss",
+        "steps": [_step(2000, quiet), _step(3000, _measured())],
+    }  # fmt: skip
+    head, rows = cpu_rows(report)
+    assert head == [
+        "offered/s", "window s", "senders", "receiver", "kafka", "worker", "worker-2",
+        "total", "busiest",
+    ]  # fmt: skip
+    assert rows[0] == ["2000", "10.0", "25.0 · 5%", "150.0 · 30%", "50.0 · 10%", "100.0 · 20%",
+                       "-", "325.0 · 65%", "receiver"]  # fmt: skip
+    assert rows[1][5] == "400.0 · 80%" and rows[1][-1] == "worker"
+    console = Console(record=True, width=220)
+    print_report(report, console)
+    text = console.export_text()
+    assert "CPU per component" in text and "150.0 · 30%" in text and "400.0 · 80%" in text
+    assert "2000 msg/s: busiest: receiver, 30% of a core" in text
+    assert "3000 msg/s: busiest: worker, 80% of a core" in text
+
+
+def test_a_run_without_pids_says_so_in_one_line_and_prints_no_cpu_table() -> None:
+    report = _step(500, cpu.not_measured("not measured: no running stack under /x (remote?)"))
+    console = Console(record=True, width=220)
+    print_report(report, console)
+    text = console.export_text()
+    assert "CPU per component: not measured: no running stack under /x (remote?)" in text
+    assert "µs per message" not in text
+    assert sum("not measured" in line for line in text.splitlines()) == 1
