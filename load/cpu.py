@@ -8,7 +8,8 @@ workers are one process each; their children, if any, are theirs.
 
 :func:`usage` turns two :func:`sample` readings into the table of a run: per component, the
 CPU seconds spent between them, µs per message sent and % of one core over the wall time
-between them, and the busiest component (the one closest to a full core).
+between them, and the busiest component (the one closest to a full core). The machine's
+busy time (``/proc/stat``) over the same window tells what the other processes took.
 """
 
 from __future__ import annotations
@@ -85,19 +86,36 @@ def cpu_seconds(pid: int, *, children: bool = True, proc: Path = PROC) -> float 
     return ticks / CLK_TCK
 
 
+def machine_seconds(proc: Path = PROC) -> float | None:
+    """Busy CPU seconds of the whole machine (all cores) since boot: user, nice, system,
+    irq and softirq of ``/proc/stat``; None without it."""
+    try:
+        with (proc / "stat").open(encoding="utf-8") as fh:
+            first = fh.readline().split()
+    except OSError:
+        return None
+    if len(first) < 8 or first[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in first[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
 # --------------------------------------------------------------------------- a run's table
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """CPU seconds of each component (None: its process is gone) at wall time ``at``."""
+    """CPU seconds of each component (None: its process is gone) and busy seconds of the
+    machine (:func:`machine_seconds`) at wall time ``at``."""
 
     at: float
     seconds: dict[str, float | None] = field(default_factory=dict)
+    machine: float | None = None
 
 
 def sample(pids: Mapping[str, int], *, proc: Path = PROC) -> Sample:
-    return Sample(time.time(), {name: cpu_seconds(pid, proc=proc) for name, pid in pids.items()})
+    seconds = {name: cpu_seconds(pid, proc=proc) for name, pid in pids.items()}
+    return Sample(time.time(), seconds, machine_seconds(proc))
 
 
 def row(name: str, cpu_s: float | None, wall_s: float, messages: int) -> dict[str, Any]:
@@ -136,15 +154,23 @@ def usage(
         if pids is not None and r["component"] in pids:
             r["pids"] = pids[r["component"]]
     known = [r for r in rows if r["cpu_s"] is not None]
-    total = row("total", sum(r["cpu_s"] for r in known), wall, messages)
+    total_s = sum(r["cpu_s"] for r in known)
+    total = row("total", total_s, wall, messages)
     busiest = max(known, key=lambda r: r["cpu_s"], default=None)
     gone = [r["component"] for r in rows if r["cpu_s"] is None]
+    machine = others = None
+    if before.machine is not None and after.machine is not None:
+        machine_s = after.machine - before.machine
+        machine = row("machine", machine_s, wall, messages)
+        others = row("others", max(machine_s - total_s, 0.0), wall, messages)
     return {
         "wall_s": round(wall, 3),
         "messages": messages,
         "cores": cores if cores is not None else os.cpu_count(),
         "components": rows,
         "total": total,
+        "machine": machine,  # every process of the machine
+        "others": others,  # the machine less the components
         "busiest": None if busiest is None else busiest["component"],
         "note": f"not measured (process gone?): {', '.join(gone)}" if gone else None,
     }
@@ -164,6 +190,11 @@ def verdict(cpu: Mapping[str, Any]) -> str:
     total = cpu["total"]
     cores = cpu.get("cores") or 1
     parts = [f"all components {_pct(total['core_pct'])} of {100 * cores}% ({cores} cores)"]
+    if cpu.get("machine") and cpu.get("others"):
+        parts.append(
+            f"the machine {_pct(cpu['machine']['core_pct'])} "
+            f"(other processes {_pct(cpu['others']['core_pct'])})"
+        )
     if name is not None:
         b = by_name[name]
         parts.insert(

@@ -78,10 +78,11 @@ def cpu_cell(c: dict[str, Any] | None) -> str:
 
 def cpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The CPU table as text: header and one row per run (offered rate, wall seconds of
-    the measurement, each component, the total and the busiest component)."""
+    the measurement, each component, their total, the machine's other processes and the
+    busiest component)."""
     steps = steps_of(report)
     names = cpu_components(steps)
-    head = ["offered/s", "window s", *names, "total", "busiest"]
+    head = ["offered/s", "window s", *names, "total", "others", "busiest"]
     rows = []
     for r in steps:
         cpu = r.get("cpu") or {}
@@ -93,6 +94,7 @@ def cpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 "-" if wall is None else f"{wall:.1f}",
                 *(cpu_cell(by_name.get(n)) for n in names),
                 cpu_cell(cpu.get("total")),
+                cpu_cell(cpu.get("others")),
                 cpu.get("busiest") or "-",
             ]
         )
@@ -101,12 +103,15 @@ def cpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def cpu_table(
     report: dict[str, Any],
-    caption: str = "first line sent → pipeline drained; senders: their own CPU while sending",
+    caption: str = (
+        "first line sent → pipeline drained; senders: their own CPU while sending; "
+        "others: the rest of the machine"
+    ),
 ) -> Table | None:
     """CPU per component and run: µs of CPU (user+system) per message sent · % of one
     core over the run's wall time; None when no run measured it."""
     head, rows = cpu_rows(report)
-    if len(head) == 4:  # no component in any run
+    if len(head) == 5:  # no component in any run
         return None
     t = Table(
         title="CPU per component: µs per message sent · % of one core",
@@ -254,10 +259,11 @@ def render_html(report: dict[str, Any]) -> str:
         )
     cpu_head, cpu_body = cpu_rows(report)
     cpu_html = ""
-    if len(cpu_head) > 4:
+    if len(cpu_head) > 5:
         cpu_html = (
             "<h2>CPU per component</h2><p>µs of CPU (user+system) per message sent · % of one "
-            "core, from the first line sent until the pipeline drained.</p><table id=cpu><tr>"
+            "core, from the first line sent until the pipeline drained (senders: their own "
+            "CPU while sending; others: the rest of the machine).</p><table id=cpu><tr>"
             + "".join(f"<th>{html.escape(h)}</th>" for h in cpu_head)
             + "</tr>"
             + "".join(

@@ -137,14 +137,22 @@ def test_a_process_tree_sums_own_live_descendants_and_waited_for_times(
     assert cpu.cpu_seconds(10, proc=tmp_path) == pytest.approx((175 + 42 + 10) / tick)
     assert cpu.cpu_seconds(11, proc=tmp_path) == pytest.approx(52 / tick)
     assert cpu.cpu_seconds(99, proc=tmp_path) is None
+    assert cpu.machine_seconds(tmp_path) is None  # no /proc/stat
+    # user nice system idle iowait irq softirq steal ...: busy is all but idle, iowait, steal
+    (tmp_path / "stat").write_text("cpu  1000 20 300 9999 77 4 6 55 0 0\ncpu0 1 2 3 4 5 6 7\n")
+    assert cpu.machine_seconds(tmp_path) == pytest.approx(1330 / tick)
 
 
 # --------------------------------------------------------------------------- arithmetic
 
 
 def _measured() -> dict[str, Any]:
-    before = cpu.Sample(100.0, {"receiver": 1.0, "kafka": 2.0, "worker": 5.0, "worker-2": 1.0})
-    after = cpu.Sample(110.0, {"receiver": 2.5, "kafka": 2.5, "worker": 13.0, "worker-2": None})
+    before = cpu.Sample(
+        100.0, {"receiver": 1.0, "kafka": 2.0, "worker": 5.0, "worker-2": 1.0}, 1000.0
+    )
+    after = cpu.Sample(
+        110.0, {"receiver": 2.5, "kafka": 2.5, "worker": 13.0, "worker-2": None}, 1013.0
+    )
     return cpu.usage(before, after, 20_000, extra={"senders": 0.8}, cores=2)
 
 
@@ -165,9 +173,11 @@ def test_usage_is_cpu_seconds_per_message_and_per_second_of_the_window() -> None
     assert usage["total"]["us_per_msg"] == 540.0 and usage["total"]["core_pct"] == 108.0
     assert usage["busiest"] == "worker"
     assert "worker-2" in usage["note"]
+    assert (usage["machine"]["cpu_s"], usage["machine"]["core_pct"]) == (13.0, 130.0)
+    assert (usage["others"]["cpu_s"], usage["others"]["core_pct"]) == (2.2, 22.0)
     line = cpu.verdict(usage)
     assert line.startswith("busiest: worker, 80% of a core, 400.0 µs/msg")
-    assert "all components 108% of 200% (2 cores)" in line
+    assert "all components 108% of 200% (2 cores); the machine 130% (other processes 22%)" in line
 
 
 def test_no_messages_or_no_time_give_no_ratio_rather_than_a_division_by_zero() -> None:
@@ -280,11 +290,12 @@ def test_the_report_prints_a_cpu_table_and_names_the_busiest_component() -> None
     head, rows = cpu_rows(report)
     assert head == [
         "offered/s", "window s", "senders", "receiver", "kafka", "worker", "worker-2",
-        "total", "busiest",
+        "total", "others", "busiest",
     ]  # fmt: skip
     assert rows[0] == ["2000", "10.0", "25.0 · 5%", "150.0 · 30%", "50.0 · 10%", "100.0 · 20%",
-                       "-", "325.0 · 65%", "receiver"]  # fmt: skip
+                       "-", "325.0 · 65%", "-", "receiver"]  # fmt: skip
     assert rows[1][5] == "400.0 · 80%" and rows[1][-1] == "worker"
+    assert rows[1][-2] == "110.0 · 22%"  # the rest of the machine
     console = Console(record=True, width=220)
     print_report(report, console)
     text = console.export_text()
