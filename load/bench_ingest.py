@@ -24,16 +24,17 @@ if that is impossible its half is skipped with a message.
 Everything runs on this machine: sender, receiver and the broker share its cores, so the
 numbers are those of this box, not of a receiver alone.
 
-``python -m load.bench_ingest latency [--rate 10000] [--seconds 30] [--faults 20]``
-(``make bench-latency``) measures detection latency instead: the whole stack
-(``tunnelwatch up``: broker, worker, receiver) in ``.state/bench-latency`` on ports
-29492/29493 and a free UDP port, background traffic at ``--rate`` over UDP, and
+``python -m load.bench_ingest latency [--rate 10000] [--seconds 30] [--faults 20]`` (``make
+bench-latency``) measures detection latency instead: the whole stack (``tunnelwatch up``:
+broker, worker, receiver) in ``.state/bench-latency`` (``--state``) on ports 29492/29493
+(``--kafka-port``) and a free UDP port, background traffic at ``--rate`` over UDP, and
 ``--faults`` devices that each send three engine errors (a ``crypto_engine_fault``
 threshold) spread over the run. Per fault: wall time from sending the third line to the
-first record of its incident on ``vpn.incidents`` (consumed with a receipt time stamp).
-It prints p50/p95/p99, the worker's events/s (its 10 s stats lines) and its CPU time, and
-writes ``bench-out/bench-latency.json``. The stack's metrics port (127.0.0.1:9514) must be
-free.
+first record of its incident on ``vpn.incidents`` (consumed with a receipt time stamp). It
+prints p50/p95/p99, the worker's events/s (its 10 s stats lines) and the CPU time of each
+component (the sender, the receiver, Kafka, each worker: µs per message and % of a core
+over the run, :mod:`load.cpu`), and writes ``bench-out/bench-latency.json``. The stack's
+metrics port (127.0.0.1:9514, ``--metrics``) must be free.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from load import cpu
 from load.scenario import default_scenario
 from load.synth import generate
 from streams.shell import broker
@@ -91,6 +93,7 @@ def send(port: int, rate: float, seconds: float) -> dict[str, float]:
     burst = max(1, int(rate * 0.002))
     sent = 0
     errors = 0
+    cpu_before = cpu.cpu_seconds(os.getpid()) or 0.0
     start = time.perf_counter()
     end = start + seconds
     i = 0
@@ -112,7 +115,14 @@ def send(port: int, rate: float, seconds: float) -> dict[str, float]:
             sent += 1
     elapsed = time.perf_counter() - start
     sock.close()
-    return {"sent": sent, "seconds": elapsed, "rate": sent / elapsed, "send_errors": errors}
+    cpu_s = (cpu.cpu_seconds(os.getpid()) or 0.0) - cpu_before
+    return {
+        "sent": sent,
+        "seconds": elapsed,
+        "rate": sent / elapsed,
+        "send_errors": errors,
+        "cpu_s": cpu_s,
+    }
 
 
 def _run_sender(port: int, rate: float, seconds: float) -> dict[str, float]:
@@ -185,11 +195,7 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu.cpu_seconds(pid) or 0.0
 
 
 # --------------------------------------------------------------------------- receivers
@@ -446,7 +452,7 @@ def _ensure_rsyslog() -> str | None:
 # --------------------------------------------------------------------------- latency
 
 LATENCY_STATE = REPO / ".state" / "bench-latency"
-LATENCY_KAFKA_PORT, LATENCY_CONTROLLER_PORT = 29492, 29493
+LATENCY_KAFKA_PORT = 29492  # its controller: 29493
 #: Three engine errors within 10 minutes open a ``crypto_engine_fault`` incident.
 FAULT_LINE = (
     "<185>{stamp} {device}: {seq}: {stamp}: %MOTCR-1-PKTENGRET_ERROR: MOTCR PktEng Return "
@@ -523,6 +529,7 @@ async def _latency_run(
         "--rate", str(rate), "--seconds", str(seconds),
         cwd=REPO, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    sender_pid = sender.pid
     await inject()
     out, _ = await sender.communicate()
     sent: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
@@ -550,6 +557,7 @@ async def _latency_run(
         "p99_s": _percentile(lat, 99) if lat else None,
         "max_s": max(lat) if lat else None,
         "all_detected_after_send_end_s": drained_at - send_end if len(lat) == faults else None,
+        "sender_pid": sender_pid,
     }
 
 
@@ -563,42 +571,60 @@ def _worker_rates(log: Path) -> list[float]:
 
 
 def latency(
-    rate: float, seconds: float, faults: int, drain: float, out: Path, workers: int = 1
+    rate: float,
+    seconds: float,
+    faults: int,
+    drain: float,
+    out: Path,
+    workers: int = 1,
+    *,
+    state: Path = LATENCY_STATE,
+    kafka_port: int = LATENCY_KAFKA_PORT,
+    metrics: str | None = None,
 ) -> int:
-    """``make bench-latency``: detection latency of the whole stack under background load."""
-    from streams.shell import broker, stack
+    """``make bench-latency``: detection latency of the whole stack under background load
+    (Kafka on ``kafka_port`` and ``kafka_port + 1``, the receiver's metrics on ``metrics``,
+    default the stack's)."""
+    from streams.shell import stack
 
-    metrics_host, _, metrics_port = stack.DEFAULT_METRICS.rpartition(":")
+    metrics = metrics or stack.DEFAULT_METRICS
+    metrics_host, _, metrics_port = metrics.rpartition(":")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         if s.connect_ex((metrics_host, int(metrics_port))) == 0:
-            print(f"bench-latency: {stack.DEFAULT_METRICS} is taken (a stack is up?): "
+            print(f"bench-latency: {metrics} is taken (a stack is up?): "
                   "`tunnelwatch down` first", file=sys.stderr)  # fmt: skip
             return 2
-    shutil.rmtree(LATENCY_STATE, ignore_errors=True)
+    state = state.resolve()
+    shutil.rmtree(state, ignore_errors=True)
     port = _free_port()
     listen = f"{HOST}:{port}"
-    print(f"bench-latency: stack in {LATENCY_STATE} (Kafka :{LATENCY_KAFKA_PORT}, UDP {listen})")
+    print(f"bench-latency: stack in {state} (Kafka :{kafka_port}, UDP {listen})")
     try:
         if not stack.up(
-            LATENCY_STATE, port=LATENCY_KAFKA_PORT, controller_port=LATENCY_CONTROLLER_PORT,
-            listen=listen, workers=workers, say=lambda m: print(f"  {m}", flush=True),
+            state, port=kafka_port, controller_port=kafka_port + 1, listen=listen,
+            metrics=metrics, workers=workers, say=lambda m: print(f"  {m}", flush=True),
         ):  # fmt: skip
             return 1
-        bootstrap = f"{HOST}:{LATENCY_KAFKA_PORT}"
-        paths = stack.StackPaths(LATENCY_STATE.resolve())
-        # Where the two cores go: CPU seconds of each part over the run.
-        pids = {part: stack.running_pid(paths, part) or 0 for part in paths.workers()}
-        pids["receiver"] = stack.running_pid(paths, "receiver") or 0
-        pids["kafka"] = broker.status(paths.kafka).pid or 0
-        cpu0 = {part: _cpu_seconds(pid) for part, pid in pids.items()}
+        bootstrap = f"{HOST}:{kafka_port}"
+        paths = stack.StackPaths(state)
+        # Where the two cores go: CPU time of each part over the run.
+        pids = stack.component_pids(paths)
+        cpu0 = cpu.sample(pids)
         t0 = time.monotonic()
         print(f"bench-latency: {rate:,.0f} msg/s over UDP for {seconds:.0f} s, {faults} faults, "
               f"{workers} worker(s)")  # fmt: skip
         result = asyncio.run(_latency_run(bootstrap, port, rate, seconds, faults, drain))
         result["workers"] = workers
-        result["cpu_s"] = {part: _cpu_seconds(pid) - cpu0[part] for part, pid in pids.items()}
+        result["cpu"] = cpu.usage(
+            cpu0,
+            cpu.sample(pids),
+            int(result["sent"]["sent"]) + faults * FAULT_THRESHOLD,
+            extra={"sender": result["sent"].get("cpu_s")},
+            pids={"sender": result.pop("sender_pid"), **pids},
+        )
+        result["cpu_s"] = {c["component"]: c["cpu_s"] for c in result["cpu"]["components"]}
         result["worker_cpu_s"] = sum(
-            v for k, v in result["cpu_s"].items() if k.startswith("worker")
+            v or 0.0 for k, v in result["cpu_s"].items() if k.startswith("worker")
         )
         result["wall_s"] = time.monotonic() - t0
         per_worker = [_worker_rates(paths.log(part)) for part in paths.workers()]
@@ -606,16 +632,14 @@ def latency(
         rates = [sum(r) for r in zip(*per_worker, strict=False)]
         result["worker_rates"] = rates
     finally:
-        stack.down(LATENCY_STATE, say=lambda m: print(f"  {m}", flush=True))
+        stack.down(state, say=lambda m: print(f"  {m}", flush=True))
     sent = result["sent"]
     print(f"sent {sent['sent']:,} lines at {sent['rate']:,.0f} msg/s; "
           f"{result['raw_records']:,} on syslog.raw")  # fmt: skip
     if rates:
         print(f"worker: {max(rates):,.0f} events/s at best, "
               f"{sum(rates) / len(rates):,.0f} on average (10 s stats lines)")  # fmt: skip
-    parts = ", ".join(f"{k} {v:.1f}" for k, v in result["cpu_s"].items())
-    print(f"worker CPU {result['worker_cpu_s']:.1f} s over {result['wall_s']:.1f} s "
-          f"(CPU seconds by part: {parts})")  # fmt: skip
+    print_cpu(result["cpu"], rate)
     print(f"faults detected {result['detected']}/{faults}")
     if result["p50_s"] is not None:
         print(f"detection latency p50 {result['p50_s']:.2f} s  p95 {result['p95_s']:.2f} s  "
@@ -624,6 +648,23 @@ def latency(
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"details: {out}")
     return 0 if result["detected"] == faults else 1
+
+
+def print_cpu(usage: dict[str, Any], rate: float) -> None:
+    """The CPU table of a latency run (as ``tunnelwatch load run`` prints it)."""
+    from rich.console import Console
+
+    from load.report import cpu_table
+
+    console = Console(width=160) if not sys.stdout.isatty() else Console()
+    shown = cpu_table(
+        {"offered_rate": rate, "cpu": usage},
+        caption="the whole run: sender start → every fault seen; sender: its CPU while "
+        "sending; others: the rest of the machine",
+    )
+    if shown is not None:
+        console.print(shown)
+    console.print(cpu.verdict(usage), highlight=False, markup=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -640,6 +681,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     lat.add_argument("--drain", type=float, default=300.0, help="longest wait after sending")
     lat.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
     lat.add_argument("--out", type=Path, default=REPO / "bench-out" / "bench-latency.json")
+    lat.add_argument("--state", type=Path, default=LATENCY_STATE, help="the stack's state dir")
+    lat.add_argument(
+        "--kafka-port", type=int, default=LATENCY_KAFKA_PORT, help="Kafka (controller: +1)"
+    )
+    lat.add_argument("--metrics", help="the receiver's metrics HOST:PORT (default: the stack's)")
     ap.add_argument("--rates", default=",".join(str(r) for r in DEFAULT_RATES))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--skip-rsyslog", action="store_true")
@@ -655,7 +701,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(send(args.port, args.rate, args.seconds)))
         return 0
     if args.cmd == "latency":
-        return latency(args.rate, args.seconds, args.faults, args.drain, args.out, args.workers)
+        return latency(
+            args.rate, args.seconds, args.faults, args.drain, args.out, args.workers,
+            state=args.state, kafka_port=args.kafka_port, metrics=args.metrics,
+        )  # fmt: skip
 
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     rsyslogd = None if args.skip_rsyslog else _ensure_rsyslog()

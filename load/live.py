@@ -26,6 +26,7 @@ import dataclasses
 import json
 import math
 import multiprocessing as mp
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -34,9 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from load import cpu
 from load.scenario import Scenario, default_scenario, load_scenario
 from load.synth import TruthDecoy, TruthFault, generate
 from streams.errors import ConfigError
+from streams.shell import broker, stack
 from streams.shell.topics import (
     DEFAULT_APP_ID,
     INCIDENTS_TOPIC,
@@ -186,6 +189,7 @@ def _sender(
     if delay > 0:
         time.sleep(delay)
     bucket = TokenBucket(rate, burst=max(rate / 100, _BATCH))
+    cpu_before = cpu.cpu_seconds(os.getpid())
     first = time.time()
     n = len(lines)
     i = 0
@@ -206,7 +210,9 @@ def _sender(
         sink.flush()
     finally:
         sink.close()
-    out.put({"sent": n, "first": first, "last": time.time(), "marks": sent_at})
+    cpu_after = cpu.cpu_seconds(os.getpid())
+    spent = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    out.put({"sent": n, "first": first, "last": time.time(), "marks": sent_at, "cpu_s": spent})
 
 
 # --------------------------------------------------------------------------- measuring
@@ -272,9 +278,37 @@ class RunOptions:
     #: The sweep's lag bound: a rate is sustainable only if the worker group never fell
     #: more than this many seconds of traffic behind (lag <= bound × offered rate).
     max_lag_s: float = DEFAULT_MAX_LAG_S
+    #: The state dir of the stack under test (``tunnelwatch up --state-dir``): the CPU
+    #: time of its processes is measured when it runs here and serves ``bootstrap``.
+    state_dir: Path | None = None
 
 
 Progress = Callable[[str, int, int], None]  # phase, done, total
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def stack_pids(state_dir: Path | None, bootstrap: str) -> tuple[dict[str, int], str | None]:
+    """The pids of the stack under ``state_dir`` (:func:`stack.component_pids`) when it
+    runs on this machine and its broker serves ``bootstrap``; else no pids and why."""
+    if state_dir is None:
+        return {}, "not measured: no stack state dir given (a remote stack?)"
+    paths = stack.StackPaths(Path(state_dir).resolve())
+    pids = stack.component_pids(paths)
+    if not pids:
+        return {}, f"not measured: no running stack under {paths.state} (a remote stack?)"
+    served = broker.configured_bootstrap(paths.kafka) if "kafka" in pids else None
+    wanted = set()
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        if host in _LOOPBACK:
+            wanted.add(port)
+    if served is None or served.rpartition(":")[2] not in wanted:
+        return {}, (
+            f"not measured: the stack under {paths.state} (Kafka "
+            f"{served or 'not running'}) is not the one at {bootstrap}"
+        )
+    return pids, None
 
 
 def _score(
@@ -354,6 +388,7 @@ async def _run(plan: Plan, opts: RunOptions, progress: Progress | None) -> dict[
     seen = Seen()
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch_incidents(opts.bootstrap, inc_before, seen, stop))
+    pids, cpu_note = stack_pids(opts.state_dir, opts.bootstrap)
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -372,6 +407,14 @@ async def _run(plan: Plan, opts: RunOptions, progress: Progress | None) -> dict[
 
     samples: list[dict[str, float | int | None]] = []
     results: list[dict[str, Any]] = []
+
+    async def cpu_at_start() -> cpu.Sample:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        return cpu.sample(pids)
+
+    # the stack's CPU time from the first line sent until the pipeline drained
+    cpu_start = asyncio.create_task(cpu_at_start())
+    cpu_end: cpu.Sample | None = None
 
     async def sample(phase: str) -> int | None:
         lag = await group_lag(opts.bootstrap, opts.group)
@@ -420,14 +463,20 @@ async def _run(plan: Plan, opts: RunOptions, progress: Progress | None) -> dict[
             if lag == 0 and (raw_now >= sent_total or time.time() - stable_since >= 2):
                 if drained_at is None:
                     drained_at = time.time()
+                    cpu_end = cpu.sample(pids)
                 if time.time() - stable_since >= opts.settle:
                     break
             else:
                 drained_at = None
+                cpu_end = None
             await tick
         raw_after = await end_offsets(opts.bootstrap, [opts.raw_topic])
+        cpu_before = await cpu_start
+        if cpu_end is None:
+            cpu_end = cpu.sample(pids)
     finally:
         stop.set()
+        cpu_start.cancel()
         await watcher
         for proc in procs:
             if proc.is_alive():
@@ -460,11 +509,36 @@ async def _run(plan: Plan, opts: RunOptions, progress: Progress | None) -> dict[
         "drain_seconds": round(drained_at - last, 3) if drained_at is not None else None,
         "lag_samples": samples,
     }
+    if cpu_note is None:
+        sender_pids = [p.pid for p in procs if p.pid is not None]
+        result["cpu"] = cpu_usage(results, sender_pids, pids, cpu_before, cpu_end)
+    else:
+        result["cpu"] = cpu.not_measured(cpu_note)
     result.update(_score(plan, seen, marks, (start_at, time.time())))
     lat = sorted(f["latency_s"] for f in result["faults"] if f["latency_s"] is not None)
     result["latency_p50_s"] = lat[len(lat) // 2] if lat else None
     result["latency_max_s"] = lat[-1] if lat else None
     return result
+
+
+def cpu_usage(
+    sender_results: list[dict[str, Any]],
+    sender_pids: list[int],
+    pids: dict[str, int],
+    before: cpu.Sample,
+    after: cpu.Sample,
+) -> dict[str, Any]:
+    """The run's CPU table: the senders (their own CPU while sending, summed) and every
+    process of the stack between ``before`` and ``after``, per message sent."""
+    spent = [r.get("cpu_s") for r in sender_results]
+    senders = None if None in spent else sum(float(x) for x in spent if x is not None)
+    return cpu.usage(
+        before,
+        after,
+        sum(int(r["sent"]) for r in sender_results),
+        extra={"senders": senders},
+        pids={"senders": sender_pids, **pids},
+    )
 
 
 # --------------------------------------------------------------------------- event clock

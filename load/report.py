@@ -1,5 +1,6 @@
-"""Reports of ``tunnelwatch load run``: a rich table, a JSON file and a self-contained HTML
-page with embedded PNG charts (achieved vs offered rate, lag over time, detection latency).
+"""Reports of ``tunnelwatch load run``: rich tables (the runs, and the CPU time of each
+component per run: see :mod:`load.cpu`), a JSON file and a self-contained HTML page with
+embedded PNG charts (achieved vs offered rate, lag over time, detection latency).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from load.cpu import verdict
 
 
 def steps_of(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -55,9 +58,81 @@ def table(report: dict[str, Any]) -> Table:
     return t
 
 
+def cpu_components(steps: list[dict[str, Any]]) -> list[str]:
+    """The components measured in any of ``steps``, in the order they first appear."""
+    names: dict[str, None] = {}
+    for r in steps:
+        for c in (r.get("cpu") or {}).get("components", []):
+            names.setdefault(c["component"], None)
+    return list(names)
+
+
+def cpu_cell(c: dict[str, Any] | None) -> str:
+    """``µs/msg · % of a core`` of one component in one run."""
+    if c is None or c.get("cpu_s") is None:
+        return "-"
+    us = "-" if c["us_per_msg"] is None else f"{c['us_per_msg']:.1f}"
+    pct = "-" if c["core_pct"] is None else f"{c['core_pct']:.0f}%"
+    return f"{us} · {pct}"
+
+
+def cpu_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The CPU table as text: header and one row per run (offered rate, wall seconds of
+    the measurement, each component, their total, the machine's other processes and the
+    busiest component)."""
+    steps = steps_of(report)
+    names = cpu_components(steps)
+    head = ["offered/s", "window s", *names, "total", "others", "busiest"]
+    rows = []
+    for r in steps:
+        cpu = r.get("cpu") or {}
+        by_name = {c["component"]: c for c in cpu.get("components", [])}
+        wall = cpu.get("wall_s")
+        rows.append(
+            [
+                f"{r['offered_rate']:.0f}",
+                "-" if wall is None else f"{wall:.1f}",
+                *(cpu_cell(by_name.get(n)) for n in names),
+                cpu_cell(cpu.get("total")),
+                cpu_cell(cpu.get("others")),
+                cpu.get("busiest") or "-",
+            ]
+        )
+    return head, rows
+
+
+def cpu_table(
+    report: dict[str, Any],
+    caption: str = (
+        "first line sent → pipeline drained; senders: their own CPU while sending; "
+        "others: the rest of the machine"
+    ),
+) -> Table | None:
+    """CPU per component and run: µs of CPU (user+system) per message sent · % of one
+    core over the run's wall time; None when no run measured it."""
+    head, rows = cpu_rows(report)
+    if len(head) == 5:  # no component in any run
+        return None
+    t = Table(
+        title="CPU per component: µs per message sent · % of one core",
+        caption=caption,
+    )
+    for col in head:
+        t.add_column(col, justify="left" if col == "busiest" else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
     console.print(table(report))
+    cpu = cpu_table(report)
+    if cpu is not None:
+        console.print(cpu)
+    for r in steps_of(report):
+        prefix = f"{r['offered_rate']:.0f} msg/s: " if report.get("sweep") else ""
+        console.print(prefix + verdict(r.get("cpu") or {}), highlight=False, markup=False)
     if report.get("sweep"):
         rate = report["sustainable_rate"]
         shown = "none of the steps" if rate is None else f"{rate:.0f} msg/s"
@@ -182,6 +257,28 @@ def render_html(report: dict[str, Any]) -> str:
             f"<p id=summary>Highest sustainable rate: <b>{shown}</b> "
             f"(stopped by {html.escape(str(report['stopped_by']))}).</p>"
         )
+    cpu_head, cpu_body = cpu_rows(report)
+    cpu_html = ""
+    if len(cpu_head) > 5:
+        cpu_html = (
+            "<h2>CPU per component</h2><p>µs of CPU (user+system) per message sent · % of one "
+            "core, from the first line sent until the pipeline drained (senders: their own "
+            "CPU while sending; others: the rest of the machine).</p><table id=cpu><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in cpu_head)
+            + "</tr>"
+            + "".join(
+                "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                for row in cpu_body
+            )
+            + "</table>"
+        )
+    verdicts = "".join(
+        "<li>"
+        + html.escape(f"{r['offered_rate']:.0f} msg/s: " + verdict(r.get("cpu") or {}))
+        + "</li>"
+        for r in steps
+    )
+    cpu_html += f"<ul id=cpu-verdicts>{verdicts}</ul>"
     faults = "".join(
         f"<tr><td>{html.escape(f['id'])}</td><td>{html.escape(f['cause'])}</td>"
         f"<td>{html.escape(f['device'])}</td><td>{html.escape(str(f['peer']))}</td>"
@@ -202,6 +299,7 @@ figure {{ display: inline-block; margin: 0.5em; }}
 <code>{html.escape(steps[0]["target"])}</code>.</p>
 {summary}
 <table><tr>{head}</tr>{"".join(rows)}</table>
+{cpu_html}
 {figs}
 <h2>Faults (last run)</h2>
 <table><tr><th>id</th><th>cause</th><th>device</th><th>peer</th><th>detected</th>

@@ -147,7 +147,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 def load_report(
     live_stack: tuple[str, str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, object]:
-    bootstrap, listen, _ = live_stack
+    bootstrap, listen, state = live_stack
     out = tmp_path_factory.mktemp("load-report")
     rc = main(
         [
@@ -157,6 +157,7 @@ def load_report(
             "--bootstrap", bootstrap,
             "--report", str(out),
             "--clock-file", str(out / "clock.json"),
+            "--state-dir", str(state),
         ]
     )  # fmt: skip
     report: dict[str, object] = json.loads((out / "report.json").read_text())
@@ -179,6 +180,31 @@ def test_a_short_load_run_at_500_msgs_loses_nothing_and_finds_every_fault(
     faults = load_report["faults"]
     assert isinstance(faults, list)
     assert all(f["latency_s"] is not None and f["latency_s"] < 30 for f in faults)
+
+
+@pytest.mark.kafka
+def test_a_load_run_measures_the_cpu_of_every_component_of_the_stack(
+    live_stack: tuple[str, str, Path], load_report: dict[str, object]
+) -> None:
+    _, _, state = live_stack
+    usage = load_report["cpu"]
+    assert isinstance(usage, dict)
+    rows = {r["component"]: r for r in usage["components"]}
+    assert list(rows) == ["senders", "receiver", "kafka", "worker", "worker-2"]
+    pids = stack.component_pids(stack.StackPaths(state))
+    assert all(rows[name]["pids"] == pid for name, pid in pids.items())
+    assert usage["messages"] == load_report["sent"] == 2500
+    assert usage["wall_s"] >= 4.5  # from the first line sent (5 s of sending) to drained
+    for r in rows.values():
+        # every one of them did some work for 2500 messages (a clock tick is 10 ms)
+        assert r["cpu_s"] > 0, r
+        assert r["us_per_msg"] == pytest.approx(r["cpu_s"] / 2500 * 1e6, abs=0.01)
+        assert r["core_pct"] == pytest.approx(100 * r["cpu_s"] / usage["wall_s"], abs=0.1)
+    assert usage["busiest"] == max(rows.values(), key=lambda r: r["cpu_s"])["component"]
+    # the machine's busy time (/proc/stat) covers the components' (tick sampling aside)
+    assert usage["machine"]["cpu_s"] >= 0.8 * usage["total"]["cpu_s"]
+    page = (Path(str(load_report["_dir"])) / "report.html").read_text()
+    assert "<table id=cpu>" in page and f"busiest: {usage['busiest']}" in page
 
 
 @pytest.mark.kafka

@@ -96,7 +96,43 @@ def test_the_device_key_is_the_device_the_parser_gives_for_every_corpus_line() -
     assert len(lines) > 6000
 
 
-def test_octet_counting_frames_split_anywhere_come_out_whole() -> None:
+def test_the_receiver_partitions_keys_as_the_worker_and_aiokafka_do() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from streams.shell import topics
+    from streams.shell.receiver import kafka as receiver_kafka
+
+    assert not hasattr(receiver_kafka, "DefaultPartitioner")  # one murmur2: topics'
+    rng = random.Random(12)
+    keys = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 48))) for _ in range(4000)]
+    keys += [b"", b"\x00", b"\xff" * 7]
+    keys += [d.name.encode() for d in default_scenario().devices]
+    keys += [f"rtr-{i:04d}".encode() for i in range(2000)]
+    keys += [f"fw-{i}.branch{i % 97}.example.net".encode() for i in range(1000)]
+    keys += [f"192.0.2.{i}".encode() for i in range(256)]
+    names = [
+        "rtr-ü",
+        "防火墙-1",
+        "маршрутизатор",
+        "ファイアウォール",
+        "🔥wall",
+        "Ωmega-7",
+        "e\u0301",
+    ]
+    keys += [f"{n}-{i}".encode() for n in names for i in range(50)]
+    reference = DefaultPartitioner()
+    for partitions in ([0], [0, 1, 2, 3], [0, 1, 2, 3, 4, 5, 6], list(range(12))):
+        out = receiver_kafka.KafkaOut("127.0.0.1:1", "syslog.raw")  # never started
+        out._set_partitions(reversed(partitions))  # sorted, as aiokafka lists them
+        chosen = []
+        for key in keys:
+            mine = out.partition_of(key)
+            assert mine == topics.partition_of(key, len(partitions)), (key, partitions)
+            assert mine == reference(key, partitions, partitions), (key, partitions)
+            assert out.partition_of(key) == mine  # again, from the receiver's cache
+            chosen.append(mine)
+        assert set(chosen) == set(partitions)  # every partition gets keys
+
     msgs = [b"hello", b"a" * 300, "nön-ascii ✓".encode(), b"multi\nline"]
     stream = b"".join(b"%d %s" % (len(m), m) for m in msgs)
     for cut in (1, 2, 3, 7, 64):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.errors import BrokerError, ConfigError, TunnelwatchError
+from streams.shell.stack import DEFAULT_STATE_DIR
 from streams.shell.topics import DEFAULT_APP_ID, DEFAULT_BOOTSTRAP
 
 DEFAULT_CLOCK_FILE = Path(".state") / "load" / "event-clock.json"
@@ -91,6 +92,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     r.add_argument("--factor", type=_positive, default=1.5, help="sweep step (default: ×1.5)")
     r.add_argument("--max-steps", type=int, default=10, help="sweep steps at most")
     r.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="the stack's state dir (`tunnelwatch up --state-dir`): the CPU time of its "
+        "processes is measured when it runs here and serves --bootstrap (default: %(default)s)",
+    )
+    r.add_argument(
         "--clock-file",
         type=Path,
         default=DEFAULT_CLOCK_FILE,
@@ -133,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         senders=args.senders,
         drain_timeout=args.drain_timeout,
         max_lag_s=args.max_lag_seconds,
+        state_dir=args.state_dir,
     )
     err = Console(stderr=True)
     columns = (

@@ -286,6 +286,19 @@ def _running_pid(p: _Paths) -> int | None:
     return None
 
 
+def running_pid(data_dir: Path = DEFAULT_DATA_DIR) -> int | None:
+    """The pid of the broker JVM of ``data_dir`` when it runs (no readiness check)."""
+    p = _paths(data_dir)
+    return _running_pid(p) if p.data_dir.is_dir() else None
+
+
+def configured_bootstrap(data_dir: Path = DEFAULT_DATA_DIR) -> str | None:
+    """``127.0.0.1:PORT`` of the PLAINTEXT listener in ``data_dir``'s server.properties
+    (written on the broker's last start); None when there is none."""
+    port = _properties_port(_paths(data_dir), "PLAINTEXT")
+    return None if port is None else f"{HOST}:{port}"
+
+
 def _port_open(port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=timeout):

@@ -123,6 +123,18 @@ def running_pid(paths: StackPaths, part: str) -> int | None:
     return pid
 
 
+def component_pids(paths: StackPaths) -> dict[str, int]:
+    """The pids of the stack's running processes, by part: ``receiver``, ``kafka`` (the
+    broker's JVM), ``worker``, ``worker-2`` …, and ``board`` / ``notify`` when they run.
+    Parts that do not run (or whose pid file names another process) are left out."""
+    pids: dict[str, int] = {}
+    for part in ("receiver", "kafka", *paths.workers(), "board", "notify"):
+        pid = broker.running_pid(paths.kafka) if part == "kafka" else running_pid(paths, part)
+        if pid is not None:
+            pids[part] = pid
+    return pids
+
+
 def part_command(part: str) -> str:
     return (
         "worker"

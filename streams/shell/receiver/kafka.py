@@ -2,10 +2,11 @@
 
 Per-message ``send()`` tops out around 120k msg/s; here the caller hands over a *chunk* of
 records, which is split by partition (the key's partition under Kafka's default murmur2
-partitioner, exactly where ``send(key=...)`` would put it) into one batch per partition,
-lz4-compressed. The producer is idempotent (``acks=all``): aiokafka retries a batch until
-the broker takes it and the broker drops the duplicates of those retries, so a chunk
-handed over is delivered once and in order per partition, however long Kafka is away.
+partitioner, exactly where ``send(key=...)`` would put it: ``streams.shell.topics.
+partition_of``, the worker's) into one batch per partition, lz4-compressed. The producer
+is idempotent (``acks=all``): aiokafka retries a batch until the broker takes it and the
+broker drops the duplicates of those retries, so a chunk handed over is delivered once and
+in order per partition, however long Kafka is away.
 
 With the native extension (``native=`` a loaded ``tunnelwatch_native``, see
 ``streams/core/native.py``) the split by partition and the batches themselves are built in
@@ -25,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.partitioner import DefaultPartitioner
 
 from streams.errors import BrokerUnavailable
 from streams.shell.receiver.record import Record
+from streams.shell.topics import partition_of
 
 if TYPE_CHECKING:
     from streams.core.native import NativeModule
@@ -108,7 +109,6 @@ class KafkaOut:
         self._producer: Any = None
         self._partitions: list[int] = []
         self._by_key: dict[bytes, int] = {}
-        self._partitioner = DefaultPartitioner()
 
     @property
     def started(self) -> bool:
@@ -155,10 +155,14 @@ class KafkaOut:
             self._by_key.clear()
 
     def partition_of(self, key: bytes) -> int:
+        """The partition of ``key``: :func:`streams.shell.topics.partition_of` (Kafka's
+        murmur2, the worker's partitioner) indexing the sorted partitions, as aiokafka's
+        ``DefaultPartitioner`` picks it."""
         try:
             return self._by_key[key]
         except KeyError:
-            part = int(self._partitioner(key, self._partitions, self._partitions))
+            parts = self._partitions
+            part = parts[partition_of(key, len(parts))]
             if len(self._by_key) > 100_000:
                 self._by_key.clear()
             self._by_key[key] = part
