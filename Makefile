@@ -9,7 +9,7 @@ NATIVE_SRC := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildca
 CARGO_PATH := $(PATH):$(HOME)/.cargo/bin
 
 .PHONY: install demo test lint typecheck pytest bench clean
-.PHONY: bench-ingest bench-load lock lock-upgrade cargo-test
+.PHONY: bench-ingest bench-load bench-latency lock lock-upgrade cargo-test
 
 # The whole Python environment (dependencies, dev tools, build backends) is pinned with
 # hashes in $(LOCK), made from pyproject.toml by `make lock` (pip-tools, in a venv of its
@@ -120,10 +120,16 @@ bench-ingest: $(STAMP) $(NATIVE)
 bench-load: $(STAMP) $(NATIVE)
 	$(BIN)/python -m load.bench_load
 
-# Detection latency of the whole stack (up on other ports, 2 workers) under 10k msg/s of UDP
+# Detection latency of the whole stack (up on other ports, 2 workers) under 50k msg/s of UDP
 # for 30 s.
 bench-latency: $(STAMP) $(NATIVE)
-	$(BIN)/python -m load.bench_ingest latency --workers 2
+	$(BIN)/python -m load.bench_ingest latency --workers 2 --rate 50000
+
+# How fast 1 and 2 workers drain a prefilled syslog.raw: the native batch path
+# (--events engine) against the Python path (--events all), CPU per record.
+.PHONY: bench-worker
+bench-worker: $(STAMP) $(NATIVE)
+	$(BIN)/python -m load.bench_worker
 
 # How fast the notifier drains a backlog of incidents into a webhook and into Alertmanager.
 .PHONY: bench-notify

@@ -1,7 +1,8 @@
 """``make bench-worker``: how fast the workers drain ``syslog.raw``, per record CPU included.
 
 Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-heavy|PATH]
-[--workers 1,2] [--policies engine,all]``.
+[--workers 1,2] [--policies engine,all] [--fleet 1000,10000,100000] [--fleet-lines 500000]
+[--no-soak]``.
 
 1. A private Kafka broker (``.state/bench-worker``, ports 49392/49393) gets ``syslog.raw``
    prefilled with ``--lines`` records of a generated scenario, keyed by device and
@@ -13,6 +14,13 @@ Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-he
    every record. Measured from the moment its workers are ready: records per second
    (wall), CPU seconds of each worker process (``/proc/<pid>/stat``) and µs of worker CPU
    per record; and the incidents it published.
+
+3. By fleet size (``--fleet``): ``--fleet-lines`` records of one message (an ASA
+   connection build, outside the catalog: clock rows) spread round-robin over 1k, 10k
+   and 100k devices, drained by 1 worker: records/s, µs of CPU per record, against the
+   first size.
+4. Soak (unless ``--no-soak``): 100k devices, then five HMAC failures each for 10k of
+   them (10k open incidents): the worker's peak RSS (``VmHWM``) and its incidents.
 
 The rate is a drain rate: an upper bound of what the workers sustain live, where the
 receiver, the senders and Kafka share the same two cores (``make bench-load`` measures
@@ -62,6 +70,7 @@ class Result:
     seconds: float
     cpu: list[float]
     incidents: int
+    peak_rss_mib: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -70,6 +79,43 @@ class Result:
     @property
     def us_per_record(self) -> float:
         return sum(self.cpu) / self.records * 1e6 if self.records else 0.0
+
+
+def _stamp(t: float) -> str:
+    tm = time.gmtime(int(t))
+    return f"Mar {tm.tm_mday:02d} 2024 {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+
+
+START = 1_709_600_000.0
+BUILT = (
+    "%ASA-6-302013: Built inbound TCP connection {i} for outside:198.51.100.7/443 "
+    "(198.51.100.7/443) to inside:10.0.0.9/51515 (10.0.0.9/51515)"
+)
+
+
+def fleet_lines(lines: int, devices: int) -> list[str]:
+    """``lines`` lines of one message outside the catalog over ``devices`` devices,
+    round-robin, 1 ms of event time apart (as ``make bench``'s fleet archives)."""
+    return [
+        f"<166>{_stamp(START + i / 1000)} fw-{i % devices} : {BUILT.format(i=i)}"
+        for i in range(lines)
+    ]
+
+
+def soak_lines(devices: int, incidents: int) -> list[str]:
+    """One line per device, then five HMAC failures within a minute for ``incidents`` of
+    them (an incident each, open at the end)."""
+    out = [f"<166>{_stamp(START + d / 100)} fw-{d} : {BUILT.format(i=d)}" for d in range(devices)]
+    t0 = START + devices / 100 + 1
+    for k in range(5):
+        for d in range(incidents):
+            peer = f"203.0.113.{d % 250 + 1}"
+            out.append(
+                f"<164>{_stamp(t0 + k * 10 + d / (incidents * 2))} fw-{d} : %ASA-4-402120: "
+                f"IPSEC: Received an ESP packet (SPI= 0x1A2B3C4D, sequence number= 0x{k + 1:X}) "
+                f"from {peer} (user= {peer}) to 192.0.2.1 that failed authentication."
+            )
+    return out
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -127,6 +173,32 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int:
     return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
 
 
+def _peak_rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _keyed(lines: Sequence[str]) -> list[tuple[bytes, bytes, int]]:
+    """Records of lines whose device is the token before `` : `` (the fleet archives)."""
+    out: list[tuple[bytes, bytes, int]] = []
+    for line in lines:
+        key = line.split(" : ", 1)[0].rsplit(" ", 1)[-1].encode()
+        out.append((key, line.encode(), partition_of(key, PARTITIONS)))
+    return out
+
+
+def _fill_topic(bootstrap: str, records: list[tuple[bytes, bytes, int]]) -> TopicNames:
+    names = TopicNames(raw=f"syslog.raw.bench-{uuid.uuid4().hex[:6]}")
+    asyncio.run(ensure_topics(bootstrap, stack_topics(names, "x", PARTITIONS)[:1]))
+    asyncio.run(_fill(bootstrap, names.raw, records))
+    return names
+
+
 def _run(bootstrap: str, names: TopicNames, total: int, policy: str, workers: int) -> Result:
     app_id = f"bench-{policy}-{workers}-{uuid.uuid4().hex[:6]}"
     incidents = f"vpn.incidents.{app_id}"
@@ -170,8 +242,9 @@ def _run(bootstrap: str, names: TopicNames, total: int, policy: str, workers: in
                 raise SystemExit(f"{app_id} did not finish in 30 min ({done}/{total})")
         seconds = time.monotonic() - start
         cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        rss = max(_peak_rss_mib(p.pid) for p in procs)
         ends = asyncio.run(end_offsets(bootstrap, [incidents]))
-        return Result(policy, workers, total, seconds, cpu, sum(ends.values()))
+        return Result(policy, workers, total, seconds, cpu, sum(ends.values()), rss)
     finally:
         for p in procs:
             p.terminate()
@@ -188,25 +261,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scenario", default="default")
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--policies", default="engine,all")
+    ap.add_argument("--fleet", default="1000,10000,100000", help="fleet sizes ('': skip)")
+    ap.add_argument("--fleet-lines", type=int, default=500_000)
+    ap.add_argument("--no-soak", action="store_true")
     args = ap.parse_args(argv)
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
     data = STATE / "kafka"
     bootstrap = f"127.0.0.1:{PORT}"
-    names = TopicNames(raw=f"syslog.raw.bench-{uuid.uuid4().hex[:6]}")
     results: list[Result] = []
     try:
         broker.start(data, PORT, CONTROLLER)
-        asyncio.run(ensure_topics(bootstrap, stack_topics(names, "x", PARTITIONS)[:1]))
-        t0 = time.monotonic()
-        records = _records(args.scenario, args.lines)
-        asyncio.run(_fill(bootstrap, names.raw, records))
-        print(
-            f"syslog.raw: {len(records):,} records of scenario {args.scenario} "
-            f"({PARTITIONS} partitions) written in {time.monotonic() - t0:.1f} s",
-            flush=True,
-        )
-        for policy in args.policies.split(","):
+        policies = [p for p in args.policies.split(",") if p]
+        if policies:
+            t0 = time.monotonic()
+            records = _records(args.scenario, args.lines)
+            names = _fill_topic(bootstrap, records)
+            print(
+                f"syslog.raw: {len(records):,} records of scenario {args.scenario} "
+                f"({PARTITIONS} partitions) written in {time.monotonic() - t0:.1f} s",
+                flush=True,
+            )
+        for policy in policies:
             for workers in (int(w) for w in args.workers.split(",")):
                 r = _run(bootstrap, names, len(records), policy, workers)
                 results.append(r)
@@ -217,6 +293,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r.incidents} incident records",
                     flush=True,
                 )
+        fleet: list[tuple[int, Result]] = []
+        for devices in (int(d) for d in args.fleet.split(",") if d):
+            lines = fleet_lines(args.fleet_lines, devices)
+            fleet_names = _fill_topic(bootstrap, _keyed(lines))
+            r = _run(bootstrap, fleet_names, len(lines), "engine", 1)
+            fleet.append((devices, r))
+            base = fleet[0][1].rate
+            print(
+                f"fleet {devices:>7,} devices: {r.rate:>9,.0f} records/s, worker CPU "
+                f"{r.us_per_record:6.1f} µs/record, peak RSS {r.peak_rss_mib:,.0f} MiB, "
+                f"{r.rate / base:.0%} of the {fleet[0][0]:,}-device rate",
+                flush=True,
+            )
+        if not args.no_soak:
+            lines = soak_lines(100_000, 10_000)
+            soak_names = _fill_topic(bootstrap, _keyed(lines))
+            r = _run(bootstrap, soak_names, len(lines), "engine", 1)
+            print(
+                f"soak: 100,000 devices, 10,000 open incidents: {len(lines):,} records in "
+                f"{r.seconds:.1f} s, worker peak RSS {r.peak_rss_mib:,.0f} MiB, "
+                f"{r.incidents:,} incident records",
+                flush=True,
+            )
     finally:
         broker.stop(data)
     by = {(r.policy, r.workers): r for r in results}

@@ -35,6 +35,7 @@ from test_worker import (  # the worker proofs' helpers and fixture
     _keyed_records,
     _new_run,
     _publish,
+    _publish_mid_stream,
     _read_all,
     _start,
     _wait_done,
@@ -332,7 +333,8 @@ def test_sigterm_stops_a_worker_whose_broker_died_mid_publish_within_seconds(
         bootstrap = info.bootstrap
         run = _new_run(kafka_names, tmp_path, "stop")
         records, _ = _keyed_records([_fleet_archive(tmp_path, seed=11)])
-        asyncio.run(_publish(bootstrap, run, records))
+        # Still coming in when the broker dies, however fast the worker drains it.
+        _publish_mid_stream(bootstrap, run, records)
         worker = _start(workers, bootstrap, run)
         _wait_partly_committed(bootstrap, run, len(records))
         os.kill(info.pid, signal.SIGKILL)

@@ -50,7 +50,7 @@ from streams.core import native
 from streams.core.event import Event
 from streams.core.kb import default_kb
 from streams.core.native import ClockRow
-from streams.shell.topics import STATE_TABLE, reroute_topic
+from streams.shell.topics import STATE_TABLE, changelog_topic, reroute_topic
 from streams.shell.tzmap import load_tz_map
 from streams.shell.worker import faust_fixes
 from streams.shell.worker.config import WorkerConfig
@@ -154,6 +154,7 @@ def build_app(
     # Offsets of the topic correlated from (for the fleet clock and revocations).
     input_name = names.raw if inline else names.events
     topic(names.incidents)  # declared, written through the outboxes
+    changelog_name = changelog_topic(cfg.app_id)
     table = app.Table(
         STATE_TABLE,
         default=None,
@@ -261,6 +262,8 @@ def build_app(
                     out.extend(recs)
                 touched[key] = event
             await deliver(outbox, out)
+            # Only once Kafka has the batch's incident records: a stored state (with the
+            # offsets it covers) must never be ahead of what was published.
             for key, event in touched.items():
                 state = shard.dump(key.decode("utf-8", errors="replace"))
                 if len(state) > MAX_PUBLISH_BYTES:
@@ -271,10 +274,14 @@ def build_app(
                     counters["state_too_large"] += 1
                     say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
                     continue
-                # Write in the context of the device's own last record, so that the
-                # changelog (and a RocksDB store) file it under that record's partition.
+                # The table's store, in the context of the device's own last record (a
+                # RocksDB store files it under that record's partition), and its changelog
+                # record to that partition, sent with the batch's other states: one
+                # produce request per partition instead of faust's send per write.
                 with faust_fixes.event_context(event):
-                    table[key] = state
+                    table.data[key] = state
+                outbox.add_to(changelog_name, event.message.partition, key, state)
+            await outbox.deliver()
 
     # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
     # stream (see inbox.py): the agent is still what subscribes the topic.

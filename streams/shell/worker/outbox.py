@@ -129,7 +129,14 @@ class Outbox:
         the consumer record it derives from (handed to ``replace``, named in the logs)."""
         self._add(topic, _Record(key, value, origin), partition)
 
-    def _add(self, topic: str, record: _Record, partition: int) -> None:
+    def add_to(
+        self, topic: str, partition: int, key: bytes | None, value: bytes, origin: Any = None
+    ) -> None:
+        """Queue one record to ``partition`` whatever its key (a table's changelog: the
+        partition of the record the state came from)."""
+        self._add(topic, _Record(key, value, origin), partition, keyed=False)
+
+    def _add(self, topic: str, record: _Record, partition: int, *, keyed: bool = True) -> None:
         size = len(record.value) + len(record.key or b"")
         if size > self._max_bytes:
             error = MessageSizeTooLargeError(f"{size} bytes, over the limit of {self._max_bytes}")
@@ -137,7 +144,7 @@ class Outbox:
             return
         key = record.key
         count = self._topic_partitions.get(topic, self._partitions)
-        if key is None:
+        if key is None or not keyed:
             part = partition % count
         elif count == self._partitions:
             part = self.partition(key)

@@ -8,7 +8,6 @@ from streams.errors import BrokerError
 from streams.shell.topics import changelog_topic, ensure_topics, run_sync, stack_topics
 from streams.shell.worker.config import WorkerConfig
 
-
 #: The worker's collector thresholds (see run_worker; analyze uses the same).
 GC_THRESHOLD = (50_000, 1000, 1000)
 
