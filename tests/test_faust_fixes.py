@@ -334,3 +334,41 @@ def test_the_worker_refuses_to_start_with_another_faust_and_says_which_it_suppor
     err = capsys.readouterr().err
     assert "supports exactly faust-streaming==0.15.3, mode-streaming==0.7.1" in err
     assert "found faust-streaming 0.16.1" in err
+
+
+def test_the_app_stores_its_states_before_the_consumer_commits_and_never_after() -> None:
+    # The worker stores device states lazily (once per device per commit): faust's real
+    # consumer must await the app's hook before it commits offsets, each time.
+    async def scenario(app: Any) -> list[str]:
+        consumer = app.consumer
+        order: list[str] = []
+
+        async def before_commit() -> None:
+            await asyncio.sleep(0)  # a hook that waits (a delivery) still comes first
+            order.append("states stored")
+
+        async def commit(offsets: Any) -> bool:
+            order.append(f"committed {dict(offsets)}")
+            return True
+
+        app.tunnelwatch_before_commit = before_commit
+        consumer._commit = commit
+        consumer.assignment = lambda: {RAW}
+        for offset in (0, 1, 2):
+            m = message(offset)
+            consumer.track_message(m)
+            consumer.ack(m)
+        await consumer.commit()
+        m = message(3)
+        consumer.track_message(m)
+        consumer.ack(m)
+        await consumer.commit()
+        return order
+
+    assert _run(scenario, RAW.topic) == [
+        "states stored",
+        f"committed {{{RAW!r}: 3}}",
+        "states stored",
+        f"committed {{{RAW!r}: 4}}",
+    ]
+    assert hasattr(Consumer._commit_offsets, "__wrapped__")

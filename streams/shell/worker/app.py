@@ -25,12 +25,14 @@ event is published.
 At-least-once, with idempotent state: each batch is worked under one lock with the
 timer: (1) the events and clock rows are applied, (2) the batch's events, dead letters,
 reroutes and incident records are sent in one delivery (an ``Outbox``) that waits until
-Kafka has them all, (3) the touched devices' states, each with the offset of its last
-record, are written to the table (one write per device per batch). Offsets are committed
-only after that (faust flushes the producer before committing). A crash anywhere means
-a replay from the last commit, in which records at or before a state's stored offset are
-skipped and the others give the very records they gave before (duplicates of identical
-records, harmless for readers that keep the latest record per ``incident_id``).
+Kafka has them all, (3) the batch is acknowledged. Before faust commits acknowledged
+offsets, the devices whose state changed since the last commit are stored, each with the
+offset of its last record: the table's store, and its changelog as one batch per
+partition (one write per device per commit, not per record; see ``store_states``). A
+crash anywhere means a replay from the last commit, in which records at or before a
+state's stored offset are skipped and the others give the very records they gave before
+(duplicates of identical records, harmless for readers that keep the latest record per
+``incident_id``).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ def say(msg: str) -> None:
 
 
 class Source:
-    """What faust's table reads from the current event: the record it came in (the
-    changelog partition of a table write is that record's partition)."""
+    """What faust's table reads from the current event: the record it came in (a table
+    write files itself under that record's partition)."""
 
     __slots__ = ("__weakref__", "message")
 
@@ -83,11 +85,18 @@ class Source:
         self.message = message
 
 
-#: One record to correlate: the faust event (or :class:`Source`) it came in (for the
-#: table's partition context), the device key, the event or the native scanner's clock
-#: row (:class:`~streams.shell.worker.stages.Clocked`), and the input partition and
-#: offset.
-_Item = tuple[Any, bytes, Event | ClockRow, int, int]
+class _PartitionOf:
+    """A record of a partition, as far as a table's store asks."""
+
+    __slots__ = ("partition",)
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+
+#: One record to correlate: the device key, the event or the native scanner's clock row
+#: (:class:`~streams.shell.worker.stages.Clocked`), and the input partition and offset.
+_Item = tuple[bytes, Event | ClockRow, int, int]
 
 
 def build_app(
@@ -191,7 +200,16 @@ def build_app(
         say(f"parse path: python ({why})")
     shard = Shard(kb)
     counters = dict.fromkeys(
-        ("raw", "published", "replaced", "skipped", "state_too_large", "bad_events"), 0
+        (
+            "raw",
+            "published",
+            "replaced",
+            "skipped",
+            "state_too_large",
+            "bad_events",
+            "states_stored",
+        ),
+        0,
     )
     lock = asyncio.Lock()
     ready = {"done": False}
@@ -236,8 +254,9 @@ def build_app(
     app.task(quiet_logs)
 
     async def correlate_batch(items: list[_Item], outbox: Outbox, *, rerouted: bool) -> None:
-        """Apply events and clock rows, publish their incident records with whatever the
-        outbox holds (one round trip), then store the touched states."""
+        """Apply events and clock rows and publish their incident records with whatever
+        the outbox holds (one round trip); their states are stored before the next commit
+        (:func:`store_states`)."""
         async with lock:
             if items and not restored["done"] and _settled(app):
                 # Stored devices first: a lane's clock frame comes from its stored devices
@@ -245,9 +264,8 @@ def build_app(
                 restore_owned()
             now = time.monotonic()
             out: list[dict[str, Any]] = []
-            touched: dict[bytes, Any] = {}
             slots = shard.slots
-            for event, key, ev, partition, offset in items:
+            for key, ev, partition, offset in items:
                 device = key.decode("utf-8", errors="replace")
                 slot = slots.get(device)
                 if slot is None:
@@ -260,12 +278,35 @@ def build_app(
                     continue
                 if recs:
                     out.extend(recs)
-                touched[key] = event
+                unstored[key] = None
             await deliver(outbox, out)
-            # Only once Kafka has the batch's incident records: a stored state (with the
-            # offsets it covers) must never be ahead of what was published.
-            for key, event in touched.items():
-                state = shard.dump(key.decode("utf-8", errors="replace"))
+
+    #: Devices whose state changed since it was last stored (see store_states).
+    unstored: dict[bytes, None] = {}
+    store_outbox: dict[str, Outbox | None] = {"box": None}
+    partition_refs: dict[int, Source] = {}
+
+    async def store_states() -> None:
+        """Store the changed device states: the table's store and, as one batch per
+        partition, its changelog; awaited by the consumer before every offset commit
+        (see faust_fixes), so that a commit never covers a record whose state is not
+        stored. One write per device per commit, not one per record: with a fleet of
+        100k devices each speaking now and then, a write per record was most of the
+        cost. Under the lock: every state stored is one whose records' incident records
+        Kafka already has."""
+        async with lock:
+            if not unstored:
+                return
+            box = store_outbox["box"]
+            if box is None:
+                box = store_outbox["box"] = new_outbox()
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            for key in unstored:
+                device = key.decode("utf-8", errors="replace")
+                slot = shard.slots.get(device)
+                if slot is None:  # handed over in a rebalance
+                    continue
+                state = shard.dump(device)
                 if len(state) > MAX_PUBLISH_BYTES:
                     # Kafka would refuse it, and faust's producer would fail the worker:
                     # kept in memory only, logged and counted (after a restart the device
@@ -274,14 +315,23 @@ def build_app(
                     counters["state_too_large"] += 1
                     say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
                     continue
-                # The table's store, in the context of the device's own last record (a
-                # RocksDB store files it under that record's partition), and its changelog
-                # record to that partition, sent with the batch's other states: one
-                # produce request per partition instead of faust's send per write.
-                with faust_fixes.event_context(event):
-                    table.data[key] = state
-                outbox.add_to(changelog_name, event.message.partition, key, state)
-            await outbox.deliver()
+                by_partition.setdefault(slot.partition, []).append((key, state))
+            for partition, states in by_partition.items():
+                # The store in the context of a record of the device's partition (a
+                # RocksDB store files a key under the current record's partition).
+                ref = partition_refs.get(partition)
+                if ref is None:
+                    ref = partition_refs[partition] = Source(_PartitionOf(partition))
+                with faust_fixes.event_context(ref):
+                    for key, state in states:
+                        table.data[key] = state
+                        box.add_to(changelog_name, partition, key, state)
+            await box.deliver()
+            stored = sum(len(v) for v in by_partition.values())
+            counters["states_stored"] += stored
+            unstored.clear()
+
+    app.tunnelwatch_before_commit = store_states  # type: ignore[attr-defined]
 
     # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
     # stream (see inbox.py): the agent is still what subscribes the topic.
@@ -313,7 +363,7 @@ def build_app(
                     # Read by the native scanner: it moves its device's clock only.
                     key = routed.key
                     if outbox.partition(key) == msg.partition:
-                        items.append((Source(msg), key, routed.row, msg.partition, msg.offset))
+                        items.append((key, routed.row, msg.partition, msg.offset))
                     else:
                         value = orjson.dumps(routed.event(msg.value).to_record())
                         outbox.add(reroute_name, key, value, origin=msg)
@@ -328,7 +378,7 @@ def build_app(
                 if not inline:
                     continue
                 if ev is not None and outbox.partition(key) == msg.partition:
-                    items.append((Source(msg), key, ev, msg.partition, msg.offset))
+                    items.append((key, ev, msg.partition, msg.offset))
                 else:
                     outbox.add(reroute_name, key, routed.value, origin=msg)
             # Events, dead letters, reroutes and incidents: one delivery.
@@ -354,7 +404,7 @@ def build_app(
                         f"record ({type(exc).__name__}: {str(exc)[:200]})"
                     )
                     continue
-                items.append((event, key, ev, msg.partition, msg.offset))
+                items.append((key, ev, msg.partition, msg.offset))
             await correlate_batch(items, outbox, rerouted=inline)
 
     def owned_keys() -> list[bytes]:
@@ -376,15 +426,14 @@ def build_app(
     async def tick() -> None:
         if not _settled(app):
             return
-        owned = owned_keys()
         if not ready["done"]:
             ready["done"] = True
-            _announce_ready(app, cfg, len(owned))
+            _announce_ready(app, cfg, len(owned_keys()))
         async with lock:
             # Devices known only from the table (after a restart or a rebalance) need
-            # their watermark too.
+            # their watermark too. (Not every tick: the table's keys are the fleet.)
             if not restored["done"]:
-                restore_owned(owned)
+                restore_owned()
             records = shard.tick()
             records.extend(shard.pending_updates(time.monotonic() - cfg.flush_idle))
             if records:
@@ -417,6 +466,7 @@ def build_app(
                     f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
                     f"refused_skipped={counters['skipped']} "
                     f"state_too_large={counters['state_too_large']} "
+                    f"states_stored={counters['states_stored']} "
                     f"bad_events={counters['bad_events']} bad_states={shard.bad_states} "
                     f"applied={shard.applied} "
                     f"duplicates={shard.duplicates} incidents_published={counters['published']} "
@@ -432,6 +482,9 @@ def build_app(
         revoked = args[0] if args else kwargs.get("revoked", ())
         parts = {tp.partition for tp in revoked if tp.topic == input_name}
         inbox.clear()  # the new assignment reads from the committed offsets
+        # faust committed (and so stored) before this signal; what changed since is
+        # stored too before the devices are handed over.
+        await store_states()
         dropped = shard.drop_partitions(parts)
         restored["done"] = False
         if dropped:

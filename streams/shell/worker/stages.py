@@ -573,6 +573,11 @@ class Slot:
     touched: float = 0.0  # monotonic wall time of the last event (for idle flushes)
 
     def dump(self, frame: str | None = None, lane_clock: float = NEG_INF) -> bytes:
+        # A copy of exact size: orjson's result keeps its 4 KiB buffer, and the table's
+        # store keeps every device's state (100k devices: 400 MB instead of 50 MB).
+        return memoryview(self._dump(frame, lane_clock)).tobytes()
+
+    def _dump(self, frame: str | None, lane_clock: float) -> bytes:
         return orjson.dumps(
             {
                 "format": STATE_FORMAT,
@@ -580,7 +585,9 @@ class Slot:
                 "offset": self.offset,
                 "reroute_offset": self.reroute_offset,
                 "clock": _clock_dump(self.clock, frame, lane_clock),
-                "state": self.state.to_dict(),
+                # orjson writes the dataclass itself (its -inf times as null): what
+                # DeviceState.to_dict gives, with "due" (ignored by from_dict), 10x faster.
+                "state": self.state,
             }
         )
 
