@@ -2,7 +2,8 @@
 
 - ``config.py``: :class:`WorkerConfig`;
 - ``stages.py``: the parse and correlate stages without faust (tested on their own);
-- ``app.py``: the faust app (agents ``parse`` and ``correlate``, the state table, timers);
+- ``app.py``: :class:`~streams.shell.worker.app.WorkerApp`, the faust app and its named
+  parts (agents ``parse`` and ``correlate``, the state table, timers, state stores);
 - ``run.py``: topic creation and the faust worker's main loop;
 - ``inbox.py``, ``outbox.py``: whole fetches in, whole batches out (refused records go
   aside as dead letters);

@@ -42,6 +42,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,265 +100,231 @@ class _PartitionOf:
 _Item = tuple[bytes, Event | ClockRow, int, int]
 
 
-def build_app(
-    cfg: WorkerConfig,
-    partitions: int,
-    raw_partitions: int | None = None,
-    incident_partitions: int | None = None,
-) -> faust.App:
-    """The faust app with both agents, the table and the timers wired up.
+@dataclass(slots=True)
+class Counters:
+    """What the stats line reports besides the stages' own counts."""
+
+    raw: int = 0  # raw records taken
+    published: int = 0  # incident records published
+    replaced: int = 0  # records Kafka refused, published as dead letters instead
+    skipped: int = 0  # records Kafka refused that could not be replaced
+    state_too_large: int = 0  # device states kept in memory only (over Kafka's limit)
+    bad_events: int = 0  # records of the correlate topic that are not events
+    states_stored: int = 0  # device states written to the table (once per commit)
+
+
+class WorkerApp:
+    """The worker: a faust app and its named parts.
+
+    - ``app``: the faust app (agents ``parse`` and ``correlate``, the state ``table``,
+      timers ``tick``, ``heal`` and ``stats``);
+    - ``stage`` (:class:`ParseStage`) reads ``syslog.raw``, ``shard`` (:class:`Shard`)
+      holds the engine state of the devices this worker owns, ``inbox`` hands ``parse``
+      whole fetches, outboxes (:meth:`new_outbox`) send whole batches;
+    - ``lock`` serializes what changes the shard: batches, ticks and state stores.
 
     When ``syslog.raw`` has as many partitions as ``syslog.events`` (the stack creates
-    them so), ``parse`` correlates an event right away if its device's events partition
-    is the raw partition it was read from (always, when the raw record is keyed by the
-    device, as the receiver keys it): that partition's changelog holds the state either
-    way, and the event skips a round trip through Kafka and JSON. The others go through
-    the reroute topic to ``correlate``. ``syslog.events`` is published in both cases.
-    Otherwise ``correlate`` reads ``syslog.events`` as before.
+    them so: ``inline``), ``parse`` correlates a record right away if its device's
+    partition is the raw partition it was read from (always, when the raw record is keyed
+    by the device, as the receiver keys it): that partition's changelog holds the state
+    either way. The others go through the reroute topic to ``correlate``. Otherwise
+    ``correlate`` reads ``syslog.events``, and every event is published there.
     """
-    inline = raw_partitions is None or raw_partitions == partitions
-    faust_fixes.apply()
-    app = faust.App(
-        cfg.app_id,
-        broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap.split(",") if b.strip()],
-        store=cfg.store_url,
-        datadir=str(cfg.data_dir),
-        autodiscover=False,
-        web_enabled=False,
-        topic_partitions=partitions,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
-        broker_commit_interval=cfg.commit_interval,
-        stream_recovery_delay=0.0,
-        table_standby_replicas=0,
-        producer_acks=-1,
-        # A replay pushes thousands of records a second: let them share produce requests.
-        producer_linger=0.005,
-        producer_max_batch_size=256 * 1024,
-        key_serializer="raw",
-        value_serializer="raw",
-        # A worker killed with SIGKILL holds its partitions until the session times out:
-        # keep that short so that a restarted (or another) worker takes over quickly.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=2.0,
-        Monitor=faust_fixes.quiet_monitor(),
-    )
-    names = cfg.topics
 
-    def topic(name: str) -> Any:
-        return app.topic(
+    def __init__(
+        self,
+        cfg: WorkerConfig,
+        partitions: int,
+        raw_partitions: int | None = None,
+        incident_partitions: int | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.partitions = partitions
+        self.inline = raw_partitions is None or raw_partitions == partitions
+        faust_fixes.apply()
+        self.app = self._faust_app()
+        self.names = names = cfg.topics
+        self.raw_topic = self._topic(names.raw)
+        self.events_topic = self._topic(names.events)
+        self._topic(names.deadletter)  # declared, written through the outboxes
+        self._topic(names.incidents)  # declared, written through the outboxes
+        self.reroute_name = reroute_topic(cfg.app_id)
+        self.correlate_topic = self._topic(self.reroute_name) if self.inline else self.events_topic
+        # Offsets of the topic correlated from (for the fleet clock and revocations).
+        self.input_name = names.raw if self.inline else names.events
+        self.changelog_name = changelog_topic(cfg.app_id)
+        self.table = self.app.Table(
+            STATE_TABLE,
+            default=None,
+            partitions=partitions,
+            key_type=bytes,  # bytes means the raw codec, for the changelog and its recovery
+            value_type=bytes,
+            extra_topic_configs={"cleanup.policy": "compact"},
+        )
+        self.topic_partitions = {names.incidents: incident_partitions or partitions}
+
+        self.kb = kb = default_kb()
+        # The batch path (see ParseStage): with the native scanner, when records are
+        # correlated where they are parsed and only the events rules read are published.
+        self.publish_all = cfg.events == "all" or not self.inline
+        self.stage = ParseStage(
+            year=cfg.year,
+            device=cfg.device,
+            tz_map=load_tz_map(cfg.tz_map) if cfg.tz_map else None,
+            native=None if self.publish_all else native.load(),
+            kb=kb,
+        )
+        self.engine_kinds = frozenset(kb.kinds_used())
+        self.shard = Shard(kb)
+        self.counters = Counters()
+        self.lock = asyncio.Lock()
+        self.ready = False  # announced (ready file written)
+        self.restored = False  # the owned devices of the table are in the shard
+        self.outboxes: list[Outbox] = []
+        self._timer_outbox: Outbox | None = None
+        self._store_outbox: Outbox | None = None
+        #: Devices whose state changed since it was last stored (see store_states).
+        self.unstored: dict[bytes, None] = {}
+        self._partition_refs: dict[int, Source] = {}
+        self._last_stats = (time.monotonic(), 0)
+        # syslog.raw's records come to ``parse`` as whole fetches, past faust's
+        # per-record stream (see inbox.py): the agent is still what subscribes the topic.
+        self.inbox = Inbox(self.app, {names.raw}, max_records=4 * cfg.batch_max)
+        self.healer = faust_fixes.HoleHealer({names.raw, names.events, self.reroute_name}, say)
+        self._wire()
+        self._say_parse_path()
+
+    # -- construction ----------------------------------------------------------------
+
+    def _faust_app(self) -> faust.App:
+        cfg = self.cfg
+        return faust.App(
+            cfg.app_id,
+            broker=[f"kafka://{b.strip()}" for b in cfg.bootstrap.split(",") if b.strip()],
+            store=cfg.store_url,
+            datadir=str(cfg.data_dir),
+            autodiscover=False,
+            web_enabled=False,
+            topic_partitions=self.partitions,
+            topic_replication_factor=1,
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            broker_commit_interval=cfg.commit_interval,
+            stream_recovery_delay=0.0,
+            table_standby_replicas=0,
+            producer_acks=-1,
+            # A replay pushes thousands of records a second: let them share produce
+            # requests.
+            producer_linger=0.005,
+            producer_max_batch_size=256 * 1024,
+            key_serializer="raw",
+            value_serializer="raw",
+            # A worker killed with SIGKILL holds its partitions until the session times
+            # out: keep that short so that a restarted (or another) worker takes over.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
+            Monitor=faust_fixes.quiet_monitor(),
+        )
+
+    def _topic(self, name: str) -> Any:
+        return self.app.topic(
             name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=partitions,
+            partitions=self.partitions,
         )
 
-    raw_topic = topic(names.raw)
-    events_topic = topic(names.events)
-    topic(names.deadletter)  # declared, written through the producer
-    reroute_name = reroute_topic(cfg.app_id)
-    correlate_topic = topic(reroute_name) if inline else events_topic
-    # Offsets of the topic correlated from (for the fleet clock and revocations).
-    input_name = names.raw if inline else names.events
-    topic(names.incidents)  # declared, written through the outboxes
-    changelog_name = changelog_topic(cfg.app_id)
-    table = app.Table(
-        STATE_TABLE,
-        default=None,
-        partitions=partitions,
-        key_type=bytes,  # bytes means the raw codec, for the changelog and its recovery
-        value_type=bytes,
-        extra_topic_configs={"cleanup.policy": "compact"},
-    )
+    def _wire(self) -> None:
+        app, cfg = self.app, self.cfg
+        app.task(self.quiet_logs)
+        app.agent(self.raw_topic, name="parse")(self.parse)
+        app.agent(self.correlate_topic, name="correlate")(self.correlate)
+        app.timer(interval=cfg.tick_interval)(self.tick)
+        app.timer(interval=5.0)(self.heal)
+        if cfg.stats_interval > 0:
+            app.timer(interval=cfg.stats_interval)(self.stats)
+        app.on_partitions_revoked.connect(self.on_revoked)
+        # Read by faust_fixes (the one module of faust internals) and the inbox: the
+        # inbox is not one of flow control's managed queues (faust clears those each
+        # time it resumes the flow, and a fetch cleared then is not read again); faust's
+        # 1.5 s fetch wait held busy partitions behind idle ones; states are stored
+        # before each commit.
+        app.tunnelwatch_inbox = self.inbox  # type: ignore[attr-defined]
+        app.tunnelwatch_fetch_max_wait_ms = int(cfg.fetch_max_wait * 1000)  # type: ignore[attr-defined]
+        app.tunnelwatch_before_commit = self.store_states  # type: ignore[attr-defined]
+        app.tunnelwatch_worker = self  # type: ignore[attr-defined]
 
-    kb = default_kb()
-    # The batch path (see ParseStage): with the native scanner, when events are correlated
-    # where they are parsed and only the events rules read are published.
-    publish_all = cfg.events == "all" or not inline
-    stage = ParseStage(
-        year=cfg.year,
-        device=cfg.device,
-        tz_map=load_tz_map(cfg.tz_map) if cfg.tz_map else None,
-        native=None if publish_all else native.load(),
-        kb=kb,
-    )
-    engine_kinds = frozenset(kb.kinds_used())
-    if stage.native is not None:
-        say("parse path: native batch (records no rule reads are clock rows)")
-    else:
+    def _say_parse_path(self) -> None:
+        if self.stage.native is not None:
+            say("parse path: native batch (records no rule reads are clock rows)")
+            return
+        cfg = self.cfg
         why = (
             "--events all"
             if cfg.events == "all"
             else "syslog.raw and syslog.events differ in partitions"
-            if not inline
+            if not self.inline
             else "--tz-map given"
             if cfg.tz_map
             else "native extension not built"
         )
         say(f"parse path: python ({why})")
-    shard = Shard(kb)
-    counters = dict.fromkeys(
-        (
-            "raw",
-            "published",
-            "replaced",
-            "skipped",
-            "state_too_large",
-            "bad_events",
-            "states_stored",
-        ),
-        0,
-    )
-    lock = asyncio.Lock()
-    ready = {"done": False}
 
-    topic_partitions = {names.incidents: incident_partitions or partitions}
-    outboxes: list[Outbox] = []
+    # -- delivery --------------------------------------------------------------------
 
-    def new_outbox() -> Outbox:
+    def new_outbox(self) -> Outbox:
         """An outbox on faust's own aiokafka producer (its flush before a commit covers
-        what the outbox sent); one per agent and one for the timer (each batch is one
-        outbox's)."""
+        what the outbox sent); one per agent, one for the timer and one for the states
+        (each batch is one outbox's)."""
         box = Outbox(
-            faust_fixes.aiokafka_producer(app),
-            partitions,
+            faust_fixes.aiokafka_producer(self.app),
+            self.partitions,
             say,
-            replacement_letters(names.deadletter),
-            topic_partitions=topic_partitions,
+            replacement_letters(self.names.deadletter),
+            topic_partitions=self.topic_partitions,
         )
-        outboxes.append(box)
+        self.outboxes.append(box)
         return box
 
-    def queue_incidents(outbox: Outbox, records: list[dict[str, Any]]) -> None:
-        for rec in records:
-            outbox.add(names.incidents, rec["incident_id"].encode("ascii"), fit_incident(rec))
-
-    async def deliver(outbox: Outbox, records: list[dict[str, Any]]) -> None:
+    async def deliver(self, outbox: Outbox, records: list[dict[str, Any]]) -> None:
         """Send what the outbox holds with the incident records: one round trip; return
         once Kafka acknowledged every one."""
-        queue_incidents(outbox, records)
+        incidents = self.names.incidents
+        for rec in records:
+            outbox.add(incidents, rec["incident_id"].encode("ascii"), fit_incident(rec))
         await outbox.deliver()
-        counters["replaced"] = sum(b.replaced for b in outboxes)
-        counters["skipped"] = sum(b.skipped for b in outboxes)
+        c = self.counters
+        c.replaced = sum(b.replaced for b in self.outboxes)
+        c.skipped = sum(b.skipped for b in self.outboxes)
         if records:
-            shard.note_published(records)
-            counters["published"] += len(records)
+            self.shard.note_published(records)
+            c.published += len(records)
 
-    async def quiet_logs() -> None:
+    # -- agents ----------------------------------------------------------------------
+
+    async def quiet_logs(self) -> None:
         # faust filters at its handlers only: without a root level, every aiokafka debug
         # call would still build a log record (a quarter of the CPU on a replay).
-        logging.getLogger().setLevel(max(logging.getLevelName(cfg.loglevel.upper()), 10))
+        logging.getLogger().setLevel(max(logging.getLevelName(self.cfg.loglevel.upper()), 10))
 
-    app.task(quiet_logs)
-
-    async def correlate_batch(items: list[_Item], outbox: Outbox, *, rerouted: bool) -> None:
-        """Apply events and clock rows and publish their incident records with whatever
-        the outbox holds (one round trip); their states are stored before the next commit
-        (:func:`store_states`)."""
-        async with lock:
-            if items and not restored["done"] and _settled(app):
-                # Stored devices first: a lane's clock frame comes from its stored devices
-                # (see Shard), not from whichever new device speaks first.
-                restore_owned()
-            now = time.monotonic()
-            out: list[dict[str, Any]] = []
-            slots = shard.slots
-            for key, ev, partition, offset in items:
-                device = key.decode("utf-8", errors="replace")
-                slot = slots.get(device)
-                if slot is None:
-                    slot = shard.restore(device, table.get(key), partition)
-                if isinstance(ev, Event):
-                    recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
-                else:
-                    recs = shard.clock(slot, ev, partition, offset, now)
-                if recs is None:
-                    continue
-                if recs:
-                    out.extend(recs)
-                unstored[key] = None
-            await deliver(outbox, out)
-
-    #: Devices whose state changed since it was last stored (see store_states).
-    unstored: dict[bytes, None] = {}
-    store_outbox: dict[str, Outbox | None] = {"box": None}
-    partition_refs: dict[int, Source] = {}
-
-    async def store_states() -> None:
-        """Store the changed device states: the table's store and, as one batch per
-        partition, its changelog; awaited by the consumer before every offset commit
-        (see faust_fixes), so that a commit never covers a record whose state is not
-        stored. One write per device per commit, not one per record: with a fleet of
-        100k devices each speaking now and then, a write per record was most of the
-        cost. Under the lock: every state stored is one whose records' incident records
-        Kafka already has."""
-        async with lock:
-            if not unstored:
-                return
-            box = store_outbox["box"]
-            if box is None:
-                box = store_outbox["box"] = new_outbox()
-            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-            for key in unstored:
-                device = key.decode("utf-8", errors="replace")
-                slot = shard.slots.get(device)
-                if slot is None:  # handed over in a rebalance
-                    continue
-                state = shard.dump(device)
-                if len(state) > MAX_PUBLISH_BYTES:
-                    # Kafka would refuse it, and faust's producer would fail the worker:
-                    # kept in memory only, logged and counted (after a restart the device
-                    # resumes from its last stored state). Bounded raw texts (stages.py)
-                    # make this all but impossible.
-                    counters["state_too_large"] += 1
-                    say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
-                    continue
-                by_partition.setdefault(slot.partition, []).append((key, state))
-            for partition, states in by_partition.items():
-                # The store in the context of a record of the device's partition (a
-                # RocksDB store files a key under the current record's partition).
-                ref = partition_refs.get(partition)
-                if ref is None:
-                    ref = partition_refs[partition] = Source(_PartitionOf(partition))
-                with faust_fixes.event_context(ref):
-                    for key, state in states:
-                        table.data[key] = state
-                        box.add_to(changelog_name, partition, key, state)
-            await box.deliver()
-            stored = sum(len(v) for v in by_partition.values())
-            counters["states_stored"] += stored
-            unstored.clear()
-
-    app.tunnelwatch_before_commit = store_states  # type: ignore[attr-defined]
-
-    # syslog.raw's records come to ``parse`` as whole fetches, past faust's per-record
-    # stream (see inbox.py): the agent is still what subscribes the topic.
-    inbox = Inbox(app, {names.raw}, max_records=4 * cfg.batch_max)
-    # Not one of flow control's managed queues: faust clears those each time it resumes
-    # the flow, which a recovery does after its seek, and again when it completes; a
-    # fetch cleared then is not read again. The inbox drops what a rebalance made stale
-    # instead (see inbox.py).
-    app.tunnelwatch_inbox = inbox  # type: ignore[attr-defined]
-    # See faust_fixes: faust's 1.5 s fetch wait held busy partitions behind idle ones.
-    app.tunnelwatch_fetch_max_wait_ms = int(cfg.fetch_max_wait * 1000)  # type: ignore[attr-defined]
-
-    @app.agent(raw_topic, name="parse")
-    async def parse(stream: Any) -> None:
-        # Batches in, batches out: faust's per-record Topic.send machinery costs more
-        # than parsing. The outbox waits until Kafka has the batch's records before the
-        # batch is acknowledged: at-least-once holds.
+    async def parse(self, stream: Any) -> None:
+        """syslog.raw, in whole fetches: batches in, batches out (faust's per-record
+        ``Topic.send`` machinery cost more than parsing). A batch is acknowledged once
+        Kafka has its outputs: at-least-once holds."""
+        cfg, names, stage, inline = self.cfg, self.names, self.stage, self.inline
+        publish_all, engine_kinds = self.publish_all, self.engine_kinds
+        reroute_name = self.reroute_name
         outbox: Outbox | None = None
         while True:
             # Whatever arrived while the previous batch was processed, and what comes in
             # the next few milliseconds: large batches under load, little latency.
-            batch = await inbox.take(cfg.batch_max, cfg.batch_linger)
-            if outbox is None:
-                outbox = new_outbox()
+            batch = await self.inbox.take(cfg.batch_max, cfg.batch_linger)
+            if outbox is None:  # faust's producer is started by now
+                outbox = self.new_outbox()
             items: list[_Item] = []
-            counters["raw"] += len(batch)
+            self.counters.raw += len(batch)
             for msg, routed in zip(batch, stage.handle_batch(batch), strict=True):
                 if isinstance(routed, Clocked):
                     # Read by the native scanner: it moves its device's clock only.
@@ -382,15 +349,15 @@ def build_app(
                 else:
                     outbox.add(reroute_name, key, routed.value, origin=msg)
             # Events, dead letters, reroutes and incidents: one delivery.
-            await correlate_batch(items, outbox, rerouted=False)
-            inbox.ack(batch)
+            await self.correlate_batch(items, outbox, rerouted=False)
+            self.inbox.ack(batch)
 
-    @app.agent(correlate_topic, name="correlate")
-    async def correlate(stream: Any) -> None:
+    async def correlate(self, stream: Any) -> None:
+        """The reroute topic (or syslog.events when not inline), through faust's stream."""
         outbox: Outbox | None = None
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_within):
-            if outbox is None:
-                outbox = new_outbox()
+        async for batch in stream.take_events(self.cfg.batch_max, within=self.cfg.batch_within):
+            if outbox is None:  # faust's producer is started by now
+                outbox = self.new_outbox()
             items: list[_Item] = []
             for event in batch:
                 msg = event.message
@@ -398,104 +365,179 @@ def build_app(
                 try:
                     ev = decode_event(msg.value)
                 except Exception as exc:  # not an event record: skipped, never a crash
-                    counters["bad_events"] += 1
+                    self.counters.bad_events += 1
                     say(
                         f"SKIPPED {msg.topic}:{msg.partition}@{msg.offset}: not an event "
                         f"record ({type(exc).__name__}: {str(exc)[:200]})"
                     )
                     continue
                 items.append((key, ev, msg.partition, msg.offset))
-            await correlate_batch(items, outbox, rerouted=inline)
+            await self.correlate_batch(items, outbox, rerouted=self.inline)
 
-    def owned_keys() -> list[bytes]:
+    async def correlate_batch(self, items: list[_Item], outbox: Outbox, *, rerouted: bool) -> None:
+        """Apply events and clock rows and publish their incident records with whatever
+        the outbox holds (one round trip); their states are stored before the next
+        commit (:meth:`store_states`)."""
+        shard, table, unstored = self.shard, self.table, self.unstored
+        async with self.lock:
+            if items and not self.restored and _settled(self.app):
+                # Stored devices first: a lane's clock frame comes from its stored
+                # devices (see Shard), not from whichever new device speaks first.
+                self.restore_owned()
+            now = time.monotonic()
+            out: list[dict[str, Any]] = []
+            slots = shard.slots
+            for key, ev, partition, offset in items:
+                device = key.decode("utf-8", errors="replace")
+                slot = slots.get(device)
+                if slot is None:
+                    slot = shard.restore(device, table.get(key), partition)
+                if isinstance(ev, Event):
+                    recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
+                else:
+                    recs = shard.clock(slot, ev, partition, offset, now)
+                if recs is None:
+                    continue
+                if recs:
+                    out.extend(recs)
+                unstored[key] = None
+            await self.deliver(outbox, out)
+
+    # -- state -----------------------------------------------------------------------
+
+    async def store_states(self) -> None:
+        """Store the changed device states: the table's store and, as one batch per
+        partition, its changelog; awaited by the consumer before every offset commit
+        (see faust_fixes), so that a commit never covers a record whose state is not
+        stored. One write per device per commit, not one per record: with a fleet of
+        100k devices each speaking now and then, a write per record was most of the
+        cost. Under the lock: every state stored is one whose records' incident records
+        Kafka already has."""
+        async with self.lock:
+            if not self.unstored:
+                return
+            box = self._store_outbox
+            if box is None:
+                box = self._store_outbox = self.new_outbox()
+            shard = self.shard
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            for key in self.unstored:
+                device = key.decode("utf-8", errors="replace")
+                slot = shard.slots.get(device)
+                if slot is None:  # handed over in a rebalance
+                    continue
+                state = shard.dump(device)
+                if len(state) > MAX_PUBLISH_BYTES:
+                    # Kafka would refuse it, and faust's producer would fail the worker:
+                    # kept in memory only, logged and counted (after a restart the
+                    # device resumes from its last stored state). Bounded raw texts
+                    # (stages.py) make this all but impossible.
+                    self.counters.state_too_large += 1
+                    say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
+                    continue
+                by_partition.setdefault(slot.partition, []).append((key, state))
+            data = self.table.data
+            for partition, states in by_partition.items():
+                # The store in the context of a record of the device's partition (a
+                # RocksDB store files a key under the current record's partition).
+                ref = self._partition_refs.get(partition)
+                if ref is None:
+                    ref = self._partition_refs[partition] = Source(_PartitionOf(partition))
+                with faust_fixes.event_context(ref):
+                    for key, state in states:
+                        data[key] = state
+                        box.add_to(self.changelog_name, partition, key, state)
+            await box.deliver()
+            self.counters.states_stored += sum(len(v) for v in by_partition.values())
+            self.unstored.clear()
+
+    def owned_keys(self) -> list[bytes]:
         """The table's keys whose partition this worker owns now. faust's memory store
         keeps the keys of revoked partitions: ticking those stale states would publish
         records of devices another worker owns (and overwrite its newer records)."""
-        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == input_name}
-        return [k for k in list(table.keys()) if partition_of(k, partitions) in mine]
+        mine = {
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.input_name
+        }
+        return [k for k in list(self.table.keys()) if partition_of(k, self.partitions) in mine]
 
-    restored = {"done": False}
-
-    def restore_owned(owned: list[bytes] | None = None) -> None:
-        for key in owned_keys() if owned is None else owned:
+    def restore_owned(self) -> None:
+        """Every owned device of the table into the shard (after a start or a rebalance)."""
+        shard = self.shard
+        for key in self.owned_keys():
             device = key.decode("utf-8", errors="replace")
             if device not in shard.slots:
-                shard.restore(device, table.get(key), -1)
-        restored["done"] = True
+                shard.restore(device, self.table.get(key), -1)
+        self.restored = True
 
-    async def tick() -> None:
-        if not _settled(app):
-            return
-        if not ready["done"]:
-            ready["done"] = True
-            _announce_ready(app, cfg, len(owned_keys()))
-        async with lock:
-            # Devices known only from the table (after a restart or a rebalance) need
-            # their watermark too. (Not every tick: the table's keys are the fleet.)
-            if not restored["done"]:
-                restore_owned()
-            records = shard.tick()
-            records.extend(shard.pending_updates(time.monotonic() - cfg.flush_idle))
-            if records:
-                box = timer_outbox["box"]
-                if box is None:
-                    box = timer_outbox["box"] = new_outbox()
-                await deliver(box, records)
-
-    timer_outbox: dict[str, Outbox | None] = {"box": None}
-    app.timer(interval=cfg.tick_interval)(tick)
-
-    healer = faust_fixes.HoleHealer({names.raw, names.events, reroute_name}, say)
-
-    async def heal() -> None:
-        if _settled(app):
-            await healer.check(app.consumer, inbox.waiting())
-
-    app.timer(interval=5.0)(heal)
-
-    if cfg.stats_interval > 0:
-        last = {"t": time.monotonic(), "applied": 0}
-
-        async def stats() -> None:
-            now = time.monotonic()
-            rate = (shard.applied - last["applied"]) / max(now - last["t"], 1e-9)
-            if shard.applied != last["applied"]:
-                say(
-                    f"raw={counters['raw']} events={stage.events} clock_rows={stage.clocked} "
-                    f"deadletter={stage.deadletters} oversize={stage.oversize} "
-                    f"parse_errors={stage.errors} refused_replaced={counters['replaced']} "
-                    f"refused_skipped={counters['skipped']} "
-                    f"state_too_large={counters['state_too_large']} "
-                    f"states_stored={counters['states_stored']} "
-                    f"bad_events={counters['bad_events']} bad_states={shard.bad_states} "
-                    f"applied={shard.applied} "
-                    f"duplicates={shard.duplicates} incidents_published={counters['published']} "
-                    f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
-                    f"inbox_dropped={inbox.dropped} "
-                    f"rate={rate:,.0f} events/s"
-                )
-            last["t"], last["applied"] = now, shard.applied
-
-        app.timer(interval=cfg.stats_interval)(stats)
-
-    async def on_revoked(sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    async def on_revoked(
+        self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any
+    ) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        parts = {tp.partition for tp in revoked if tp.topic == input_name}
-        inbox.clear()  # the new assignment reads from the committed offsets
+        parts = {tp.partition for tp in revoked if tp.topic == self.input_name}
+        self.inbox.clear()  # the new assignment reads from the committed offsets
         # faust committed (and so stored) before this signal; what changed since is
         # stored too before the devices are handed over.
-        await store_states()
-        dropped = shard.drop_partitions(parts)
-        restored["done"] = False
+        await self.store_states()
+        dropped = self.shard.drop_partitions(parts)
+        self.restored = False
         if dropped:
             say(f"partitions {sorted(parts)} revoked: {dropped} device states handed over")
 
-    app.on_partitions_revoked.connect(on_revoked)
+    # -- timers ----------------------------------------------------------------------
 
-    # Keep references for introspection (tests, debugging).
-    app.tunnelwatch = {"stage": stage, "shard": shard, "table": table}  # type: ignore[attr-defined]
-    _ = (parse, correlate)
-    return app
+    async def tick(self) -> None:
+        """Advance the silent devices by their lane's clock; publish what changed and the
+        pending state of idle devices."""
+        if not _settled(self.app):
+            return
+        if not self.ready:
+            self.ready = True
+            _announce_ready(self.app, self.cfg, len(self.owned_keys()))
+        async with self.lock:
+            # Devices known only from the table (after a restart or a rebalance) need
+            # their watermark too. (Not every tick: the table's keys are the fleet.)
+            if not self.restored:
+                self.restore_owned()
+            records = self.shard.tick()
+            records.extend(self.shard.pending_updates(time.monotonic() - self.cfg.flush_idle))
+            if records:
+                box = self._timer_outbox
+                if box is None:
+                    box = self._timer_outbox = self.new_outbox()
+                await self.deliver(box, records)
+
+    async def heal(self) -> None:
+        if _settled(self.app):
+            await self.healer.check(self.app.consumer, self.inbox.waiting())
+
+    async def stats(self) -> None:
+        now = time.monotonic()
+        shard, stage, c = self.shard, self.stage, self.counters
+        then, applied = self._last_stats
+        rate = (shard.applied - applied) / max(now - then, 1e-9)
+        if shard.applied != applied:
+            say(
+                f"raw={c.raw} events={stage.events} clock_rows={stage.clocked} "
+                f"deadletter={stage.deadletters} oversize={stage.oversize} "
+                f"parse_errors={stage.errors} refused_replaced={c.replaced} "
+                f"refused_skipped={c.skipped} state_too_large={c.state_too_large} "
+                f"states_stored={c.states_stored} bad_events={c.bad_events} "
+                f"bad_states={shard.bad_states} applied={shard.applied} "
+                f"duplicates={shard.duplicates} incidents_published={c.published} "
+                f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
+                f"inbox_dropped={self.inbox.dropped} rate={rate:,.0f} events/s"
+            )
+        self._last_stats = (now, shard.applied)
+
+
+def build_app(
+    cfg: WorkerConfig,
+    partitions: int,
+    raw_partitions: int | None = None,
+    incident_partitions: int | None = None,
+) -> faust.App:
+    """The faust app of a :class:`WorkerApp` (``app.tunnelwatch_worker`` is the worker)."""
+    return WorkerApp(cfg, partitions, raw_partitions, incident_partitions).app
 
 
 def _settled(app: Any) -> bool:
