@@ -154,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     except (InputError, ConfigError) as exc:
         return error(str(exc))
     finally:
+        # What the run made (every device's state) is never collected: freezing it
+        # spares a full collection walking it once the default thresholds are back.
+        gc.freeze()
         gc.set_threshold(*before)
     problems = captures.report_problems(loaded)
     elapsed = time.perf_counter() - t0
