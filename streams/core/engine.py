@@ -243,18 +243,28 @@ def _forget_stale(state: DeviceState, ts: float, gap: float) -> None:
             state.current = ""
 
 
-def _withdraw(state: DeviceState, attempt: str) -> None:
+def _withdraw(
+    state: DeviceState, attempt: str, peers: Iterable[str], rule_ids: Iterable[str]
+) -> None:
     """An exchange ended well: what its lines counted toward thresholds and sequences no
-    longer counts (a refused proposal followed by an accepted one is no fault)."""
-    for wkey, win in list(state.windows.items()):
+    longer counts (a refused proposal followed by an accepted one is no fault).
+
+    Its lines are in the windows of its peer (``peers``: the exchange's and the line's),
+    or in peer-less ones: only those are read, not every window of the device (a busy
+    firewall keeps thousands, one per remote peer, and healthy re-keys end exchanges all
+    day)."""
+    keys = {rid + SEP + p for rid in rule_ids for p in {"", *peers}}
+    windows = state.windows
+    for wkey in keys & windows.keys():
+        win = windows[wkey]
         kept = [e for e in win if _attempt_of(e, 3) != attempt]
         if len(kept) != len(win):
             if kept:
-                state.windows[wkey] = kept
+                windows[wkey] = kept
             else:
-                del state.windows[wkey]
-    for wkey, p in list(state.pending.items()):
-        if _attempt_of(p, 4) == attempt:
+                del windows[wkey]
+    for wkey in keys & state.pending.keys():
+        if _attempt_of(state.pending[wkey], 4) == attempt:
             del state.pending[wkey]
 
 
@@ -380,7 +390,7 @@ def _exchange(
         ex[0] = peer
         moved = _adopt(state, attempt, peer)
     if kind in neg.success:
-        _withdraw(state, attempt)
+        _withdraw(state, attempt, (peer or "", ex[0] or ""), kb.rule_by_id)
         # The exchange goes on (phase 2 after phase 1) as a new attempt of the same peer.
         fresh = f"{ts:.3f}{SEP}{state.serial}"
         state.serial += 1
