@@ -887,3 +887,22 @@ def test_uptime_stamped_lines_without_a_clock_keep_their_distances_on_both_paths
     ]
     data = ("\n".join(lines) + "\n").encode()
     assert_same_records(data, chunks=[1], year=2024, reference_ts=1_709_600_000.0)
+
+
+def test_uptime_stamped_lines_are_clock_rows_with_the_parser_s_anchors() -> None:
+    # `service timestamps log uptime` (IOS's default on many releases): no clock to read,
+    # so each device's first uptime anchors its line at the previous line's time (or the
+    # capture's), later ones keep their distance, a smaller one (a reload) starts anew.
+    # The scanner reads them itself now, with the parser's own anchors.
+    lines = []
+    for i, up in enumerate(["00:01:01", "00:01:05.250", "1d02h", "1d03h", "00:00:09", "2y10w"]):
+        for dev in ("r1", "r2"):
+            lines.append(f"<189>{100 + i}: {dev}: {up}: %LINK-3-UPDOWN: Interface Gi0/{i}, up")
+            lines.append(f"{dev}: *{up}: %SYS-5-CONFIG_I: Configured from console by vty{i}")
+    data = ("\n".join(lines) + "\n").encode()
+    rows = assert_same_records(data, year=2024, context_ts=1_709_600_000.0)
+    assert rows == len(lines)
+    parser = Parser(year=2024, context_ts=1_709_600_000.0)
+    for _ in native_items(data, parser):
+        pass
+    assert set(parser._uptimes) == {"r1", "r2"}

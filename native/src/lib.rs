@@ -1062,7 +1062,7 @@ fn clock_row<'py>(
         return Ok(None); // a catalog message the engine reads
     };
     let (h, uptime) = match fast_prefix(py, &cfg.hdr, &mut cache.hdr, &s[..tag.start])? {
-        Some(h) => (h, false),
+        Some(h) => (h, None),
         None => {
             let full = scan::scan_prefix(py, &cfg.scan, &cfg.hdr, &mut cache.scan, &mut cache.hdr, s, tag.start)?;
             (full.hdr, full.uptime)
@@ -1120,10 +1120,47 @@ fn untagged<'a>(
     if texts.iter().any(|re| re.is_match(&s[..s.len().min(MAX_MATCH)])) {
         return Ok(None); // a catalog text pattern: the parser reads it
     }
-    if !pri && full.hdr.device.is_none() && !full.uptime {
+    if !pri && full.hdr.device.is_none() && full.uptime.is_none() {
         return Ok(None); // not syslog: the parser says so
     }
     Ok(Some((full, false)))
+}
+
+/// `header.uptime_seconds`: `00:01:01` (may carry msec), `1d02h`, `42w2d`, `2y10w`; None
+/// for what it does not read exactly (more digits than an i64 holds).
+fn uptime_seconds(text: &[u8]) -> Option<f64> {
+    let int = |d: &[u8]| -> Option<i64> {
+        if d.is_empty() || d.len() > 12 || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(d).ok()?.parse().ok()
+    };
+    if text.contains(&b':') {
+        let mut parts = text.split(|&b| b == b':');
+        let (hh, mm, ss) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let ss: f64 = std::str::from_utf8(ss).ok()?.parse().ok()?;
+        return Some((int(hh)? * 3600 + int(mm)? * 60) as f64 + ss);
+    }
+    let mut total: i64 = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let d = text[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let unit = match text.get(i + d)? {
+            b'y' => 365 * 86400,
+            b'w' => 7 * 86400,
+            b'd' => 86400,
+            b'h' => 3600,
+            b'm' => 60,
+            b's' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(int(&text[i..i + d])?.checked_mul(unit)?)?;
+        i += d + 1;
+    }
+    Some(total as f64)
 }
 
 /// `Parser._event` of a record read as a clock row; `Ok(None)` hands it to Python.
@@ -1135,7 +1172,7 @@ fn event_row<'py>(
     state: &mut ParseState,
     sess: &Session<'py>,
     h: Hdr<'_>,
-    uptime: bool,
+    uptime: Option<&[u8]>,
     classified: bool,
 ) -> PyResult<Option<Row<'py>>> {
     // Parser._event
@@ -1150,7 +1187,7 @@ fn event_row<'py>(
             stamp = Some(r);
             source = SRC_RELAY;
         }
-    } else if h.device.is_some() && h.relay.is_none() && h.host.is_some() && uptime {
+    } else if h.device.is_some() && h.relay.is_none() && h.host.is_some() && uptime.is_some() {
         // A relay's stamp and host before a device's uptime: the stamp is the relay's.
         source = SRC_RELAY;
     }
@@ -1173,12 +1210,21 @@ fn event_row<'py>(
             source = SRC_INFERRED;
             r
         }
-        (None, None) => {
-            if uptime && h.relay.is_none() && state.relay.is_none() {
-                // An uptime stamp with no clock to read it by: Parser._uptime_ts keeps
-                // its distance from the device's first one, in Python.
+        (None, None) if uptime.is_some() && h.relay.is_none() && state.relay.is_none() => {
+            // An uptime stamp with no clock to read it by: Parser._uptime_ts keeps its
+            // distance from the device's first one (its anchors are the parser's), from
+            // Parser._inferred_ts without a relay stamp.
+            source = SRC_INFERRED;
+            let Some(secs) = uptime.and_then(uptime_seconds) else {
                 return Ok(None);
-            }
+            };
+            let base = state.last_ts.unwrap_or(sess.reference);
+            cfg.parser
+                .bind(py)
+                .call_method1(intern!(py, "_uptime_ts"), (device.as_ref(), secs, base))?
+                .extract()?
+        }
+        (None, None) => {
             // Parser._inferred_ts, with this record's relay stamp already the last one.
             source = SRC_INFERRED;
             let mut found: Option<f64> = None;
@@ -1657,7 +1703,7 @@ impl Scanner {
         let origin = h.origin.map(|b| String::from_utf8_lossy(b).into_owned());
         let relay = h.relay.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
         let device = h.device.as_ref().map(|st| stamp_tuple(py, st)).transpose()?;
-        (host, origin, relay, device, h.clock_synced, full.uptime).into_pyobject(py)
+        (host, origin, relay, device, h.clock_synced, full.uptime.is_some()).into_pyobject(py)
     }
 }
 

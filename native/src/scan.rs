@@ -72,7 +72,8 @@ pub(crate) struct ScanMemo {
 /// uptime stamp (`Header.uptime`).
 pub(crate) struct Full<'a> {
     pub(crate) hdr: Hdr<'a>,
-    pub(crate) uptime: bool,
+    /// The text of the last uptime stamp, without its `*`/`.` flag (`Header.uptime_s`'s).
+    pub(crate) uptime: Option<&'a [u8]>,
 }
 
 fn digits_at(s: &[u8], p: usize) -> usize {
@@ -307,7 +308,8 @@ pub(crate) struct Layout {
     /// The first stamp, when there are several (the relay's), and the last (the device's).
     relay: Option<StampLoc>,
     device: Option<StampLoc>,
-    uptime: bool,
+    /// The last uptime stamp, without its flag (NONE: none).
+    uptime: Span,
     /// `Header.clock_synced` before the device stamp's own flag is applied.
     synced: bool,
     /// `Header.body_start`, and whether a PRI was read.
@@ -327,7 +329,7 @@ impl Layout {
                 device,
                 clock_synced: self.synced && device.is_none_or(|d| d.synced),
             },
-            uptime: self.uptime,
+            uptime: span(self.uptime),
         }
     }
 }
@@ -447,7 +449,7 @@ fn layout(
     let mut has_counter = false;
     let mut has_seq = false;
     let mut tokens = 0usize;
-    let mut uptime_seen = false;
+    let mut uptime_seen = NONE;
     let mut clock_synced = true;
     let mut crossed = false;
     // (stamp, followed by a space and a host); only the first and the last are read.
@@ -538,7 +540,7 @@ fn layout(
         if c.is_ascii_digit() || matches!(c, b'*' | b'.') {
             if let Some((eu, flagged)) = uptime(s, pos) {
                 if eu <= end {
-                    uptime_seen = true;
+                    uptime_seen = span(pos + usize::from(flagged), eu);
                     if flagged {
                         clock_synced = false;
                     }
