@@ -11,9 +11,11 @@ Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-he
 2. For each policy (``--events engine``, the native batch path; ``--events all``, every
    record parsed in Python and published) and each worker count, a fresh consumer group
    (its own app id: it reads everything from the start) runs until it has committed
-   every record. Measured from the moment its workers are ready: records per second
-   (wall), CPU seconds of each worker process (``/proc/<pid>/stat``) and µs of worker CPU
-   per record; and the incidents it published.
+   every record. Measured from the workers' spawn to the last commit, less what a
+   worker's start costs (measured once on an empty topic: the wall time until it could
+   read, its CPU until then): records per second (wall), CPU seconds of each worker
+   process (``/proc/<pid>/stat``) and µs of worker CPU per record; and the incidents it
+   published.
 
 3. By fleet size (``--fleet``): ``--fleet-lines`` records of one message (an ASA
    connection build, outside the catalog: clock rows) spread round-robin over 1k, 10k
@@ -59,6 +61,7 @@ from streams.shell.topics import (
 STATE = broker.REPO_ROOT / ".state" / "bench-worker"
 PORT, CONTROLLER = 49392, 49393
 PARTITIONS = 4
+TICK = 1.0  # the worker's default tick interval (its ready file waits for its first tick)
 RECEIVER_BATCH = 512
 
 
@@ -161,16 +164,24 @@ async def _fill(bootstrap: str, topic: str, records: list[tuple[bytes, bytes, in
         await producer.stop()
 
 
-async def _committed(bootstrap: str, group: str, topic: str) -> int:
+async def _wait_committed(bootstrap: str, group: str, topic: str, total: int) -> None:
+    """Until the group has committed ``total`` records of ``topic`` (one admin client)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        start = time.monotonic()
+        while True:
+            offsets = await admin.list_consumer_group_offsets(group)
+            done = sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
+            if done >= total:
+                return
+            if time.monotonic() - start > 1800:
+                raise SystemExit(f"{group} did not finish in 30 min ({done}/{total})")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -199,7 +210,18 @@ def _fill_topic(bootstrap: str, records: list[tuple[bytes, bytes, int]]) -> Topi
     return names
 
 
-def _run(bootstrap: str, names: TopicNames, total: int, policy: str, workers: int) -> Result:
+@dataclass(frozen=True)
+class Startup:
+    """What a worker spends before it reads records: measured on an empty topic, to the
+    moment it is ready (its first tick, one tick interval after it could start reading)."""
+
+    wall: float
+    cpu: float
+
+
+def _spawn(
+    bootstrap: str, names: TopicNames, policy: str, workers: int
+) -> tuple[str, str, list[subprocess.Popen[bytes]], list[Path]]:
     app_id = f"bench-{policy}-{workers}-{uuid.uuid4().hex[:6]}"
     incidents = f"vpn.incidents.{app_id}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -224,35 +246,57 @@ def _run(bootstrap: str, names: TopicNames, total: int, policy: str, workers: in
         ]  # fmt: skip
         with (logs / f"{app_id}-{i}.log").open("wb") as log:
             procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+    return app_id, incidents, procs, ready
+
+
+def _wait_ready(procs: list[subprocess.Popen[bytes]], ready: list[Path]) -> None:
+    deadline = time.monotonic() + 120
+    while not all(r.is_file() for r in ready):
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            raise SystemExit(f"a worker did not start: see {STATE / 'logs'}")
+        time.sleep(0.02)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _startup(bootstrap: str) -> Startup:
+    """A worker's start on an empty topic: wall time to the moment it could read (its
+    ready file, less the one tick interval it waits for its first tick) and CPU."""
+    names = _fill_topic(bootstrap, [])
+    t0 = time.monotonic()
+    _, _, procs, ready = _spawn(bootstrap, names, "engine", 1)
     try:
-        deadline = time.monotonic() + 120
-        while not all(r.is_file() for r in ready):
-            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-                raise SystemExit(f"a worker of {app_id} did not start: see {logs}")
-            time.sleep(0.05)
-        # Each ready file is written once its partitions are assigned; with several
-        # workers, the group settles after the last one joined.
-        start = time.monotonic()
-        cpu0 = [_cpu_seconds(p.pid) for p in procs]
-        done = 0
-        while done < total:
-            time.sleep(0.25)
-            done = asyncio.run(_committed(bootstrap, app_id, names.raw))
-            if time.monotonic() - start > 1800:
-                raise SystemExit(f"{app_id} did not finish in 30 min ({done}/{total})")
-        seconds = time.monotonic() - start
-        cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        _wait_ready(procs, ready)
+        return Startup(time.monotonic() - t0 - TICK, _cpu_seconds(procs[0].pid))
+    finally:
+        _stop(procs)
+
+
+def _run(
+    bootstrap: str, names: TopicNames, total: int, policy: str, workers: int, startup: Startup
+) -> Result:
+    """Workers started on a full topic, from spawn until all is committed, less what a
+    start costs (``startup``): records/s and CPU of the work itself."""
+    t0 = time.monotonic()
+    app_id, incidents, procs, ready = _spawn(bootstrap, names, policy, workers)
+    try:
+        _wait_ready(procs, ready)
+        asyncio.run(_wait_committed(bootstrap, app_id, names.raw, total))
+        seconds = time.monotonic() - t0 - startup.wall
+        cpu = [max(_cpu_seconds(p.pid) - startup.cpu, 0.0) for p in procs]
         rss = max(_peak_rss_mib(p.pid) for p in procs)
         ends = asyncio.run(end_offsets(bootstrap, [incidents]))
         return Result(policy, workers, total, seconds, cpu, sum(ends.values()), rss)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Result] = []
     try:
         broker.start(data, PORT, CONTROLLER)
+        startup = _startup(bootstrap)
+        print(
+            f"a worker's start (empty topic): {startup.wall:.1f} s, {startup.cpu:.1f} CPU-s "
+            "(left out of every run below)",
+            flush=True,
+        )
         policies = [p for p in args.policies.split(",") if p]
         if policies:
             t0 = time.monotonic()
@@ -284,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         for policy in policies:
             for workers in (int(w) for w in args.workers.split(",")):
-                r = _run(bootstrap, names, len(records), policy, workers)
+                r = _run(bootstrap, names, len(records), policy, workers, startup)
                 results.append(r)
                 print(
                     f"--events {r.policy:<6} {r.workers} worker(s): {r.rate:>9,.0f} records/s "
@@ -297,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for devices in (int(d) for d in args.fleet.split(",") if d):
             lines = fleet_lines(args.fleet_lines, devices)
             fleet_names = _fill_topic(bootstrap, _keyed(lines))
-            r = _run(bootstrap, fleet_names, len(lines), "engine", 1)
+            r = _run(bootstrap, fleet_names, len(lines), "engine", 1, startup)
             fleet.append((devices, r))
             base = fleet[0][1].rate
             print(
@@ -309,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_soak:
             lines = soak_lines(100_000, 10_000)
             soak_names = _fill_topic(bootstrap, _keyed(lines))
-            r = _run(bootstrap, soak_names, len(lines), "engine", 1)
+            r = _run(bootstrap, soak_names, len(lines), "engine", 1, startup)
             print(
                 f"soak: 100,000 devices, 10,000 open incidents: {len(lines):,} records in "
                 f"{r.seconds:.1f} s, worker peak RSS {r.peak_rss_mib:,.0f} MiB, "

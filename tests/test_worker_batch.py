@@ -333,3 +333,28 @@ def test_every_stored_state_reads_back_as_the_state_it_stores() -> None:
             seen["incidents"] += bool(slot.state.incidents)
             seen["windows"] += bool(slot.state.windows)
     assert seen["incidents"] > 0 and seen["windows"] > 0
+
+
+def test_a_worker_whose_batch_failed_midway_never_stores_a_state_again() -> None:
+    # Device states moved for records whose outputs may not be in Kafka: the commit hook
+    # must refuse to store them (no offset is committed), not write them ahead.
+    import asyncio
+
+    from streams.shell.worker.app import WorkerApp, WorkerPoisoned
+    from streams.shell.worker.config import WorkerConfig
+
+    async def go() -> None:
+        worker = WorkerApp(WorkerConfig(bootstrap="127.0.0.1:9", app_id="tw-test-poison"), 4)
+        try:
+            slot = worker.shard.restore("r1", None, 0)
+            worker.shard.clock(slot, ("r1", 1_780_000_000.0, "device", True, True), 0, 0)
+            worker.unstored[b"r1"] = None
+            worker.poisoned = True
+            with pytest.raises(WorkerPoisoned):
+                await worker.store_states()
+            assert worker.unstored == {b"r1": None}
+            assert worker.table.data.get(b"r1") is None
+        finally:
+            worker.app.consumer._thread.thread_loop.close()
+
+    asyncio.run(go())

@@ -1655,7 +1655,10 @@ impl Scanner {
                 let Some(s) = record_line(value.as_bytes()) else { break };
                 let src = sources.get_item(i)?;
                 sess.source = if src.is_none() { None } else { Some(src.cast_into::<PyString>()?) };
-                let Some(row) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s)? else {
+                // An error reading a record (a defect) hands it to Python like any record
+                // the scanner does not read: nothing of the parser's state moved for it
+                // (the year tracker's answer is the same when asked again).
+                let Ok(Some(row)) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s) else {
                     break;
                 };
                 rows.append(row_tuple(py, &self.cfg, &mut sess, row, s)?)?;

@@ -86,6 +86,10 @@ class Source:
         self.message = message
 
 
+class WorkerPoisoned(RuntimeError):
+    """Device states may be ahead of what was published: they must not be stored."""
+
+
 class _PartitionOf:
     """A record of a partition, as far as a table's store asks."""
 
@@ -186,6 +190,9 @@ class WorkerApp:
         #: Devices whose state changed since it was last stored (see store_states).
         self.unstored: dict[bytes, None] = {}
         self._partition_refs: dict[int, Source] = {}
+        #: A batch failed after it changed device states: they are never stored (see
+        #: correlate_batch), so no commit can cover the failed batch's records.
+        self.poisoned = False
         self._last_stats = (time.monotonic(), 0)
         # syslog.raw's records come to ``parse`` as whole fetches, past faust's
         # per-record stream (see inbox.py): the agent is still what subscribes the topic.
@@ -274,15 +281,16 @@ class WorkerApp:
 
     # -- delivery --------------------------------------------------------------------
 
-    def new_outbox(self) -> Outbox:
+    def new_outbox(self, *, replace: bool = True) -> Outbox:
         """An outbox on faust's own aiokafka producer (its flush before a commit covers
         what the outbox sent); one per agent, one for the timer and one for the states
-        (each batch is one outbox's)."""
+        (each batch is one outbox's). ``replace``: a record Kafka refuses for good
+        becomes a dead letter of the raw record it came from (else it is skipped)."""
         box = Outbox(
             faust_fixes.aiokafka_producer(self.app),
             self.partitions,
             say,
-            replacement_letters(self.names.deadletter),
+            replacement_letters(self.names.deadletter) if replace else None,
             topic_partitions=self.topic_partitions,
         )
         self.outboxes.append(box)
@@ -378,30 +386,51 @@ class WorkerApp:
         """Apply events and clock rows and publish their incident records with whatever
         the outbox holds (one round trip); their states are stored before the next
         commit (:meth:`store_states`)."""
-        shard, table, unstored = self.shard, self.table, self.unstored
         async with self.lock:
             if items and not self.restored and _settled(self.app):
                 # Stored devices first: a lane's clock frame comes from its stored
                 # devices (see Shard), not from whichever new device speaks first.
                 self.restore_owned()
-            now = time.monotonic()
-            out: list[dict[str, Any]] = []
-            slots = shard.slots
-            for key, ev, partition, offset in items:
-                device = key.decode("utf-8", errors="replace")
-                slot = slots.get(device)
-                if slot is None:
-                    slot = shard.restore(device, table.get(key), partition)
-                if isinstance(ev, Event):
-                    recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
-                else:
-                    recs = shard.clock(slot, ev, partition, offset, now)
-                if recs is None:
-                    continue
-                if recs:
-                    out.extend(recs)
-                unstored[key] = None
-            await self.deliver(outbox, out)
+            try:
+                out = self._apply(items, rerouted)
+                await self.deliver(outbox, out)
+            except BaseException as exc:
+                # Device states moved for records whose outputs may not be in Kafka: if
+                # the next commit stored them, those records would be skipped after a
+                # restart and their incident records lost. Never store again; a defect
+                # ends the process (as safe as kill -9: the records are read again from
+                # the last commit), a cancellation (a stop) ends it anyway.
+                self.poisoned = True
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                say(
+                    f"FATAL: a batch failed after changing device states "
+                    f"({type(exc).__name__}: {str(exc)[:300]}); exiting without storing "
+                    "them: the records are read again from the last commit"
+                )
+                os._exit(70)
+
+    def _apply(self, items: list[_Item], rerouted: bool) -> list[dict[str, Any]]:
+        """Feed the shard a batch's records; the incident records they changed."""
+        shard, table, unstored = self.shard, self.table, self.unstored
+        now = time.monotonic()
+        out: list[dict[str, Any]] = []
+        slots = shard.slots
+        for key, ev, partition, offset in items:
+            device = key.decode("utf-8", errors="replace")
+            slot = slots.get(device)
+            if slot is None:
+                slot = shard.restore(device, table.get(key), partition)
+            if isinstance(ev, Event):
+                recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
+            else:
+                recs = shard.clock(slot, ev, partition, offset, now)
+            if recs is None:
+                continue
+            if recs:
+                out.extend(recs)
+            unstored[key] = None
+        return out
 
     # -- state -----------------------------------------------------------------------
 
@@ -414,11 +443,19 @@ class WorkerApp:
         cost. Under the lock: every state stored is one whose records' incident records
         Kafka already has."""
         async with self.lock:
+            if self.poisoned:
+                raise WorkerPoisoned(
+                    "a batch failed after changing device states: they are not stored, "
+                    "and no offset is committed"
+                )
             if not self.unstored:
                 return
             box = self._store_outbox
             if box is None:
-                box = self._store_outbox = self.new_outbox()
+                # No replacement: a state Kafka refuses must stop the commit, not become
+                # a dead letter.
+                box = self._store_outbox = self.new_outbox(replace=False)
+            skipped = box.skipped
             shard = self.shard
             by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
             for key in self.unstored:
@@ -448,6 +485,12 @@ class WorkerApp:
                         data[key] = state
                         box.add_to(self.changelog_name, partition, key, state)
             await box.deliver()
+            if box.skipped != skipped:
+                self.poisoned = True
+                raise WorkerPoisoned(
+                    f"{box.skipped - skipped} device states were refused by Kafka: "
+                    "no offset is committed past them"
+                )
             self.counters.states_stored += sum(len(v) for v in by_partition.values())
             self.unstored.clear()
 
@@ -475,8 +518,10 @@ class WorkerApp:
         revoked = args[0] if args else kwargs.get("revoked", ())
         parts = {tp.partition for tp in revoked if tp.topic == self.input_name}
         self.inbox.clear()  # the new assignment reads from the committed offsets
-        # faust committed (and so stored) before this signal; what changed since is
-        # stored too before the devices are handed over.
+        # faust forgets the acknowledged offsets it had not committed before this signal
+        # (they are read again by the next owner), but the states of what was applied
+        # are stored before the devices are handed over: the next owner skips what they
+        # cover and reads the rest.
         await self.store_states()
         dropped = self.shard.drop_partitions(parts)
         self.restored = False
