@@ -25,6 +25,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_native import ALL_SHAPES, CORPUS, GOLDEN, syslog_line
 
 from load import shapes
 from load.scenario import default_scenario
@@ -36,7 +37,6 @@ from streams.core.event import Event
 from streams.core.kb import default_kb
 from streams.shell.topics import HEADER_RECEIVED_AT, HEADER_SOURCE, HEADER_YEAR, partition_of
 from streams.shell.worker.stages import Clocked, ParseStage, Routed, Shard, decode_event
-from tests.test_native import ALL_SHAPES, CORPUS, GOLDEN, syslog_line
 
 HAVE_NATIVE = importlib.util.find_spec(native.MODULE) is not None
 pytestmark = pytest.mark.skipif(
