@@ -358,3 +358,25 @@ def test_a_worker_whose_batch_failed_midway_never_stores_a_state_again() -> None
             worker.app.consumer._thread.thread_loop.close()
 
     asyncio.run(go())
+
+
+def test_handing_over_a_partition_forgets_what_was_published_of_its_devices() -> None:
+    shard = Shard(KB)
+    for device, partition in (("r1", 0), ("r2", 1)):
+        shard.restore(device, None, partition)
+        shard.note_published(
+            [
+                {
+                    "incident_id": f"inc-{device}",
+                    "device": device,
+                    "status": "open",
+                    "count": 3,
+                    "last_seen": "2026-06-01T00:00:00Z",
+                    "confidence": 0.8,
+                    "summary": "s",
+                }
+            ]
+        )
+    assert shard.drop_partitions([0]) == 1
+    assert set(shard.published) == {"inc-r2"}
+    assert set(shard.published_by) == {"inc-r2"}

@@ -636,6 +636,7 @@ class Shard:
         self.fleet: FleetClock[Event | None] = FleetClock(kb.lateness)
         self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
+        self.published_by: dict[str, str] = {}  # incident id -> its device
         # Devices fed since their pending state was last looked at, oldest touch first.
         self.dirty: dict[str, None] = {}
         self.applied = 0
@@ -690,6 +691,11 @@ class Shard:
         victims = [d for d, s in self.slots.items() if s.partition in gone]
         for d in victims:
             del self.slots[d]
+        # What was published of their open incidents is the next owner's to know.
+        leaving = set(victims)
+        for iid in [i for i, d in self.published_by.items() if d in leaving]:
+            del self.published_by[iid]
+            self.published.pop(iid, None)
         self.fleet.forget(victims)
         for p in gone:
             self.fleet.lanes.pop(p, None)
@@ -827,10 +833,13 @@ class Shard:
 
     def note_published(self, records: Iterable[dict[str, Any]]) -> None:
         for rec in records:
+            iid = rec["incident_id"]
             if rec["status"] == "resolved":
-                self.published.pop(rec["incident_id"], None)
+                self.published.pop(iid, None)
+                self.published_by.pop(iid, None)
             else:
-                self.published[rec["incident_id"]] = fingerprint(rec)
+                self.published[iid] = fingerprint(rec)
+                self.published_by[iid] = rec["device"]
 
 
 def decode_event(value: bytes) -> Event:
