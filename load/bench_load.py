@@ -43,6 +43,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=10, help="seconds per step")
     ap.add_argument("--max-steps", type=int, default=12)
     ap.add_argument("--factor", type=float, default=1.5)
+    ap.add_argument(
+        "--scenario", default="default", help="default, or a scenario YAML (load/scenarios/)"
+    )
     return ap.parse_args(argv)
 
 
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(state, ignore_errors=True)
     paths = stack.StackPaths(state)
     bootstrap = f"127.0.0.1:{args.port}"
-    scenario = resolve_scenario("default")
+    scenario = resolve_scenario(args.scenario)
     counts = sorted({int(w) for w in args.workers.split(",") if w.strip()})
     rates: dict[int, float | None] = {}
     try:
