@@ -154,3 +154,7 @@ def test_the_dockerfile_builds_the_cli_image() -> None:
     exposed = set(re.findall(r"\b(\d+)/(tcp|udp)\b", text))
     assert {("5514", "udp"), ("5514", "tcp"), ("9514", "tcp")} <= exposed
     assert re.search(r"^USER \S+", text, re.M), "the image must not run as root"
+    # The same pinned, hash-checked versions as make install and CI.
+    assert re.search(r"^COPY .*\brequirements\.lock\b", text, re.M)
+    assert "pip install --require-hashes -r requirements.lock" in text
+    assert "pip install --no-deps" in text
