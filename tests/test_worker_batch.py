@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -380,3 +380,19 @@ def test_handing_over_a_partition_forgets_what_was_published_of_its_devices() ->
     assert shard.drop_partitions([0]) == 1
     assert set(shard.published) == {"inc-r2"}
     assert set(shard.published_by) == {"inc-r2"}
+
+
+def test_a_device_fed_from_two_raw_partitions_is_counted_and_named_once() -> None:
+    # Direct records and rerouted ones of one device have no defined order between
+    # them: the worker names such devices (key raw records by device to avoid it).
+    shard = Shard(KB)
+    ev = Event(device="r1", ts=1_780_000_000.0, raw="x", message="x")
+    slot = shard.restore("r1", None, 0)
+    shard.apply(slot, ev, 0, 0)
+    shard.apply(slot, replace(ev, ts=ev.ts + 1), 0, 1)
+    assert (shard.mixed_count, shard.new_mixed) == (0, [])
+    shard.apply(slot, replace(ev, ts=ev.ts + 2), 0, 0, rerouted=True)
+    shard.apply(slot, replace(ev, ts=ev.ts + 3), 0, 1, rerouted=True)
+    other = shard.restore("r2", None, 1)
+    shard.apply(other, replace(ev, device="r2"), 1, 0, rerouted=True)
+    assert (shard.mixed_count, shard.new_mixed) == (1, ["r1"])

@@ -192,11 +192,13 @@ REORDERED = pytest.mark.xfail(
     "(streams/shell/worker/app.py parse/correlate): the stream loses or splits incidents",
     strict=False,
 )
-SHARES = [0.0, pytest.param(0.35, marks=REORDERED)]
+SHARES = [0.0]
+#: The main proof also runs on the known failure, so that a fix shows (xfail, not strict).
+SHARES_AND_REORDERED = [0.0, pytest.param(0.35, marks=REORDERED)]
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("relay_share", SHARES)
+@pytest.mark.parametrize("relay_share", SHARES_AND_REORDERED)
 @pytest.mark.parametrize("events", ["engine", "all"])
 def test_relay_keys_odd_headers_and_junk_give_analyzes_incidents(
     kafka_bootstrap: str,

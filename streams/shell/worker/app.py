@@ -558,6 +558,15 @@ class WorkerApp:
     async def stats(self) -> None:
         now = time.monotonic()
         shard, stage, c = self.shard, self.stage, self.counters
+        if shard.new_mixed:
+            named = ", ".join(repr(d) for d in shard.new_mixed[:20])
+            more = len(shard.new_mixed) - 20
+            say(
+                f"devices fed from two raw partitions (their own and, rerouted, another's: "
+                f"the order between the two is not defined; key raw records by device): "
+                f"{named}{f' and {more} more' if more > 0 else ''}"
+            )
+            shard.new_mixed.clear()
         then, applied = self._last_stats
         rate = (shard.applied - applied) / max(now - then, 1e-9)
         if shard.applied != applied:
@@ -569,7 +578,8 @@ class WorkerApp:
                 f"states_stored={c.states_stored} bad_events={c.bad_events} "
                 f"bad_states={shard.bad_states} applied={shard.applied} "
                 f"duplicates={shard.duplicates} incidents_published={c.published} "
-                f"devices={len(shard.slots)} duplicate_acks={faust_fixes.duplicate_acks} "
+                f"devices={len(shard.slots)} mixed_key_devices={shard.mixed_count} "
+                f"duplicate_acks={faust_fixes.duplicate_acks} "
                 f"inbox_dropped={self.inbox.dropped} rate={rate:,.0f} events/s"
             )
         self._last_stats = (now, shard.applied)

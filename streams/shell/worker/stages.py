@@ -56,6 +56,8 @@ EVIDENCE_CHARS = 4_096
 #: rule windows). The catalog reads the first 2,048 characters of a message only; a
 #: sender's 250 KB lines would otherwise grow a device's stored state past Kafka's limit.
 STATE_RAW_CHARS = 2_048
+#: Devices fed from two raw partitions the worker names in its log (the rest are counted).
+MAX_MIXED_NAMED = 1_000
 
 
 def bounded(ev: Event) -> Event:
@@ -637,6 +639,10 @@ class Shard:
         self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
         self.published_by: dict[str, str] = {}  # incident id -> its device
+        # Devices fed from two raw partitions (see _enter): counted, the first ones named.
+        self.mixed: dict[str, None] = {}
+        self.mixed_count = 0
+        self.new_mixed: list[str] = []
         # Devices fed since their pending state was last looked at, oldest touch first.
         self.dirty: dict[str, None] = {}
         self.applied = 0
@@ -737,6 +743,13 @@ class Shard:
                 self._move(device, slot, partition)
             slot.offset = offset
         slot.touched = now
+        if slot.offset >= 0 and slot.reroute_offset >= 0 and device not in self.mixed:
+            # Fed from its own raw partition and, through the reroute topic, from another:
+            # the order between the two is not defined (see the README's worker section).
+            self.mixed_count += 1
+            if len(self.mixed) < MAX_MIXED_NAMED:
+                self.mixed[device] = None
+                self.new_mixed.append(device)
         self.dirty.pop(device, None)
         self.dirty[device] = None
         self.applied += 1
