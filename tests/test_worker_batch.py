@@ -396,3 +396,33 @@ def test_a_device_fed_from_two_raw_partitions_is_counted_and_named_once() -> Non
     other = shard.restore("r2", None, 1)
     shard.apply(other, replace(ev, device="r2"), 1, 0, rerouted=True)
     assert (shard.mixed_count, shard.new_mixed) == (1, ["r1"])
+
+
+def test_a_raw_record_rerouted_again_after_a_crash_is_applied_once() -> None:
+    # After a crash the raw partition is read again from its last commit, and a record
+    # rerouted before is rerouted again at a new reroute offset: its origin (raw
+    # partition and offset) tells the device's owner it has it already.
+    from streams.shell.worker.stages import decode_rerouted, reroute_record
+
+    ev = Event(device="r1", ts=1_780_000_000.0, raw="x", message="x", kind="psk_mismatch")
+    back, origin = decode_rerouted(reroute_record(ev, 1, 5))
+    assert (back, origin) == (ev, (1, 5))
+    assert decode_rerouted(orjson.dumps(ev.to_record())) == (ev, None)
+
+    shard = Shard(KB)
+    slot = shard.restore("r1", None, 0)
+
+    def feed(offset: int, origin: tuple[int, int], dt: float) -> bool:
+        e = replace(ev, ts=ev.ts + dt)
+        return shard.apply(slot, e, 0, offset, rerouted=True, origin=origin) is not None
+
+    assert feed(0, (1, 5), 0)
+    assert feed(1, (1, 6), 1)
+    assert not feed(7, (1, 5), 0)  # the same raw records, rerouted again
+    assert not feed(8, (1, 6), 1)
+    assert feed(9, (1, 7), 2)
+    assert feed(10, (3, 2), 3)  # another raw partition's records count apart
+    assert (shard.applied, shard.duplicates) == (4, 2)
+    again = Shard(KB).restore("r1", shard.dump("r1"), 0)
+    assert again.origins == {1: 7, 3: 2}
+    assert again.reroute_offset == 10

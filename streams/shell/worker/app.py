@@ -64,9 +64,10 @@ from streams.shell.worker.stages import (
     Clocked,
     ParseStage,
     Shard,
-    decode_event,
+    decode_rerouted,
     fit_incident,
     replacement_letters,
+    reroute_record,
 )
 
 
@@ -100,8 +101,9 @@ class _PartitionOf:
 
 
 #: One record to correlate: the device key, the event or the native scanner's clock row
-#: (:class:`~streams.shell.worker.stages.Clocked`), and the input partition and offset.
-_Item = tuple[bytes, Event | ClockRow, int, int]
+#: (:class:`~streams.shell.worker.stages.Clocked`), the input partition and offset, and
+#: the raw partition and offset of a rerouted record (else None).
+_Item = tuple[bytes, Event | ClockRow, int, int, tuple[int, int] | None]
 
 
 @dataclass(slots=True)
@@ -338,9 +340,9 @@ class WorkerApp:
                     # Read by the native scanner: it moves its device's clock only.
                     key = routed.key
                     if outbox.partition(key) == msg.partition:
-                        items.append((key, routed.row, msg.partition, msg.offset))
+                        items.append((key, routed.row, msg.partition, msg.offset, None))
                     else:
-                        value = orjson.dumps(routed.event(msg.value).to_record())
+                        value = reroute_record(routed.event(msg.value), msg.partition, msg.offset)
                         outbox.add(reroute_name, key, value, origin=msg)
                     continue
                 if routed.deadletter:
@@ -352,10 +354,13 @@ class WorkerApp:
                     outbox.add(names.events, key, routed.value, origin=msg)
                 if not inline:
                     continue
-                if ev is not None and outbox.partition(key) == msg.partition:
-                    items.append((key, ev, msg.partition, msg.offset))
-                else:
+                if ev is None:
                     outbox.add(reroute_name, key, routed.value, origin=msg)
+                elif outbox.partition(key) == msg.partition:
+                    items.append((key, ev, msg.partition, msg.offset, None))
+                else:
+                    value = reroute_record(ev, msg.partition, msg.offset)
+                    outbox.add(reroute_name, key, value, origin=msg)
             # Events, dead letters, reroutes and incidents: one delivery.
             await self.correlate_batch(items, outbox, rerouted=False)
             self.inbox.ack(batch)
@@ -371,7 +376,7 @@ class WorkerApp:
                 msg = event.message
                 key: bytes = msg.key or b"unknown"
                 try:
-                    ev = decode_event(msg.value)
+                    ev, origin = decode_rerouted(msg.value)
                 except Exception as exc:  # not an event record: skipped, never a crash
                     self.counters.bad_events += 1
                     say(
@@ -379,7 +384,7 @@ class WorkerApp:
                         f"record ({type(exc).__name__}: {str(exc)[:200]})"
                     )
                     continue
-                items.append((key, ev, msg.partition, msg.offset))
+                items.append((key, ev, msg.partition, msg.offset, origin))
             await self.correlate_batch(items, outbox, rerouted=self.inline)
 
     async def correlate_batch(self, items: list[_Item], outbox: Outbox, *, rerouted: bool) -> None:
@@ -416,13 +421,15 @@ class WorkerApp:
         now = time.monotonic()
         out: list[dict[str, Any]] = []
         slots = shard.slots
-        for key, ev, partition, offset in items:
+        for key, ev, partition, offset, origin in items:
             device = key.decode("utf-8", errors="replace")
             slot = slots.get(device)
             if slot is None:
                 slot = shard.restore(device, table.get(key), partition)
             if isinstance(ev, Event):
-                recs = shard.apply(slot, ev, partition, offset, now, rerouted=rerouted)
+                recs = shard.apply(
+                    slot, ev, partition, offset, now, rerouted=rerouted, origin=origin
+                )
             else:
                 recs = shard.clock(slot, ev, partition, offset, now)
             if recs is None:

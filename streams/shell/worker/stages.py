@@ -568,6 +568,10 @@ class Slot:
     # The same for events that reached the device's partition through the reroute topic
     # (their raw record was keyed by another name than the device's: see app.py).
     reroute_offset: int = -1
+    # Per raw partition, the raw offset of the last rerouted record applied: a raw record
+    # read again (after a crash or a rebalance) is rerouted again at a new reroute offset;
+    # its origin tells it apart.
+    origins: dict[int, int] = field(default_factory=dict)
     clock: DeviceClock[Event | None] = field(default_factory=DeviceClock)
     # The frame of the stored clock (see Shard.restore) and its lane clock then.
     frame: str | None = None
@@ -587,6 +591,7 @@ class Slot:
                 "partition": self.partition,
                 "offset": self.offset,
                 "reroute_offset": self.reroute_offset,
+                "origins": {str(p): o for p, o in self.origins.items()},
                 "frame": frame,
                 "lane_clock": None if lane_clock == NEG_INF else lane_clock,
                 # orjson writes a dataclass itself, its infinite times as null: the fields
@@ -608,6 +613,7 @@ class Slot:
             partition=partition,
             offset=int(d["offset"]),
             reroute_offset=int(d.get("reroute_offset", -1)),
+            origins={int(p): int(o) for p, o in (d.get("origins") or {}).items()},
             clock=_clock_load(c, partition),
             # At the top level now; states stored before had them in the clock.
             frame=d["frame"] if "frame" in d else c.get("frame"),
@@ -721,10 +727,18 @@ class Shard:
     # -- processing ----------------------------------------------------------------
 
     def _enter(
-        self, slot: Slot, partition: int, offset: int, now: float, rerouted: bool, ts: float
+        self,
+        slot: Slot,
+        partition: int,
+        offset: int,
+        now: float,
+        rerouted: bool,
+        ts: float,
+        origin: tuple[int, int] | None = None,
     ) -> bool:
         """The bookkeeping of one more record of a device: False when it was applied
-        before (a re-delivery); else its offset is noted and the device is dirty."""
+        before (a re-delivery); else its offset is noted and the device is dirty.
+        ``origin``: the raw partition and offset of a rerouted record."""
         device = slot.state.device
         if rerouted:
             if slot.partition == partition and offset <= slot.reroute_offset:
@@ -732,7 +746,15 @@ class Shard:
                 return False
             if slot.partition != partition:
                 slot.offset = -1
+                slot.origins.clear()
                 self._move(device, slot, partition)
+            if origin is not None:
+                if origin[1] <= slot.origins.get(origin[0], -1):
+                    # The same raw record rerouted again (read again after a crash).
+                    slot.reroute_offset = offset
+                    self.duplicates += 1
+                    return False
+                slot.origins[origin[0]] = origin[1]
             slot.reroute_offset = offset
         else:
             if slot.partition == partition and offset <= slot.offset:
@@ -740,6 +762,7 @@ class Shard:
                 return False
             if slot.partition != partition:
                 slot.reroute_offset = -1
+                slot.origins.clear()
                 self._move(device, slot, partition)
             slot.offset = offset
         slot.touched = now
@@ -766,13 +789,15 @@ class Shard:
         now: float = 0.0,
         *,
         rerouted: bool = False,
+        origin: tuple[int, int] | None = None,
     ) -> list[dict[str, Any]] | None:
         """Feed one event; None when it was applied before (a re-delivery).
 
         ``partition``/``offset``: where the event was read; ``rerouted``: read from the
-        reroute topic instead, whose offsets are tracked apart.
+        reroute topic instead, whose offsets are tracked apart, and ``origin`` the raw
+        partition and offset it was rerouted from (see :func:`reroute_record`).
         """
-        if not self._enter(slot, partition, offset, now, rerouted, ev.ts):
+        if not self._enter(slot, partition, offset, now, rerouted, ev.ts, origin):
             return None
         device = slot.state.device
         ev = bounded(ev)
@@ -857,7 +882,30 @@ class Shard:
 
 def decode_event(value: bytes) -> Event:
     """An event record of syslog.events back into an :class:`Event`."""
-    return Event.from_record(orjson.loads(value))
+    return decode_rerouted(value)[0]
+
+
+#: The field of a reroute record that names the raw record it came from.
+ORIGIN = "origin"
+
+
+def reroute_record(ev: Event, partition: int, offset: int) -> bytes:
+    """The reroute topic's record of an event read at ``partition``/``offset`` of
+    syslog.raw: its event record with its origin, so that the owner of its device skips
+    it when the raw record is read and rerouted again (after a crash or a rebalance)."""
+    rec = ev.to_record()
+    rec[ORIGIN] = [partition, offset]
+    return orjson.dumps(rec)
+
+
+def decode_rerouted(value: bytes) -> tuple[Event, tuple[int, int] | None]:
+    """An event record (of syslog.events or the reroute topic) and its origin, if any."""
+    rec = orjson.loads(value)
+    origin = rec.pop(ORIGIN, None)
+    ev = Event.from_record(rec)
+    if isinstance(origin, list) and len(origin) == 2:
+        return ev, (int(origin[0]), int(origin[1]))
+    return ev, None
 
 
 __all__ = [
@@ -873,9 +921,11 @@ __all__ = [
     "bounded",
     "dead_letter",
     "decode_event",
+    "decode_rerouted",
     "fingerprint",
     "fit_incident",
     "header",
     "parse_received_at",
     "replacement_letters",
+    "reroute_record",
 ]
