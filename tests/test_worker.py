@@ -298,13 +298,20 @@ async def _committed(bootstrap: str, group: str, topic: str) -> int:
     return sum(max(m.offset, 0) for tp, m in offsets.items() if tp.topic == topic)
 
 
+#: A raw record to publish: ``(key, value)``, with the receiver's ``received_at`` header,
+#: or ``(key, value, headers)`` with headers of its own.
+RawRecord = tuple[bytes | None, bytes] | tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+RECEIVED_AT = [("received_at", b"2024-12-31T12:00:00.000Z")]
+
+
 async def _publish(
     bootstrap: str,
     run: Run,
-    records: Sequence[tuple[bytes | None, bytes]],
+    records: Sequence[RawRecord],
     *,
     chunk: int = 0,
     pause: float = 0.0,
+    max_request_size: int = 1_048_576,
 ) -> None:
     """Publish ``records`` as the receiver would; with ``chunk``, ``pause`` seconds after
     every ``chunk`` records (a stream that is still coming in)."""
@@ -313,11 +320,14 @@ async def _publish(
     await ensure_topics(bootstrap, stack_topics(run.names, run.app_id))
     topic = run.names.raw
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_request_size=max_request_size
+    )
     await producer.start()
     try:
-        headers = [("received_at", b"2024-12-31T12:00:00.000Z")]
-        for i, (key, value) in enumerate(records, 1):
+        for i, record in enumerate(records, 1):
+            key, value = record[0], record[1]
+            headers = record[2] if len(record) > 2 else RECEIVED_AT  # type: ignore[misc]
             await producer.send(topic, value, key=key, headers=headers)
             if chunk and i % chunk == 0:
                 await producer.flush()
@@ -328,16 +338,16 @@ async def _publish(
 
 
 def _publish_mid_stream(
-    bootstrap: str, run: Run, records: Sequence[tuple[bytes | None, bytes]]
+    bootstrap: str, run: Run, records: Sequence[RawRecord], **options: Any
 ) -> threading.Thread:
     """Publish a first fifth of ``records`` now and the rest in the background at about
     2,500 records/s: however fast the worker, the stream is still coming in when the test
     steps in (a kill, a second worker). Join the thread before waiting for the end."""
     head = len(records) // 5
-    asyncio.run(_publish(bootstrap, run, records[:head]))
+    asyncio.run(_publish(bootstrap, run, records[:head], **options))
     rest = records[head:]
     thread = threading.Thread(
-        target=lambda: asyncio.run(_publish(bootstrap, run, rest, chunk=500, pause=0.2)),
+        target=lambda: asyncio.run(_publish(bootstrap, run, rest, chunk=500, pause=0.2, **options)),
         daemon=True,
     )
     thread.start()

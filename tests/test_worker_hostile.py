@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,8 @@ from test_worker import (  # the worker proofs' helpers and fixture
     _assert_same_incidents,
     _keyed_records,
     _new_run,
+    _publish,
+    _publish_mid_stream,
     _read_all,
     _start,
     _wait_done,
@@ -49,7 +49,7 @@ from test_worker import (  # the worker proofs' helpers and fixture
 from streams.core.event import Unparsed
 from streams.core.parse import Parser
 from streams.shell import incidents as incident_reader
-from streams.shell.topics import end_offsets, ensure_topics, reroute_topic, stack_topics
+from streams.shell.topics import end_offsets, reroute_topic
 from streams.shell.worker.outbox import partition_of
 from streams.shell.worker.stages import parse_received_at
 
@@ -137,37 +137,8 @@ def test_the_junk_is_not_syslog_whatever_its_key() -> None:
                 assert isinstance(out, Unparsed), (key, value[:40])
 
 
-async def _send(
-    bootstrap: str, run: Run, rows: Sequence[Row], *, chunk: int = 0, pause: float = 0.0
-) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    await ensure_topics(bootstrap, stack_topics(run.names, run.app_id))
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_request_size=2_000_000
-    )
-    await producer.start()
-    try:
-        for i, (key, value, headers) in enumerate(rows, 1):
-            await producer.send(run.names.raw, value, key=key, headers=headers)
-            if chunk and i % chunk == 0:
-                await producer.flush()
-                await asyncio.sleep(pause)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def _send_mid_stream(bootstrap: str, run: Run, rows: Sequence[Row]) -> threading.Thread:
-    head = len(rows) // 5
-    asyncio.run(_send(bootstrap, run, rows[:head]))
-    rest = rows[head:]
-    thread = threading.Thread(
-        target=lambda: asyncio.run(_send(bootstrap, run, rest, chunk=500, pause=0.2)),
-        daemon=True,
-    )
-    thread.start()
-    return thread
+#: Records up to 300 KB, keys up to 2 KB: room for them in one produce request.
+SEND = {"max_request_size": 2_000_000}
 
 
 def _streamed(bootstrap: str, run: Run) -> dict[str, Any]:
@@ -213,7 +184,7 @@ def test_relay_keys_odd_headers_and_junk_give_analyzes_incidents(
     rows, letters, rerouted = _hostile_rows(archive, seed=11, relay_share=relay_share)
     assert rerouted > 1_000 or not relay_share
     run = _new_run(kafka_names, tmp_path, f"relay-{events}-{relay_share}")
-    asyncio.run(_send(kafka_bootstrap, run, rows))
+    asyncio.run(_publish(kafka_bootstrap, run, rows, **SEND))
     worker = _start(workers, kafka_bootstrap, run, "--events", events)
     _wait_done(kafka_bootstrap, run)
     assert worker.proc.poll() is None, run.log.read_text()[-3000:]
@@ -237,7 +208,7 @@ def test_a_worker_killed_mid_stream_of_relay_keyed_records_and_junk_changes_no_i
     archive = _fleet(tmp_path, seed=3)
     rows, letters, _ = _hostile_rows(archive, seed=3, relay_share=relay_share)
     run = _new_run(kafka_names, tmp_path, f"kill-{relay_share}")
-    publisher = _send_mid_stream(kafka_bootstrap, run, rows)
+    publisher = _publish_mid_stream(kafka_bootstrap, run, rows, **SEND)
     first = _start(workers, kafka_bootstrap, run)
     _wait_partly_committed(kafka_bootstrap, run, len(rows))
     first.stop(signal.SIGKILL)
@@ -263,7 +234,7 @@ def test_a_second_worker_joining_a_relay_keyed_stream_changes_no_incident(
     archive = _fleet(tmp_path, seed=5)
     rows, letters, _ = _hostile_rows(archive, seed=5, relay_share=relay_share)
     run = _new_run(kafka_names, tmp_path, f"join-{relay_share}")
-    publisher = _send_mid_stream(kafka_bootstrap, run, rows)
+    publisher = _publish_mid_stream(kafka_bootstrap, run, rows, **SEND)
     _start(workers, kafka_bootstrap, run)
     _wait_partly_committed(kafka_bootstrap, run, len(rows))
     _start(workers, kafka_bootstrap, run)
@@ -288,7 +259,7 @@ def test_uptime_stamped_fleet_with_relay_keys_gives_analyzes_incidents(
     archive = _fleet(tmp_path, seed=7, uptime=True)
     rows, letters, _ = _hostile_rows(archive, seed=7, relay_share=relay_share)
     run = _new_run(kafka_names, tmp_path, f"uptime-{int(relay_share * 100)}")
-    asyncio.run(_send(kafka_bootstrap, run, rows))
+    asyncio.run(_publish(kafka_bootstrap, run, rows, **SEND))
     worker = _start(workers, kafka_bootstrap, run)
     _wait_done(kafka_bootstrap, run)
     assert worker.proc.poll() is None, run.log.read_text()[-3000:]
@@ -326,7 +297,7 @@ def test_odd_records_that_parse_neither_crash_nor_stall_the_worker(
         key = rng.choice([*JUNK_KEYS, *RELAY_KEYS])
         rows.insert(rng.randrange(len(rows)), (key, value, _headers(rng)))
     run = _new_run(kafka_names, tmp_path, "odd")
-    asyncio.run(_send(kafka_bootstrap, run, rows))
+    asyncio.run(_publish(kafka_bootstrap, run, rows, **SEND))
     worker = _start(workers, kafka_bootstrap, run)
     _wait_done(kafka_bootstrap, run)
     assert worker.proc.poll() is None, run.log.read_text()[-3000:]
