@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from load import cpu
 from load.live import resolve_scenario
 from load.synth import generate
 from streams.core.parse import Parser
@@ -122,11 +122,7 @@ def soak_lines(devices: int, incidents: int) -> list[str]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu.cpu_seconds(pid, children=False) or 0.0
 
 
 def _records(scenario: str, lines: int) -> list[tuple[bytes, bytes, int]]:

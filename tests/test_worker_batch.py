@@ -117,10 +117,7 @@ def assert_same_routing(recs: Sequence[Rec]) -> int:
     """Both paths over ``recs``, record by record; returns how many were clock rows."""
     py = ParseStage()
     nat = ParseStage(native=_module(), kb=KB)
-    want = [
-        py.handle(r.value, r.key, r.headers, topic=r.topic, partition=r.partition, offset=r.offset)
-        for r in recs
-    ]
+    want = [py.handle_record(r) for r in recs]
     got = nat.handle_batch(recs)
     assert len(got) == len(want)
     rows = 0
@@ -255,12 +252,7 @@ def test_a_shard_fed_the_batch_path_raises_the_same_incidents_and_keeps_the_same
         for r in records_of(lines, seed=seed, keyed=0.0)
     ]
     py_stage = ParseStage()
-    want_out = [
-        py_stage.handle(
-            r.value, r.key, r.headers, topic=r.topic, partition=r.partition, offset=r.offset
-        )
-        for r in recs
-    ]
+    want_out = [py_stage.handle_record(r) for r in recs]
     got_out = ParseStage(native=_module(), kb=KB).handle_batch(recs)
     assert sum(isinstance(g, Clocked) for g in got_out) > len(recs) // 2
     a, b = Shard(KB), Shard(KB)

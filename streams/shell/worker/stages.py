@@ -318,17 +318,7 @@ class ParseStage:
         ``topic``, ``partition``, ``offset``) in order, the records whose event no rule
         reads as :class:`Clocked` rows when the native scanner is there. Never raises."""
         if self.native is None:
-            return [
-                self.handle(
-                    m.value,
-                    m.key,
-                    m.headers,
-                    topic=m.topic,
-                    partition=m.partition,
-                    offset=m.offset,
-                )
-                for m in records
-            ]
+            return [self.handle_record(m) for m in records]
         out: list[Routed | Clocked] = []
         n = len(records)
         i = 0
@@ -393,18 +383,15 @@ class ParseStage:
             self.events += len(rows)
             if nxt >= n:
                 break
-            m = run[nxt]
-            out.append(
-                self.handle(
-                    m.value,
-                    m.key,
-                    m.headers,
-                    topic=m.topic,
-                    partition=m.partition,
-                    offset=m.offset,
-                )
-            )
+            out.append(self.handle_record(run[nxt]))
             k = nxt + 1
+
+    def handle_record(self, m: Any) -> Routed:
+        """:meth:`handle` of a consumer record (``value``, ``key``, ``headers``, ``topic``,
+        ``partition``, ``offset``)."""
+        return self.handle(
+            m.value, m.key, m.headers, topic=m.topic, partition=m.partition, offset=m.offset
+        )
 
     def handle(
         self,
