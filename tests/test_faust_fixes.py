@@ -343,9 +343,10 @@ def test_the_app_stores_its_states_before_the_consumer_commits_and_never_after()
         consumer = app.consumer
         order: list[str] = []
 
-        async def before_commit() -> None:
+        async def before_commit(final: bool) -> bool:
             await asyncio.sleep(0)  # a hook that waits (a delivery) still comes first
             order.append("states stored")
+            return True
 
         async def commit(offsets: Any) -> bool:
             order.append(f"committed {dict(offsets)}")
@@ -372,3 +373,49 @@ def test_the_app_stores_its_states_before_the_consumer_commits_and_never_after()
         f"committed {{{RAW!r}: 4}}",
     ]
     assert hasattr(Consumer._commit_offsets, "__wrapped__")
+
+
+def test_a_commit_the_app_puts_off_commits_nothing_and_the_last_commit_of_a_stop_is_final() -> None:
+    # The app may put a periodic commit off (a large fleet under load): faust's real
+    # consumer then commits nothing, and the next commit covers those offsets too. The
+    # commit of a stopping consumer (faust ends its transactions) is final: never put off.
+    async def scenario(app: Any) -> list[str]:
+        consumer = app.consumer
+        order: list[str] = []
+        answers = [False, True]
+
+        async def before_commit(final: bool) -> bool:
+            order.append(f"hook final={final}")
+            return final or answers.pop(0)
+
+        async def commit(offsets: Any) -> bool:
+            order.append(f"committed {dict(offsets)}")
+            return True
+
+        app.tunnelwatch_before_commit = before_commit
+        consumer._commit = commit
+        consumer.assignment = lambda: {RAW}
+        for offset in (0, 1, 2):
+            m = message(offset)
+            consumer.track_message(m)
+            consumer.ack(m)
+        order.append(f"did commit: {await consumer.commit()}")
+        m = message(3)
+        consumer.track_message(m)
+        consumer.ack(m)
+        order.append(f"did commit: {await consumer.commit()}")
+        m = message(4)
+        consumer.track_message(m)
+        consumer.ack(m)
+        await consumer.commit_and_end_transactions()
+        return order
+
+    assert _run(scenario, RAW.topic) == [
+        "hook final=False",
+        "did commit: False",
+        "hook final=False",
+        f"committed {{{RAW!r}: 4}}",
+        "did commit: True",
+        "hook final=True",
+        f"committed {{{RAW!r}: 5}}",
+    ]

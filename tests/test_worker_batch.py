@@ -304,7 +304,7 @@ def test_every_stored_state_reads_back_as_the_state_it_stores() -> None:
     recs = records_of(_synth_lines(4, 12_000), seed=4, keyed=0.0)
     shard = Shard(KB)
     outcomes = ParseStage(native=_module(), kb=KB).handle_batch(recs)
-    seen = {"incidents": 0, "windows": 0}
+    seen = {"incidents": 0, "windows": 0, "compact": 0}
     for i, (rec, out) in enumerate(zip(recs, outcomes, strict=True)):
         if isinstance(out, Clocked):
             slot = shard.restore(out.key.decode(), None, rec.partition)
@@ -315,16 +315,25 @@ def test_every_stored_state_reads_back_as_the_state_it_stores() -> None:
         if i % 500:
             continue
         for name, slot in shard.slots.items():
-            back = Shard(KB).restore(name, shard.dump(name), slot.partition)
+            stored = shard.dump(name)
+            back = Shard(KB).restore(name, stored, slot.partition)
             assert back.state.to_dict() == slot.state.to_dict(), name
-            assert (back.offset, back.clock.offset, back.clock.last) == (
+            fields = ("lane", "offset", "correction", "last", "reading", "skew", "held")
+            fields += ("jumps", "outliers", "anomalies")
+            assert [getattr(back.clock, f) for f in fields] == [
+                getattr(slot.clock, f) for f in fields
+            ], name
+            assert (back.offset, back.reroute_offset, back.origins, back.frame) == (
                 slot.offset,
-                slot.clock.offset,
-                slot.clock.last,
+                slot.reroute_offset,
+                slot.origins,
+                shard.frames.get(slot.partition),
             )
             seen["incidents"] += bool(slot.state.incidents)
             seen["windows"] += bool(slot.state.windows)
-    assert seen["incidents"] > 0 and seen["windows"] > 0
+            # A device that only moved its clock is stored in the short form.
+            seen["compact"] += b'"windows"' not in stored
+    assert seen["incidents"] > 0 and seen["windows"] > 0 and seen["compact"] > 0
 
 
 def test_a_worker_whose_batch_failed_midway_never_stores_a_state_again() -> None:
@@ -350,6 +359,61 @@ def test_a_worker_whose_batch_failed_midway_never_stores_a_state_again() -> None
             worker.app.consumer._thread.thread_loop.close()
 
     asyncio.run(go())
+
+
+def test_a_periodic_commit_that_would_store_a_state_per_record_waits_for_more_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A fleet of many devices under load changes nearly a state per record between two
+    # commits: the commit waits until each state carries several records, at most
+    # commit_max_interval, never for a few states and never once everything was read.
+    import asyncio
+
+    from streams.shell.worker import faust_fixes
+    from streams.shell.worker.app import WorkerApp
+    from streams.shell.worker.config import WorkerConfig
+
+    behind: list[int | None] = [5]
+    monkeypatch.setattr(faust_fixes, "records_behind", lambda consumer, topics: behind[0])
+
+    async def go() -> list[bool]:
+        cfg = WorkerConfig(
+            bootstrap="127.0.0.1:9",
+            app_id="tw-test-put-off",
+            store_floor=4,
+            store_share=0.25,
+            commit_max_interval=10.0,
+        )
+        worker = WorkerApp(cfg, 4)
+        answers: list[bool] = []
+        try:
+            for i in range(10):
+                device = f"r{i}"
+                slot = worker.shard.restore(device, None, 0)
+                worker.shard.clock(slot, (device, 1_780_000_000.0 + i, "device", True, True), 0, i)
+                worker.unstored[device.encode()] = None
+            answers.append(worker.put_off())  # 10 states for 10 records, still reading
+            answers.append(await worker.store_states(final=False))  # so: put off
+            behind[0] = 0
+            answers.append(worker.put_off())  # everything read: store now
+            behind[0] = None
+            answers.append(worker.put_off())  # not known yet: waits
+            worker.shard.applied += 30  # 40 records for 10 states: each carries 4
+            answers.append(worker.put_off())
+            worker.shard.applied -= 30
+            worker._stored_at -= 11.0  # the last store was over 10 s ago
+            answers.append(worker.put_off())
+            worker._stored_at += 11.0
+            for i in range(6):
+                del worker.unstored[f"r{i}".encode()]
+            answers.append(worker.put_off())  # 4 states: never put off
+            assert worker.counters.commits_put_off == 1
+            assert worker.table.data.get(b"r1") is None
+        finally:
+            worker.app.consumer._thread.thread_loop.close()
+        return answers
+
+    assert asyncio.run(go()) == [True, False, False, True, False, False, False]
 
 
 def test_handing_over_a_partition_forgets_what_was_published_of_its_devices() -> None:

@@ -777,6 +777,7 @@ class Correlator:
         pairs = self._pairs
         unknown = self.unknown_device
         ordinary = fleet.ordinary
+        first = fleet.first
         for device, ts, source, _, _ in rows:
             name = device or unknown
             # One lookup for the device's state and clock: with 100k devices neither
@@ -786,7 +787,7 @@ class Correlator:
                 pair = pairs[name] = (self._state(name), fleet.device(name))
             st, dc = pair
             eng = ts + dc.correction
-            if source == "inferred" or ordinary(name, dc, eng):
+            if source == "inferred" or ordinary(name, dc, eng) or first(name, dc, eng):
                 recs = clock(st, eng, kb)
                 if recs:
                     out.extend(recs)

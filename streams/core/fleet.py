@@ -208,20 +208,35 @@ class FleetClock(Generic[T]):
         if lane is None:
             lane = self.lane(dc.lane)
         if dc.offset is None:
-            # The device's first timed line: it stands for "now" in its lane.
-            if lane.clock == NEG_INF:
-                lane.clock = eng
-            dc.offset = eng - lane.clock
-            dc.last = eng
-            dc.reading = lane.clock
-            lane.devices += 1
-            lane.read(name, lane.clock)
+            self._first(name, dc, lane, eng)
             return [(item, eng)]
         if dc.held:
             return self._decide(name, dc, lane, item, eng, raw)
         if self.ordinary(name, dc, eng):
             return [(item, eng)]
         return self._hold(name, dc, lane, item, eng, raw)
+
+    def first(self, name: str, dc: DeviceClock[T], eng: float) -> bool:
+        """Take the first timed line of a device at engine time ``eng`` if it is one
+        (what :meth:`admit` does with it; the hot path of a new device asks this after
+        :meth:`ordinary`). False: the line needs :meth:`admit`."""
+        if dc.offset is not None:
+            return False
+        lane = self.lanes.get(dc.lane)
+        if lane is None:
+            lane = self.lane(dc.lane)
+        self._first(name, dc, lane, eng)
+        return True
+
+    def _first(self, name: str, dc: DeviceClock[T], lane: Lane, eng: float) -> None:
+        # The device's first timed line: it stands for "now" in its lane.
+        if lane.clock == NEG_INF:
+            lane.clock = eng
+        dc.offset = eng - lane.clock
+        dc.last = eng
+        dc.reading = lane.clock
+        lane.devices += 1
+        lane.read(name, lane.clock)
 
     def ordinary(self, name: str, dc: DeviceClock[T], eng: float) -> bool:
         """Take a timed line at engine time ``eng`` if it is an ordinary one: a device

@@ -100,10 +100,12 @@ def _partition_of(key: bytes, partitions: int) -> int:
 #: The partition of ``key`` under Kafka's default partitioner (murmur2), where
 #: ``send(key=...)`` puts it: the one partitioner of the worker, of ``analyze``'s clock
 #: lanes, and of the receiver's Python path (its Rust path is tested equal to it).
-#: Cached: the keys are device names, repeated. The native murmur2 is about as fast as
-#: a cache hit, so its cache stays small; aiokafka's (pure Python) gets one that holds
-#: a 100k-device fleet (220 bytes an entry: device names come from the network).
-partition_of = functools.lru_cache(maxsize=4096 if _NATIVE_MURMUR2 else 1 << 18)(_partition_of)
+#: The native murmur2 is as fast as a cache hit, and a cache of a large fleet's names
+#: only misses: not cached. aiokafka's (pure Python) is cached, for a 100k-device fleet
+#: (220 bytes an entry: device names come from the network).
+partition_of: Callable[[bytes, int], int] = (
+    _partition_of if _NATIVE_MURMUR2 else functools.lru_cache(maxsize=1 << 18)(_partition_of)
+)
 
 
 def device_lane(partitions: int = DEFAULT_PARTITIONS) -> Callable[[str], int]:

@@ -117,6 +117,7 @@ class Counters:
     state_too_large: int = 0  # device states kept in memory only (over Kafka's limit)
     bad_events: int = 0  # records of the correlate topic that are not events
     states_stored: int = 0  # device states written to the table (once per commit)
+    commits_put_off: int = 0  # periodic commits put off (see WorkerApp.store_states)
 
 
 class WorkerApp:
@@ -191,6 +192,9 @@ class WorkerApp:
         self._store_outbox: Outbox | None = None
         #: Devices whose state changed since it was last stored (see store_states).
         self.unstored: dict[bytes, None] = {}
+        # When states were last stored, and the shard's applied count then.
+        self._stored_at = time.monotonic()
+        self._applied_at_store = 0
         self._partition_refs: dict[int, Source] = {}
         #: A batch failed after it changed device states: they are never stored (see
         #: correlate_batch), so no commit can cover the failed batch's records.
@@ -418,6 +422,7 @@ class WorkerApp:
     def _apply(self, items: list[_Item], rerouted: bool) -> list[dict[str, Any]]:
         """Feed the shard a batch's records; the incident records they changed."""
         shard, table, unstored = self.shard, self.table, self.unstored
+        data = table.data
         now = time.monotonic()
         out: list[dict[str, Any]] = []
         slots = shard.slots
@@ -425,7 +430,10 @@ class WorkerApp:
             device = key.decode("utf-8", errors="replace")
             slot = slots.get(device)
             if slot is None:
-                slot = shard.restore(device, table.get(key), partition)
+                # A device new to the table is the common case with a large fleet: the
+                # membership test spares the table's KeyError (its get raises inside).
+                stored = table.get(key) if key in data else None
+                slot = shard.restore(device, stored, partition)
             if isinstance(ev, Event):
                 recs = shard.apply(
                     slot, ev, partition, offset, now, rerouted=rerouted, origin=origin
@@ -441,14 +449,17 @@ class WorkerApp:
 
     # -- state -----------------------------------------------------------------------
 
-    async def store_states(self) -> None:
+    async def store_states(self, final: bool = True) -> bool:
         """Store the changed device states: the table's store and, as one batch per
         partition, its changelog; awaited by the consumer before every offset commit
         (see faust_fixes), so that a commit never covers a record whose state is not
         stored. One write per device per commit, not one per record: with a fleet of
         100k devices each speaking now and then, a write per record was most of the
         cost. Under the lock: every state stored is one whose records' incident records
-        Kafka already has."""
+        Kafka already has.
+
+        False: the commit is put off (not ``final``, see :meth:`put_off`), nothing is
+        stored and the consumer commits nothing this time."""
         async with self.lock:
             if self.poisoned:
                 raise WorkerPoisoned(
@@ -456,7 +467,10 @@ class WorkerApp:
                     "and no offset is committed"
                 )
             if not self.unstored:
-                return
+                return True
+            if not final and self.put_off():
+                self.counters.commits_put_off += 1
+                return False
             box = self._store_outbox
             if box is None:
                 # No replacement: a state Kafka refuses must stop the commit, not become
@@ -500,6 +514,32 @@ class WorkerApp:
                 )
             self.counters.states_stored += sum(len(v) for v in by_partition.values())
             self.unstored.clear()
+            self._stored_at = time.monotonic()
+            self._applied_at_store = self.shard.applied
+            return True
+
+    def put_off(self) -> bool:
+        """Whether a periodic commit waits: storing a device's state costs about as much
+        as applying a few records to it, and a fleet of 100k devices under load changes
+        nearly one state per record between two commits a second apart. Waiting, each
+        state stored carries several records (Kafka Streams commits every 30 s for the
+        same reason). Never more than ``commit_max_interval`` seconds from the last
+        store, never for a few states (``store_floor``), never once everything there
+        is was read (the worker has time to spare, and a crash should replay little)."""
+        cfg = self.cfg
+        states = len(self.unstored)
+        applied = self.shard.applied - self._applied_at_store
+        if states <= max(cfg.store_floor, applied * cfg.store_share):
+            return False
+        if time.monotonic() - self._stored_at >= cfg.commit_max_interval:
+            return False
+        if not len(self.inbox):
+            behind = faust_fixes.records_behind(
+                self.app.consumer, {self.input_name, self.reroute_name}
+            )
+            if behind == 0:
+                return False
+        return True
 
     def owned_keys(self) -> list[bytes]:
         """The table's keys whose partition this worker owns now. faust's memory store
@@ -551,12 +591,21 @@ class WorkerApp:
             if not self.restored:
                 self.restore_owned()
             records = self.shard.tick()
+            # The devices the fleet clock moved (a quiet incident resolved, an absence
+            # fired) are stored with the next commit, after their records are in Kafka:
+            # else a restart would make the same change again and publish it twice.
+            changed = {str(r["device"]) for r in records}
             records.extend(self.shard.pending_updates(time.monotonic() - self.cfg.flush_idle))
             if records:
                 box = self._timer_outbox
                 if box is None:
                     box = self._timer_outbox = self.new_outbox()
                 await self.deliver(box, records)
+            for device in changed:
+                # (A name read from a key that is not UTF-8 does not give its key back:
+                # that device is stored with its next record, as before.)
+                if device in self.shard.slots and "\ufffd" not in device:
+                    self.unstored[device.encode("utf-8")] = None
 
     async def heal(self) -> None:
         if _settled(self.app):
@@ -582,7 +631,8 @@ class WorkerApp:
                 f"deadletter={stage.deadletters} oversize={stage.oversize} "
                 f"parse_errors={stage.errors} refused_replaced={c.replaced} "
                 f"refused_skipped={c.skipped} state_too_large={c.state_too_large} "
-                f"states_stored={c.states_stored} bad_events={c.bad_events} "
+                f"states_stored={c.states_stored} commits_put_off={c.commits_put_off} "
+                f"bad_events={c.bad_events} "
                 f"bad_states={shard.bad_states} applied={shard.applied} "
                 f"duplicates={shard.duplicates} incidents_published={c.published} "
                 f"devices={len(shard.slots)} mixed_key_devices={shard.mixed_count} "

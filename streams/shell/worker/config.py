@@ -41,6 +41,14 @@ class WorkerConfig:
     batch_linger: float = 0.02  # seconds a raw batch waits for more records once it has one
     fetch_max_wait: float = 0.05  # seconds the broker may hold a fetch for idle partitions
     commit_interval: float = 1.0  # seconds between offset commits
+    # A periodic commit that would store more than one device state per `store_share`
+    # records applied since the last store is put off (at most `commit_max_interval`
+    # seconds from the last, never once the worker has read everything there is): with a
+    # large fleet under load, each state then carries several records' changes. See
+    # WorkerApp.store_states.
+    store_share: float = 0.25
+    store_floor: int = 2000  # a commit storing this many states or fewer is never put off
+    commit_max_interval: float = 10.0
     stats_interval: float = 10.0  # seconds between two throughput log lines (0: never)
     loglevel: str = "warning"
     events: str = "engine"  # one of EVENT_POLICIES

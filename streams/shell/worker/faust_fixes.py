@@ -226,6 +226,28 @@ def find_stalls(
     return stalls
 
 
+def records_behind(consumer: Any, topics: set[str]) -> int | None:
+    """Records of ``topics`` on the assigned partitions that the consumer has not read
+    yet, by the end offsets of its last fetches (None: not known yet)."""
+    behind = 0
+    for tp in list(consumer.assignment()):
+        if tp.topic not in topics:
+            continue
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # revoked meanwhile
+            continue
+        read = consumer._read_offset.get(tp)
+        if end is None:
+            return None
+        if read is None:
+            if end > 0:
+                return None
+            continue
+        behind += max(0, end - 1 - read)
+    return behind
+
+
 class HoleHealer:
     """Seeks a partition back to its committed offset when :func:`find_holes` or
     :func:`find_stalls` reports the same hole twice in a row (see the module
@@ -493,7 +515,12 @@ def _before_commit(commit_offsets: Any) -> Any:
         if hook is not None:
             # The app stores what the offsets about to be committed cover (the worker's
             # device states) before they are: a commit never runs ahead of the state.
-            await hook()
+            # It may also put a periodic commit off (False: nothing is committed, the
+            # next one covers these offsets too); the last commit of a stopping
+            # consumer (faust ends its transactions then) is never put off.
+            final = not start_new_transaction or bool(self.should_stop)
+            if not await hook(final):
+                return False
         return await commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
 
     _commit_offsets.__wrapped__ = commit_offsets  # type: ignore[attr-defined]
@@ -534,5 +561,6 @@ __all__ = [
     "find_holes",
     "find_stalls",
     "quiet_monitor",
+    "records_behind",
     "stop_within",
 ]

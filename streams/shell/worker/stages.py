@@ -572,6 +572,46 @@ class Slot:
 
     def _dump(self, frame: str | None, lane_clock: float) -> bytes:
         dc = self.clock
+        st = self.state
+        if not (
+            dc.held
+            or dc.anomalies
+            or dc.jumps
+            or dc.outliers
+            or st.incidents
+            or st.windows
+            or st.pending
+            or st.recent
+            or st.exchanges
+            or st.handles
+            or st.conn_peers
+            or st.addresses
+            or st.late
+            or st.serial
+            or st.current
+            or self.origins
+        ):
+            # A device that only moved its clock (most of a large fleet): the fields that
+            # differ from what Slot.load assumes, half the bytes, twice as fast.
+            return orjson.dumps(
+                {
+                    "format": STATE_FORMAT,
+                    "partition": self.partition,
+                    "offset": self.offset,
+                    "reroute_offset": self.reroute_offset,
+                    "frame": frame,
+                    "lane_clock": None if lane_clock == NEG_INF else lane_clock,
+                    "clock": {
+                        "lane": dc.lane,
+                        "offset": dc.offset,
+                        "correction": dc.correction,
+                        "last": dc.last,
+                        "reading": dc.reading,
+                        "skew": dc.skew,
+                    },
+                    "state": {"device": st.device, "max_ts": st.max_ts},
+                }
+            )
         return orjson.dumps(
             {
                 "format": STATE_FORMAT,
@@ -809,7 +849,8 @@ class Shard:
         dc = slot.clock
         st = slot.state
         eng = ts + dc.correction
-        if row[2] == "inferred" or self.fleet.ordinary(device, dc, eng):
+        fleet = self.fleet
+        if row[2] == "inferred" or fleet.ordinary(device, dc, eng) or fleet.first(device, dc, eng):
             out = clock(st, eng, self.kb)
         else:
             out = apply_admitted(st, self.fleet.admit(device, dc, None, ts, True), self.kb)
