@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,41 +336,57 @@ def test_the_worker_refuses_to_start_with_another_faust_and_says_which_it_suppor
     assert "found faust-streaming 0.16.1" in err
 
 
-def test_the_app_stores_its_states_before_the_consumer_commits_and_never_after() -> None:
-    # The worker stores device states lazily (once per device per commit): faust's real
-    # consumer must await the app's hook before it commits offsets, each time.
+def _commits(
+    before_commit: Callable[[list[str], bool], Awaitable[bool]], steps: Sequence[str]
+) -> list[str]:
+    """faust's real consumer with the app's commit hook: each step acks the next offsets
+    (three, then one each) and commits ("commit"), or commits as a stopping consumer does
+    ("final"); what happened, in order (the hook writes its own lines)."""
+
     async def scenario(app: Any) -> list[str]:
         consumer = app.consumer
         order: list[str] = []
 
-        async def before_commit(final: bool) -> bool:
-            await asyncio.sleep(0)  # a hook that waits (a delivery) still comes first
-            order.append("states stored")
-            return True
+        async def hook(final: bool) -> bool:
+            return await before_commit(order, final)
 
         async def commit(offsets: Any) -> bool:
             order.append(f"committed {dict(offsets)}")
             return True
 
-        app.tunnelwatch_before_commit = before_commit
+        app.tunnelwatch_before_commit = hook
         consumer._commit = commit
         consumer.assignment = lambda: {RAW}
-        for offset in (0, 1, 2):
-            m = message(offset)
-            consumer.track_message(m)
-            consumer.ack(m)
-        await consumer.commit()
-        m = message(3)
-        consumer.track_message(m)
-        consumer.ack(m)
-        await consumer.commit()
+        offsets = iter(range(100))
+        for i, step in enumerate(steps):
+            for _ in range(3 if i == 0 else 1):
+                m = message(next(offsets))
+                consumer.track_message(m)
+                consumer.ack(m)
+            if step == "final":
+                await consumer.commit_and_end_transactions()
+            else:
+                order.append(f"did commit: {await consumer.commit()}")
         return order
 
-    assert _run(scenario, RAW.topic) == [
+    return _run(scenario, RAW.topic)
+
+
+def test_the_app_stores_its_states_before_the_consumer_commits_and_never_after() -> None:
+    # The worker stores device states lazily (once per device per commit): faust's real
+    # consumer must await the app's hook before it commits offsets, each time.
+    async def stores(order: list[str], final: bool) -> bool:
+        await asyncio.sleep(0)  # a hook that waits (a delivery) still comes first
+        order.append("states stored")
+        return True
+
+    assert _commits(stores, ["commit", "commit"]) == [
         "states stored",
         f"committed {{{RAW!r}: 3}}",
+        "did commit: True",
         "states stored",
         f"committed {{{RAW!r}: 4}}",
+        "did commit: True",
     ]
     assert hasattr(Consumer._commit_offsets, "__wrapped__")
 
@@ -379,38 +395,13 @@ def test_a_commit_the_app_puts_off_commits_nothing_and_the_last_commit_of_a_stop
     # The app may put a periodic commit off (a large fleet under load): faust's real
     # consumer then commits nothing, and the next commit covers those offsets too. The
     # commit of a stopping consumer (faust ends its transactions) is final: never put off.
-    async def scenario(app: Any) -> list[str]:
-        consumer = app.consumer
-        order: list[str] = []
-        answers = [False, True]
+    answers = [False, True]
 
-        async def before_commit(final: bool) -> bool:
-            order.append(f"hook final={final}")
-            return final or answers.pop(0)
+    async def puts_off_once(order: list[str], final: bool) -> bool:
+        order.append(f"hook final={final}")
+        return final or answers.pop(0)
 
-        async def commit(offsets: Any) -> bool:
-            order.append(f"committed {dict(offsets)}")
-            return True
-
-        app.tunnelwatch_before_commit = before_commit
-        consumer._commit = commit
-        consumer.assignment = lambda: {RAW}
-        for offset in (0, 1, 2):
-            m = message(offset)
-            consumer.track_message(m)
-            consumer.ack(m)
-        order.append(f"did commit: {await consumer.commit()}")
-        m = message(3)
-        consumer.track_message(m)
-        consumer.ack(m)
-        order.append(f"did commit: {await consumer.commit()}")
-        m = message(4)
-        consumer.track_message(m)
-        consumer.ack(m)
-        await consumer.commit_and_end_transactions()
-        return order
-
-    assert _run(scenario, RAW.topic) == [
+    assert _commits(puts_off_once, ["commit", "commit", "final"]) == [
         "hook final=False",
         "did commit: False",
         "hook final=False",
