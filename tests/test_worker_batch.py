@@ -416,6 +416,71 @@ def test_a_periodic_commit_that_would_store_a_state_per_record_waits_for_more_re
     assert asyncio.run(go()) == [True, False, False, True, False, False, False]
 
 
+def test_devices_the_fleet_clock_changed_are_stored_with_the_next_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A silent device's incident resolved by its lane's clock changes its state with no
+    # record of its own: unless stored, a restart resolves it again and publishes the
+    # same record twice.
+    import asyncio
+
+    from streams.shell.worker import app as app_module
+    from streams.shell.worker.app import WorkerApp
+    from streams.shell.worker.config import WorkerConfig
+
+    monkeypatch.setattr(app_module, "_settled", lambda app: True)
+    from load.bench_worker import soak_lines
+
+    # 40 devices, 8 of them with five HMAC failures each at the end (an incident each).
+    recs = records_of(soak_lines(40, 8), seed=4, keyed=0.0)
+
+    async def go() -> tuple[set[str], set[bytes]]:
+        worker = WorkerApp(WorkerConfig(bootstrap="127.0.0.1:9", app_id="tw-test-tick"), 4)
+        delivered: list[dict[str, Any]] = []
+
+        async def deliver(box: Any, records: list[dict[str, Any]]) -> None:
+            delivered.extend(records)
+
+        monkeypatch.setattr(worker, "deliver", deliver)
+        monkeypatch.setattr(worker, "new_outbox", lambda **kw: None)
+        worker.ready = worker.restored = True
+        shard = worker.shard
+        try:
+            outcomes = ParseStage(native=_module(), kb=KB).handle_batch(recs)
+            for rec, out in zip(recs, outcomes, strict=True):
+                if isinstance(out, Clocked):
+                    slot = shard.restore(out.key.decode(), None, rec.partition)
+                    shard.clock(slot, out.row, rec.partition, rec.offset)
+                elif out.event is not None and out.key is not None:
+                    slot = shard.restore(out.key.decode(), None, rec.partition)
+                    shard.apply(slot, out.event, rec.partition, rec.offset)
+            open_ = {d for d, slot in shard.slots.items() if slot.state.incidents}
+            assert len(open_) == 8, open_
+            # Then only one device per lane speaks, for two days: the others fall silent
+            # and their lanes' clocks move on.
+            last = max(s.state.max_ts for s in shard.slots.values())
+            for lane in range(4):
+                name = f"filler-{lane}"
+                slot = shard.restore(name, None, lane)
+                for i in range(3000):
+                    row = (name, last + 60.0 * i, "device", True, True)
+                    shard.clock(slot, row, lane, 10_000 + i)
+            worker.unstored.clear()
+            await worker.tick()
+        finally:
+            worker.app.consumer._thread.thread_loop.close()
+        resolved = {
+            str(r["device"])
+            for r in delivered
+            if r["status"] == "resolved" and str(r["device"]) in open_
+        }
+        return resolved, set(worker.unstored)
+
+    resolved, unstored = asyncio.run(go())
+    assert resolved, "the fleet clock resolves the silent devices' incidents"
+    assert {d.encode() for d in resolved} <= unstored
+
+
 def test_handing_over_a_partition_forgets_what_was_published_of_its_devices() -> None:
     shard = Shard(KB)
     for device, partition in (("r1", 0), ("r2", 1)):
