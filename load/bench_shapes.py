@@ -161,24 +161,32 @@ def fleet_table(
     repeat: int = 3,
 ) -> list[FleetRun]:
     """``tunnelwatch analyze`` on ``lines`` lines over each fleet size (and, ``steady``,
-    on ``2 * lines``): of ``repeat`` runs each, the one of least CPU (this box's
-    neighbours make single runs vary by 20% and more)."""
-    runs: list[FleetRun] = []
+    on ``2 * lines``): of ``repeat`` rounds, each running every archive once, the run of
+    least CPU of each (this box's speed drifts by 20% and more from one minute to the
+    next: rounds spread the drift over every size alike)."""
+    counts = (lines, 2 * lines) if steady else (lines,)
+    archives: dict[tuple[int, int], Path] = {}
     for devices in sizes:
-        measured: list[Run] = []
-        for n in (lines, 2 * lines) if steady else (lines,):
-            path = out / f"fleet-{devices}-{n}.log"
+        for n in counts:
+            archives[(devices, n)] = path = out / f"fleet-{devices}-{n}.log"
             fleet_archive(path, n, devices)
-            cmd = [tw, "analyze", "--format", "jsonl", "--year", "2024", str(path)]
-            print(f"running ({repeat}x): {' '.join(cmd)}")
-            tries = [
-                measure(cmd, out / f"fleet-{devices}.jsonl", out / f"fleet-{devices}.err")
-                for _ in range(max(repeat, 1))
-            ]
-            measured.append(min(tries, key=lambda r: (r.returncode != 0, r.cpu_seconds)))
+    best: dict[tuple[int, int], Run] = {}
+    try:
+        for round_ in range(max(repeat, 1)):
+            for (devices, n), path in archives.items():
+                cmd = [tw, "analyze", "--format", "jsonl", "--year", "2024", str(path)]
+                print(f"running (round {round_ + 1}/{repeat}): {' '.join(cmd)}")
+                run = measure(cmd, out / f"fleet-{devices}.jsonl", out / f"fleet-{devices}.err")
+                was = best.get((devices, n))
+                if was is None or (run.returncode, run.cpu_seconds) < (
+                    was.returncode,
+                    was.cpu_seconds,
+                ):
+                    best[(devices, n)] = run
+    finally:
+        for path in archives.values():
             path.unlink(missing_ok=True)
-        runs.append(FleetRun(devices, measured[0], measured[1] if steady else None))
-    return runs
+    return [FleetRun(d, best[(d, lines)], best[(d, 2 * lines)] if steady else None) for d in sizes]
 
 
 def print_fleet_table(runs: Sequence[FleetRun], lines: int) -> None:
