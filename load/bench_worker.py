@@ -2,7 +2,7 @@
 
 Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-heavy|PATH]
 [--workers 1,2] [--policies engine,all] [--fleet 1000,10000,100000] [--fleet-lines 500000]
-[--no-soak] [--no-steady]``.
+[--no-soak]``.
 
 1. A private Kafka broker (``.state/bench-worker``, ports 49392/49393) gets ``syslog.raw``
    prefilled with ``--lines`` records of a generated scenario, keyed by device and
@@ -20,8 +20,7 @@ Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-he
 3. By fleet size (``--fleet``): ``--fleet-lines`` records of one message (an ASA
    connection build, outside the catalog: clock rows) spread round-robin over 1k, 10k
    and 100k devices, drained by 1 worker: records/s, µs of CPU per record, against the
-   first size; and (unless ``--no-steady``) the steady CPU per record: what the second
-   half of twice as many records costs, once every device is known.
+   first size.
 4. Soak (unless ``--no-soak``): 100k devices, then five HMAC failures each for 10k of
    them (10k open incidents): the worker's peak RSS (``VmHWM``) and its incidents.
 
@@ -305,12 +304,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fleet", default="1000,10000,100000", help="fleet sizes ('': skip)")
     ap.add_argument("--fleet-lines", type=int, default=500_000)
     ap.add_argument("--no-soak", action="store_true")
-    ap.add_argument(
-        "--no-steady",
-        dest="steady",
-        action="store_false",
-        help="skip the fleet runs of twice --fleet-lines (the steady CPU per record)",
-    )
     args = ap.parse_args(argv)
     shutil.rmtree(STATE, ignore_errors=True)
     STATE.mkdir(parents=True)
@@ -346,32 +339,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r.incidents} incident records",
                     flush=True,
                 )
-        fleet: list[tuple[int, Result, float]] = []
+        fleet: list[tuple[int, Result]] = []
         for devices in (int(d) for d in args.fleet.split(",") if d):
-            n = args.fleet_lines
-            lines = fleet_lines(2 * n if args.steady else n, devices)
-            r = _run(bootstrap, _fill_topic(bootstrap, _keyed(lines[:n])), n, "engine", 1, startup)
-            # Steady: what the second n records of a 2n-record topic cost (CPU), once
-            # every device is known, without each device's first record.
-            steady = 0.0
-            if args.steady:
-                r2 = _run(
-                    bootstrap, _fill_topic(bootstrap, _keyed(lines)), 2 * n, "engine", 1, startup
-                )
-                extra = sum(r2.cpu) - sum(r.cpu)
-                steady = extra / n * 1e6 if extra > 0 else 0.0
-            fleet.append((devices, r, steady))
-            base, steady_base = fleet[0][1].rate, fleet[0][2]
-            steady_text = (
-                f"; steady {steady:.1f} µs/record, {steady_base / steady:.0%} of the "
-                f"{fleet[0][0]:,}-device steady rate"
-                if steady and steady_base
-                else ""
-            )
+            lines = fleet_lines(args.fleet_lines, devices)
+            fleet_names = _fill_topic(bootstrap, _keyed(lines))
+            r = _run(bootstrap, fleet_names, len(lines), "engine", 1, startup)
+            fleet.append((devices, r))
+            base = fleet[0][1].rate
             print(
                 f"fleet {devices:>7,} devices: {r.rate:>9,.0f} records/s, worker CPU "
                 f"{r.us_per_record:6.1f} µs/record, peak RSS {r.peak_rss_mib:,.0f} MiB, "
-                f"{r.rate / base:.0%} of the {fleet[0][0]:,}-device rate{steady_text}",
+                f"{r.rate / base:.0%} of the {fleet[0][0]:,}-device rate",
                 flush=True,
             )
         if not args.no_soak:
