@@ -2,7 +2,7 @@
 
 Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-heavy|PATH]
 [--workers 1,2] [--policies engine,all] [--fleet 1000,10000,100000] [--fleet-lines 500000]
-[--no-soak]``.
+[--fleet-rounds 2] [--no-soak]``.
 
 1. A private Kafka broker (``.state/bench-worker``, ports 49392/49393) gets ``syslog.raw``
    prefilled with ``--lines`` records of a generated scenario, keyed by device and
@@ -19,8 +19,9 @@ Run as ``python -m load.bench_worker [--lines 400000] [--scenario default|asa-he
 
 3. By fleet size (``--fleet``): ``--fleet-lines`` records of one message (an ASA
    connection build, outside the catalog: clock rows) spread round-robin over 1k, 10k
-   and 100k devices, drained by 1 worker: records/s, µs of CPU per record, against the
-   first size.
+   and 100k devices, drained by 1 worker once per round (``--fleet-rounds``, 2), the
+   run of least CPU of each kept: records/s, µs of CPU per record, against the first
+   size.
 4. Soak (unless ``--no-soak``): 100k devices, then five HMAC failures each for 10k of
    them (10k open incidents): the worker's peak RSS (``VmHWM``) and its incidents.
 
@@ -303,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--policies", default="engine,all")
     ap.add_argument("--fleet", default="1000,10000,100000", help="fleet sizes ('': skip)")
     ap.add_argument("--fleet-lines", type=int, default=500_000)
+    ap.add_argument("--fleet-rounds", type=int, default=2, help="rounds of the fleet sizes")
     ap.add_argument("--no-soak", action="store_true")
     args = ap.parse_args(argv)
     shutil.rmtree(STATE, ignore_errors=True)
@@ -339,17 +341,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{r.incidents} incident records",
                     flush=True,
                 )
-        fleet: list[tuple[int, Result]] = []
-        for devices in (int(d) for d in args.fleet.split(",") if d):
-            lines = fleet_lines(args.fleet_lines, devices)
-            fleet_names = _fill_topic(bootstrap, _keyed(lines))
-            r = _run(bootstrap, fleet_names, len(lines), "engine", 1, startup)
-            fleet.append((devices, r))
-            base = fleet[0][1].rate
+        sizes = [int(d) for d in args.fleet.split(",") if d]
+        topics = {
+            d: _fill_topic(bootstrap, _keyed(fleet_lines(args.fleet_lines, d))) for d in sizes
+        }
+        # Rounds: every size drained once per round, the least worker CPU of each kept
+        # (this box's speed drifts by 20% and more within minutes: rounds spread the
+        # drift over every size alike).
+        best: dict[int, Result] = {}
+        for round_ in range(max(args.fleet_rounds, 1) if sizes else 0):
+            for devices in sizes:
+                r = _run(bootstrap, topics[devices], args.fleet_lines, "engine", 1, startup)
+                print(
+                    f"  round {round_ + 1}: fleet {devices:,} devices: {r.rate:,.0f} records/s, "
+                    f"{r.us_per_record:.1f} µs/record",
+                    flush=True,
+                )
+                was = best.get(devices)
+                if was is None or r.us_per_record < was.us_per_record:
+                    best[devices] = r
+        for devices in sizes:
+            r, first = best[devices], best[sizes[0]]
             print(
                 f"fleet {devices:>7,} devices: {r.rate:>9,.0f} records/s, worker CPU "
                 f"{r.us_per_record:6.1f} µs/record, peak RSS {r.peak_rss_mib:,.0f} MiB, "
-                f"{r.rate / base:.0%} of the {fleet[0][0]:,}-device rate",
+                f"{first.us_per_record / r.us_per_record:.0%} of the {sizes[0]:,}-device "
+                f"rate per CPU-second ({r.rate / first.rate:.0%} in records/s)",
                 flush=True,
             )
         if not args.no_soak:
