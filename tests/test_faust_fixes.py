@@ -336,25 +336,33 @@ def test_the_worker_refuses_to_start_with_another_faust_and_says_which_it_suppor
     assert "found faust-streaming 0.16.1" in err
 
 
-def _commits(
-    before_commit: Callable[[list[str], bool], Awaitable[bool]], steps: Sequence[str]
-) -> list[str]:
-    """faust's real consumer with the app's commit hook: each step acks the next offsets
-    (three, then one each) and commits ("commit"), or commits as a stopping consumer does
-    ("final"); what happened, in order (the hook writes its own lines)."""
+def _commits(steps: Sequence[str], put_off: Sequence[bool] = ()) -> list[str]:
+    """faust's real consumer with the app's hooks: each step acks the next offsets (three,
+    then one each) and commits ("commit"), or commits as a stopping consumer does
+    ("final"). Before a periodic commit the app answers whether to put it off (the
+    answers of ``put_off`` in turn, then no); before committing, it stores its states (a
+    hook that waits). What happened, in order."""
 
     async def scenario(app: Any) -> list[str]:
         consumer = app.consumer
         order: list[str] = []
+        answers = list(put_off)
 
-        async def hook(final: bool) -> bool:
-            return await before_commit(order, final)
+        def put_off_commit() -> bool:
+            answer = answers.pop(0) if answers else False
+            order.append(f"put off: {answer}")
+            return answer
+
+        async def store() -> None:
+            await asyncio.sleep(0)  # a hook that waits (a delivery) still comes first
+            order.append("states stored")
 
         async def commit(offsets: Any) -> bool:
             order.append(f"committed {dict(offsets)}")
             return True
 
-        app.tunnelwatch_before_commit = hook
+        app.tunnelwatch_before_commit = store
+        app.tunnelwatch_put_off_commit = put_off_commit
         consumer._commit = commit
         consumer.assignment = lambda: {RAW}
         offsets = iter(range(100))
@@ -375,38 +383,47 @@ def _commits(
 def test_the_app_stores_its_states_before_the_consumer_commits_and_never_after() -> None:
     # The worker stores device states lazily (once per device per commit): faust's real
     # consumer must await the app's hook before it commits offsets, each time.
-    async def stores(order: list[str], final: bool) -> bool:
-        await asyncio.sleep(0)  # a hook that waits (a delivery) still comes first
-        order.append("states stored")
-        return True
-
-    assert _commits(stores, ["commit", "commit"]) == [
+    assert _commits(["commit", "commit"]) == [
+        "put off: False",
         "states stored",
         f"committed {{{RAW!r}: 3}}",
         "did commit: True",
+        "put off: False",
         "states stored",
         f"committed {{{RAW!r}: 4}}",
         "did commit: True",
     ]
     assert hasattr(Consumer._commit_offsets, "__wrapped__")
+    assert hasattr(Consumer._commit_tps, "__wrapped__")
 
 
-def test_a_commit_the_app_puts_off_commits_nothing_and_the_last_commit_of_a_stop_is_final() -> None:
+def test_a_commit_the_app_puts_off_is_covered_by_the_next_and_a_stops_commit_is_final() -> None:
     # The app may put a periodic commit off (a large fleet under load): faust's real
-    # consumer then commits nothing, and the next commit covers those offsets too. The
-    # commit of a stopping consumer (faust ends its transactions) is final: never put off.
-    answers = [False, True]
-
-    async def puts_off_once(order: list[str], final: bool) -> bool:
-        order.append(f"hook final={final}")
-        return final or answers.pop(0)
-
-    assert _commits(puts_off_once, ["commit", "commit", "final"]) == [
-        "hook final=False",
-        "did commit: False",
-        "hook final=False",
-        f"committed {{{RAW!r}: 4}}",
+    # consumer then commits nothing, and the next commit covers those offsets too (faust
+    # must not have taken them out of its acked lists). The commit of a stopping consumer
+    # (faust ends its transactions) is never put off.
+    assert _commits(["commit", "commit", "commit", "final"], put_off=[False, True, True]) == [
+        "put off: False",
+        "states stored",
+        f"committed {{{RAW!r}: 3}}",
         "did commit: True",
-        "hook final=True",
+        "put off: True",
+        "did commit: False",
+        "put off: True",
+        "did commit: False",
+        "states stored",
+        f"committed {{{RAW!r}: 6}}",
+    ]
+    # And after a put-off, the next periodic commit that goes on covers everything.
+    assert _commits(["commit", "commit", "commit"], put_off=[False, True, False]) == [
+        "put off: False",
+        "states stored",
+        f"committed {{{RAW!r}: 3}}",
+        "did commit: True",
+        "put off: True",
+        "did commit: False",
+        "put off: False",
+        "states stored",
         f"committed {{{RAW!r}: 5}}",
+        "did commit: True",
     ]

@@ -267,6 +267,7 @@ class WorkerApp:
         app.tunnelwatch_inbox = self.inbox  # type: ignore[attr-defined]
         app.tunnelwatch_fetch_max_wait_ms = int(cfg.fetch_max_wait * 1000)  # type: ignore[attr-defined]
         app.tunnelwatch_before_commit = self.store_states  # type: ignore[attr-defined]
+        app.tunnelwatch_put_off_commit = self.put_off_commit  # type: ignore[attr-defined]
         app.tunnelwatch_worker = self  # type: ignore[attr-defined]
 
     def _say_parse_path(self) -> None:
@@ -449,17 +450,15 @@ class WorkerApp:
 
     # -- state -----------------------------------------------------------------------
 
-    async def store_states(self, final: bool = True) -> bool:
+    async def store_states(self) -> None:
         """Store the changed device states: the table's store and, as one batch per
         partition, its changelog; awaited by the consumer before every offset commit
         (see faust_fixes), so that a commit never covers a record whose state is not
         stored. One write per device per commit, not one per record: with a fleet of
         100k devices each speaking now and then, a write per record was most of the
         cost. Under the lock: every state stored is one whose records' incident records
-        Kafka already has.
-
-        False: the commit is put off (not ``final``, see :meth:`put_off`), nothing is
-        stored and the consumer commits nothing this time."""
+        Kafka already has. (A periodic commit may be put off before, see
+        :meth:`put_off`.)"""
         async with self.lock:
             if self.poisoned:
                 raise WorkerPoisoned(
@@ -467,10 +466,7 @@ class WorkerApp:
                     "and no offset is committed"
                 )
             if not self.unstored:
-                return True
-            if not final and self.put_off():
-                self.counters.commits_put_off += 1
-                return False
+                return
             box = self._store_outbox
             if box is None:
                 # No replacement: a state Kafka refuses must stop the commit, not become
@@ -516,7 +512,14 @@ class WorkerApp:
             self.unstored.clear()
             self._stored_at = time.monotonic()
             self._applied_at_store = self.shard.applied
+
+    def put_off_commit(self) -> bool:
+        """The consumer asks before a periodic commit (see faust_fixes): True puts it
+        off (counted)."""
+        if self.put_off():
+            self.counters.commits_put_off += 1
             return True
+        return False
 
     def put_off(self) -> bool:
         """Whether a periodic commit waits: storing a device's state costs about as much
