@@ -408,12 +408,30 @@ def test_a_periodic_commit_that_would_store_a_state_per_record_waits_for_more_re
                 del worker.unstored[f"r{i}".encode()]
             answers.append(worker.put_off())  # 4 states: never put off
             assert worker.counters.commits_put_off == 1
+            for i in range(6):
+                worker.unstored[f"r{i}".encode()] = None
+            assert worker.put_off()
+            worker.cfg = replace(worker.cfg, commit_max_interval=0.0)
+            answers.append(worker.put_off())  # --commit-max-interval 0: never put off
             assert worker.table.data.get(b"r1") is None
         finally:
             worker.app.consumer._thread.thread_loop.close()
         return answers
 
-    assert asyncio.run(go()) == [True, False, False, True, False, False, False]
+    assert asyncio.run(go()) == [True, False, False, True, False, False, False, False]
+
+
+def test_the_worker_command_takes_the_longest_a_commit_may_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams.cli.main import main
+    from streams.shell.worker import run as run_module
+
+    seen: list[Any] = []
+    monkeypatch.setattr(run_module, "run_worker", lambda cfg: seen.append(cfg) or 0)
+    assert main(["worker", "--commit-max-interval", "0"]) == 0
+    assert main(["worker"]) == 0
+    assert [cfg.commit_max_interval for cfg in seen] == [0.0, 10.0]
 
 
 def test_devices_the_fleet_clock_changed_are_stored_with_the_next_commit(

@@ -85,6 +85,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "their device's clock, read by the native scanner without a Python event); all = "
         "every parsed line, each parsed in Python (slower) (default: %(default)s)",
     )
+    p.add_argument(
+        "--commit-max-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="under load, a commit that would store about a device state per record waits "
+        "for more records, at most this long after the last store; a crash replays at most "
+        "that much (0: never wait) (default: %(default)s)",
+    )
     p.add_argument("--loglevel", default="warning", help="faust log level (default: warning)")
     p.add_argument(
         "--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics (streams/shell/health.py)"
@@ -113,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         flush_idle=args.flush_idle,
         loglevel=args.loglevel,
         events=args.events,
+        commit_max_interval=args.commit_max_interval,
     )
     from streams.shell.worker.run import run_worker
 

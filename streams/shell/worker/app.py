@@ -517,6 +517,13 @@ class WorkerApp:
         """The consumer asks before a periodic commit (see faust_fixes): True puts it
         off (counted)."""
         if self.put_off():
+            if not self.counters.commits_put_off:
+                say(
+                    f"a commit waits: {len(self.unstored):,} device states changed since the "
+                    f"last store, for {self.shard.applied - self._applied_at_store:,} records; "
+                    f"commits wait up to {self.cfg.commit_max_interval:g} s while the worker "
+                    "is behind (commits_put_off on the stats line counts them)"
+                )
             self.counters.commits_put_off += 1
             return True
         return False
