@@ -214,18 +214,30 @@ def test_random_syslog_records_route_alike(lines: list[str], seed: int) -> None:
 # -- through the engine ----------------------------------------------------------------
 
 
+def _apply_one(shard: Shard, rec: Rec, out: Routed | Clocked) -> list[dict[str, Any]] | None:
+    """One record's outcome applied to ``shard`` as the worker applies it (a clock row or
+    an event; None: neither)."""
+    if isinstance(out, Clocked):
+        slot = shard.restore(out.key.decode(), None, rec.partition)
+        return shard.clock(slot, out.row, rec.partition, rec.offset)
+    if out.deadletter or out.event is None or out.key is None:
+        return None
+    slot = shard.restore(out.key.decode(), None, rec.partition)
+    return shard.apply(slot, out.event, rec.partition, rec.offset)
+
+
+def _apply_batch(shard: Shard, recs: Sequence[Rec]) -> Iterator[Rec]:
+    """Parse ``recs`` as one batch and apply each to ``shard``; yields each record once
+    applied."""
+    for rec, out in zip(recs, ParseStage(native=_module(), kb=KB).handle_batch(recs), strict=True):
+        _apply_one(shard, rec, out)
+        yield rec
+
+
 def _feed(shard: Shard, outcomes: Iterator[tuple[Rec, Routed | Clocked]]) -> dict[str, Any]:
     latest: dict[str, Any] = {}
     for i, (rec, out) in enumerate(outcomes, 1):
-        if isinstance(out, Clocked):
-            slot = shard.restore(out.key.decode(), None, rec.partition)
-            recs = shard.clock(slot, out.row, rec.partition, rec.offset)
-        elif out.deadletter or out.event is None:
-            continue
-        else:
-            assert out.key is not None
-            slot = shard.restore(out.key.decode(), None, rec.partition)
-            recs = shard.apply(slot, out.event, rec.partition, rec.offset)
+        recs = _apply_one(shard, rec, out)
         for r in recs or []:
             latest[r["incident_id"]] = r
         if i % 97 == 0:
@@ -303,15 +315,8 @@ def test_every_stored_state_reads_back_as_the_state_it_stores() -> None:
     # pending evidence and all. Checked every 500 records along a fleet's archive.
     recs = records_of(_synth_lines(4, 12_000), seed=4, keyed=0.0)
     shard = Shard(KB)
-    outcomes = ParseStage(native=_module(), kb=KB).handle_batch(recs)
     seen = {"incidents": 0, "windows": 0, "compact": 0}
-    for i, (rec, out) in enumerate(zip(recs, outcomes, strict=True)):
-        if isinstance(out, Clocked):
-            slot = shard.restore(out.key.decode(), None, rec.partition)
-            shard.clock(slot, out.row, rec.partition, rec.offset)
-        elif out.event is not None and out.key is not None:
-            slot = shard.restore(out.key.decode(), None, rec.partition)
-            shard.apply(slot, out.event, rec.partition, rec.offset)
+    for i, _ in enumerate(_apply_batch(shard, recs)):
         if i % 500:
             continue
         for name, slot in shard.slots.items():
@@ -464,14 +469,8 @@ def test_devices_the_fleet_clock_changed_are_stored_with_the_next_commit(
         worker.ready = worker.restored = True
         shard = worker.shard
         try:
-            outcomes = ParseStage(native=_module(), kb=KB).handle_batch(recs)
-            for rec, out in zip(recs, outcomes, strict=True):
-                if isinstance(out, Clocked):
-                    slot = shard.restore(out.key.decode(), None, rec.partition)
-                    shard.clock(slot, out.row, rec.partition, rec.offset)
-                elif out.event is not None and out.key is not None:
-                    slot = shard.restore(out.key.decode(), None, rec.partition)
-                    shard.apply(slot, out.event, rec.partition, rec.offset)
+            for _ in _apply_batch(shard, recs):
+                pass
             open_ = {d for d, slot in shard.slots.items() if slot.state.incidents}
             assert len(open_) == 8, open_
             # Then only one device per lane speaks, for two days: the others fall silent
