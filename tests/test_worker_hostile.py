@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,35 @@ def test_relay_keys_odd_headers_and_junk_give_analyzes_incidents(
     assert _rerouted_on_topic(kafka_bootstrap, run) >= rerouted
 
 
+def _disrupted_stream(
+    bootstrap: str,
+    kafka_names: KafkaNames,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    workers: list[Worker],
+    *,
+    seed: int,
+    name: str,
+    relay_share: float,
+    disrupt: Callable[[Worker, Run], list[Worker]],
+) -> None:
+    """A hostile fleet published while one worker reads it; once part of it is committed,
+    ``disrupt(first worker, run)`` strikes and names the workers that must be alive at
+    the end. The stream must still give analyze's incidents and dead letters."""
+    archive = _fleet(tmp_path, seed=seed)
+    rows, letters, _ = _hostile_rows(archive, seed=seed, relay_share=relay_share)
+    run = _new_run(kafka_names, tmp_path, f"{name}-{relay_share}")
+    publisher = _publish_mid_stream(bootstrap, run, rows, **SEND)
+    first = _start(workers, bootstrap, run)
+    _wait_partly_committed(bootstrap, run, len(rows))
+    alive = disrupt(first, run)
+    publisher.join(120)
+    _wait_done(bootstrap, run)
+    assert all(w.proc.poll() is None for w in alive), run.log.read_text()[-3000:]
+    _assert_same_incidents(_analyze([archive], capsys), _streamed(bootstrap, run))
+    _assert_letters(bootstrap, run, letters)
+
+
 @pytest.mark.kafka
 @pytest.mark.parametrize("relay_share", SHARES)
 def test_a_worker_killed_mid_stream_of_relay_keyed_records_and_junk_changes_no_incident(
@@ -205,20 +235,15 @@ def test_a_worker_killed_mid_stream_of_relay_keyed_records_and_junk_changes_no_i
     workers: list[Worker],
     relay_share: float,
 ) -> None:
-    archive = _fleet(tmp_path, seed=3)
-    rows, letters, _ = _hostile_rows(archive, seed=3, relay_share=relay_share)
-    run = _new_run(kafka_names, tmp_path, f"kill-{relay_share}")
-    publisher = _publish_mid_stream(kafka_bootstrap, run, rows, **SEND)
-    first = _start(workers, kafka_bootstrap, run)
-    _wait_partly_committed(kafka_bootstrap, run, len(rows))
-    first.stop(signal.SIGKILL)
-    assert first.proc.returncode == -signal.SIGKILL
-    second = _start(workers, kafka_bootstrap, run)
-    publisher.join(120)
-    _wait_done(kafka_bootstrap, run)
-    assert second.proc.poll() is None, run.log.read_text()[-3000:]
-    _assert_same_incidents(_analyze([archive], capsys), _streamed(kafka_bootstrap, run))
-    _assert_letters(kafka_bootstrap, run, letters)
+    def kill(first: Worker, run: Run) -> list[Worker]:
+        first.stop(signal.SIGKILL)
+        assert first.proc.returncode == -signal.SIGKILL
+        return [_start(workers, kafka_bootstrap, run)]
+
+    _disrupted_stream(
+        kafka_bootstrap, kafka_names, tmp_path, capsys, workers,
+        seed=3, name="kill", relay_share=relay_share, disrupt=kill,
+    )  # fmt: skip
 
 
 @pytest.mark.kafka
@@ -231,18 +256,13 @@ def test_a_second_worker_joining_a_relay_keyed_stream_changes_no_incident(
     workers: list[Worker],
     relay_share: float,
 ) -> None:
-    archive = _fleet(tmp_path, seed=5)
-    rows, letters, _ = _hostile_rows(archive, seed=5, relay_share=relay_share)
-    run = _new_run(kafka_names, tmp_path, f"join-{relay_share}")
-    publisher = _publish_mid_stream(kafka_bootstrap, run, rows, **SEND)
-    _start(workers, kafka_bootstrap, run)
-    _wait_partly_committed(kafka_bootstrap, run, len(rows))
-    _start(workers, kafka_bootstrap, run)
-    publisher.join(120)
-    _wait_done(kafka_bootstrap, run)
-    assert all(w.proc.poll() is None for w in workers), run.log.read_text()[-3000:]
-    _assert_same_incidents(_analyze([archive], capsys), _streamed(kafka_bootstrap, run))
-    _assert_letters(kafka_bootstrap, run, letters)
+    def join(first: Worker, run: Run) -> list[Worker]:
+        return [first, _start(workers, kafka_bootstrap, run)]
+
+    _disrupted_stream(
+        kafka_bootstrap, kafka_names, tmp_path, capsys, workers,
+        seed=5, name="join", relay_share=relay_share, disrupt=join,
+    )  # fmt: skip
 
 
 @pytest.mark.kafka
