@@ -117,7 +117,7 @@ class Counters:
     state_too_large: int = 0  # device states kept in memory only (over Kafka's limit)
     bad_events: int = 0  # records of the correlate topic that are not events
     states_stored: int = 0  # device states written to the table (once per commit)
-    commits_put_off: int = 0  # periodic commits put off (see WorkerApp.store_states)
+    commits_put_off: int = 0  # periodic commits put off (see WorkerApp.put_off)
 
 
 class WorkerApp:
