@@ -13,9 +13,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core import native
 from streams.core.engine import Correlator, apply_admitted
 from streams.core.event import Event
 from streams.core.kb import default_kb
@@ -247,3 +249,78 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# -- the native fleet core (native/src/fleet.rs) against this module's model -------------
+
+NATIVE = native.load()
+
+
+def _clock_source(rng: random.Random) -> str:
+    return "inferred" if rng.random() < 0.1 else rng.choice(["device", "device", "relay"])
+
+
+def _drive(
+    events: list[Event], sources: list[str], partitions: int, core: bool
+) -> tuple[Correlator, list[dict[str, Any]]]:
+    """Feed ``events`` in order: clock events as clock rows (through the native core when
+    ``core``, as ``Scanner.scan_fleet`` gives them to it), the others as events."""
+    corr = Correlator(KB, lane_of=device_lane(partitions))
+    fc = None
+    if core:
+        assert NATIVE is not None
+        fc = native.make_fleet_core(NATIVE, KB.lateness, corr.lane_of)
+        corr.use_core(fc)
+    records: list[dict[str, Any]] = []
+    for i, (e, source) in enumerate(zip(events, sources, strict=True), 1):
+        assert e.device is not None
+        if e.kind is not None:
+            records.extend(corr.feed(e))
+        elif fc is None:
+            records.extend(corr.clocks([(e.device, e.ts, source, True, True)]))
+        elif fc.apply_row(e.device, e.ts, source == "inferred"):
+            corr.on_row((e.device, e.ts, source, True, True))
+            records.extend(corr.changed)
+            corr.changed.clear()
+        if i % 37 == 0:
+            records.extend(corr.tick())
+    records.extend(corr.finish())
+    return corr, records
+
+
+def _clock_fields(corr: Correlator, name: str) -> tuple[Any, ...]:
+    """What the fleet clock and the engine know of a device's clock, wherever it is kept."""
+    dc = corr.fleet.devices.get(name)
+    if dc is not None:
+        st = corr.states[name]
+        return (dc.lane, dc.offset, dc.last, dc.reading, dc.seen, dc.skew, st.max_ts, st.late)
+    assert corr.core is not None
+    got = corr.core.peek(name)
+    assert got is not None and not got[-1], name
+    return got[:-1]
+
+
+@pytest.mark.skipif(NATIVE is None, reason=f"{native.MODULE} is not built")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_the_native_fleet_core_makes_every_decision_the_python_fleet_clock_makes(
+    fleet: Fleet, partitions: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    events = fleet.build()
+    sources = [_clock_source(rng) for _ in events]
+    ref, expected = _drive(events, sources, partitions, core=False)
+    got, records = _drive(events, sources, partitions, core=True)
+    assert records == expected
+    assert got.skews(0.0) == ref.skews(0.0)
+    assert got.clock_anomalies() == ref.clock_anomalies()
+    for name in ref.fleet.devices:
+        assert _clock_fields(got, name) == _clock_fields(ref, name), name
+    for n, lane in ref.fleet.lanes.items():
+        mine = got.fleet.lane(n)
+        assert (mine.clock, mine.reads, mine.devices) == (lane.clock, lane.reads, lane.devices)
+    # The devices that only moved their clock stayed in the core.
+    assert got.core is not None
+    total, in_core, _, _ = got.core.counts()
+    assert total == len(ref.fleet.devices)
+    assert in_core == total - len(got.fleet.devices)

@@ -29,6 +29,7 @@
 //! The header regexes are the Python ones (`_FAST`, `_FAST_BARE`, `_HEADER_ONLY`,
 //! `_TAIL_STARTS`), rewritten by `streams/core/native.py` for ASCII bytes.
 
+mod fleet;
 mod kafka;
 // recvmmsg, eventfd and ppoll: Linux only (elsewhere the receiver keeps its Python UDP path).
 #[cfg(target_os = "linux")]
@@ -61,7 +62,7 @@ const SRC_INFERRED: u8 = 2;
 // -- small helpers -----------------------------------------------------------------------
 
 #[derive(Default, Clone, Copy)]
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -77,7 +78,7 @@ impl Hasher for Fnv {
     }
 }
 
-type FnvBuild = BuildHasherDefault<Fnv>;
+pub(crate) type FnvBuild = BuildHasherDefault<Fnv>;
 
 /// Python's `\s` (and `str.isspace`) on ASCII.
 #[inline]
@@ -833,6 +834,9 @@ impl Input {
 
 struct Row<'py> {
     device: Option<Bound<'py, PyString>>,
+    /// Where the device's name is in the record, when `device` was left out (a fleet
+    /// scan reads the name, and Python's string is made only if Python needs it).
+    name: Option<(usize, usize)>,
     ts: f64,
     source: u8,
     synced: bool,
@@ -1043,14 +1047,18 @@ fn clock_row<'py>(
     state: &mut ParseState,
     sess: &Session<'py>,
     s: &[u8],
+    lazy: bool,
 ) -> PyResult<Option<Row<'py>>> {
+    let base = if lazy { Some(s) } else { None };
     if s.len() > MAX_LINE {
         return Ok(None);
     }
     let Some(tag) = find_tag(s) else {
         return match untagged(py, cfg, cache, s)? {
             None => Ok(None),
-            Some((full, classified)) => event_row(py, cfg, cache, state, sess, full.hdr, full.uptime, classified),
+            Some((full, classified)) => {
+                event_row(py, cfg, cache, state, sess, full.hdr, full.uptime, classified, base)
+            }
         };
     };
     let fac = &s[tag.fac.0..tag.fac.1];
@@ -1068,7 +1076,7 @@ fn clock_row<'py>(
             (full.hdr, full.uptime)
         }
     };
-    event_row(py, cfg, cache, state, sess, h, uptime, classified)
+    event_row(py, cfg, cache, state, sess, h, uptime, classified, base)
 }
 
 /// `Catalog.lookup` of a message with this facility and mnemonic and `body` (the text
@@ -1174,10 +1182,24 @@ fn event_row<'py>(
     h: Hdr<'_>,
     uptime: Option<&[u8]>,
     classified: bool,
+    base: Option<&[u8]>,
 ) -> PyResult<Option<Row<'py>>> {
     // Parser._event
+    let mut name_at: Option<(usize, usize)> = None;
     let device: Option<Bound<'py, PyString>> = match h.host.or(h.origin) {
-        Some(name) => Some(cache.device(py, name)),
+        Some(name) => {
+            // A fleet scan (`base`: the record) of a line whose time is its own stamp with
+            // a year: the device's name is not needed as a Python string to read it.
+            let simple = h.relay.is_none() && uptime.is_none() && h.device.is_some_and(|d| d.year.is_some());
+            let at = (name.as_ptr() as usize).wrapping_sub(base.map_or(0, |b| b.as_ptr() as usize));
+            match base {
+                Some(b) if simple && at + name.len() <= b.len() => {
+                    name_at = Some((at, at + name.len()));
+                    None
+                }
+                _ => Some(cache.device(py, name)),
+            }
+        }
         None => sess.device.clone().or_else(|| sess.source.clone()),
     };
     let mut stamp = h.device;
@@ -1252,7 +1274,25 @@ fn event_row<'py>(
         state.last_ts = Some(ts);
         state.ts_dirty = true;
     }
-    Ok(Some(Row { device, ts, source, synced: h.clock_synced, tz_known, classified }))
+    Ok(Some(Row { device, name: name_at, ts, source, synced: h.clock_synced, tz_known, classified }))
+}
+
+/// A clock row counted in the session's statistics.
+fn count_row(sess: &mut Session<'_>, row: &Row<'_>) {
+    sess.rows += 1;
+    if !row.tz_known {
+        sess.unknown_tz += 1;
+    }
+    if row.classified {
+        sess.classified += 1;
+    }
+}
+
+/// Where the clock rows of a scan go: a list for Python, or a fleet core that applies
+/// those of its native devices and gives the others to `on_row`, in order.
+enum Sink<'a, 'py> {
+    Rows(&'a Bound<'py, PyList>),
+    Fleet(&'a Bound<'py, fleet::FleetCore>, &'a Bound<'py, PyAny>),
 }
 
 /// A clock row as Python sees it (and counted in the session's statistics).
@@ -1263,13 +1303,7 @@ fn row_tuple<'py>(
     row: Row<'py>,
     s: &[u8],
 ) -> PyResult<Bound<'py, PyAny>> {
-    sess.rows += 1;
-    if !row.tz_known {
-        sess.unknown_tz += 1;
-    }
-    if row.classified {
-        sess.classified += 1;
-    }
+    count_row(sess, &row);
     let device = match row.device {
         Some(d) => d.into_any(),
         None => py.None().into_bound(py),
@@ -1401,7 +1435,7 @@ impl Scanner {
         &mut self,
         py: Python<'py>,
         sess: &mut Session<'py>,
-        rows: &Bound<'py, PyList>,
+        sink: &Sink<'_, 'py>,
         rec: Pending,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
         let (a, b) = match rec {
@@ -1409,10 +1443,29 @@ impl Scanner {
             Pending::Ascii(a, b) => (a, b),
         };
         let s = &self.input.buf[a..b];
-        match clock_row(py, &self.cfg, &mut self.cache, &mut self.state, sess, s)? {
+        let lazy = matches!(sink, Sink::Fleet(..));
+        match clock_row(py, &self.cfg, &mut self.cache, &mut self.state, sess, s, lazy)? {
             None => Ok(Some(PyString::new(py, std::str::from_utf8(s).unwrap_or("")))),
-            Some(row) => {
-                rows.append(row_tuple(py, &self.cfg, sess, row, s)?)?;
+            Some(mut row) => {
+                match sink {
+                    Sink::Rows(rows) => rows.append(row_tuple(py, &self.cfg, sess, row, s)?)?,
+                    Sink::Fleet(core, on_row) => {
+                        let inferred = row.source == SRC_INFERRED;
+                        let applied = match (row.name, row.device.as_ref()) {
+                            (Some((a, b)), _) => core.borrow_mut().row(py, &s[a..b], row.ts, inferred)?,
+                            (None, Some(d)) => core.borrow_mut().row(py, d.to_str()?.as_bytes(), row.ts, inferred)?,
+                            (None, None) => fleet::Applied::Python,
+                        };
+                        if applied == fleet::Applied::Done {
+                            count_row(sess, &row);
+                        } else {
+                            if let Some((a, b)) = row.name {
+                                row.device = Some(self.cache.device(py, &s[a..b]));
+                            }
+                            on_row.call1((row_tuple(py, &self.cfg, sess, row, s)?,))?;
+                        }
+                    }
+                }
                 Ok(None)
             }
         }
@@ -1437,7 +1490,7 @@ impl Scanner {
         &mut self,
         py: Python<'py>,
         sess: &mut Session<'py>,
-        rows: &Bound<'py, PyList>,
+        rows: &Sink<'_, 'py>,
         limit: usize,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
         let mut count = 0usize;
@@ -1618,11 +1671,30 @@ impl Scanner {
     ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyString>>)> {
         let rows = PyList::empty(py);
         let mut sess = self.begin(py)?;
-        let out = self.run(py, &mut sess, &rows, limit);
+        let out = self.run(py, &mut sess, &Sink::Rows(&rows), limit);
         let stored = self.end(py, &sess);
         let handed = out?;
         stored?;
         Ok((rows, handed))
+    }
+
+    /// `scan`, with the clock rows applied to `core` (a `FleetCore`) instead of returned:
+    /// those of its native devices there, the others given to `on_row(row)` in order (a
+    /// row as `scan` returns it). Returns `(rows, record)`: how many clock rows were read,
+    /// and the text of a record Python must parse, or None, as `scan`.
+    fn scan_fleet<'py>(
+        &mut self,
+        py: Python<'py>,
+        limit: usize,
+        core: &Bound<'py, fleet::FleetCore>,
+        on_row: &Bound<'py, PyAny>,
+    ) -> PyResult<(i64, Option<Bound<'py, PyString>>)> {
+        let mut sess = self.begin(py)?;
+        let out = self.run(py, &mut sess, &Sink::Fleet(core, on_row), limit);
+        let stored = self.end(py, &sess);
+        let handed = out?;
+        stored?;
+        Ok((sess.rows, handed))
     }
 
     /// The worker's batch path: `values[start:]`, each one whole record (a Kafka record's
@@ -1658,7 +1730,7 @@ impl Scanner {
                 // An error reading a record (a defect) hands it to Python like any record
                 // the scanner does not read: nothing of the parser's state moved for it
                 // (the year tracker's answer is the same when asked again).
-                let Ok(Some(row)) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s) else {
+                let Ok(Some(row)) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s, false) else {
                     break;
                 };
                 rows.append(row_tuple(py, &self.cfg, &mut sess, row, s)?)?;
@@ -1731,6 +1803,8 @@ fn find_message_tag(line: &str) -> PyResult<Option<(usize, String, u8, String)>>
 #[pymodule]
 fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Scanner>()?;
+    m.add_class::<fleet::FleetCore>()?;
+    m.add_class::<fleet::CoreLane>()?;
     m.add_function(wrap_pyfunction!(find_message_tag, m)?)?;
     // `tunnelwatch receive`: the UDP hot loop and Kafka record batches.
     #[cfg(target_os = "linux")]
@@ -1745,6 +1819,7 @@ fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The interface `streams/core/native.py` expects; bump both together.
     // 2: the receiver's UdpReceiver, DeviceKeys, RecordBatch and group_by_partition.
     // 3: Scanner reads every tagged header (`scan`) and inert catalog messages (`lookup`).
-    m.add("ABI", 4)?;
+    // 5: FleetCore and CoreLane, Scanner.scan_fleet.
+    m.add("ABI", 5)?;
     Ok(())
 }

@@ -67,6 +67,11 @@ def _run_native(
     the parser; it stops at every TICK_EVERY-th record so that ticks fall where they do
     on the Python path."""
     scanner = native.make_scanner(module, parser, kb=corr.kb)
+    # The lanes and the devices that only move their clock live in the native core: their
+    # rows never become Python objects.
+    core = native.make_fleet_core(module, corr.kb.lateness, corr.lane_of)
+    corr.use_core(core)
+    changed = corr.changed
     n = 0
     scanner.reset()
     for chunk in iter_chunks(args, parser):
@@ -76,18 +81,19 @@ def _run_native(
             scanner.feed(chunk)
         while True:
             limit = TICK_EVERY - n % TICK_EVERY
-            rows, record = scanner.scan(limit)
-            if rows:
-                n += len(rows)
-                for rec in corr.clocks(rows):
+            rows, record = scanner.scan_fleet(limit, core, corr.on_row)
+            n += rows
+            if changed:
+                for rec in changed:
                     latest[rec["incident_id"]] = rec
+                changed.clear()
             if record is not None:
                 n += 1
                 item = parser.parse(record)
                 if not isinstance(item, Unparsed):
                     for rec in corr.feed(item):
                         latest[rec["incident_id"]] = rec
-            elif len(rows) < limit:
+            elif rows < limit:
                 break  # the scanner wants more input
             if n % TICK_EVERY == 0:
                 for rec in corr.tick():
@@ -194,7 +200,7 @@ def _clock_report(corr: Correlator, limit: int = 20) -> None:
 
     skews = corr.skews(SKEW_REPORT)
     if skews:
-        worst = sorted(skews.items(), key=lambda kv: -abs(kv[1]))
+        worst = sorted(skews.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
         shown = ", ".join(f"{safe_text(d)} {_offset(s)}" for d, s in worst[:limit])
         more = f" (+{len(worst) - limit} more)" if len(worst) > limit else ""
         print(f"tunnelwatch: clocks off the fleet's: {shown}{more}", file=sys.stderr)

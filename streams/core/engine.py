@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streams.core.event import Event, iso_utc
-from streams.core.fleet import DeviceClock, FleetClock
+from streams.core.fleet import DeviceClock, FleetClock, FleetCore
 from streams.core.kb import KnowledgeBase, Rule
 from streams.core.stories import is_address
 
@@ -731,6 +731,11 @@ class Correlator:
     back stamps that jump and advances the devices that fell silent. ``lane_of`` names the
     lane of a device (the stream's partition: ``analyze`` passes the partitioner of the
     stream so that both read each lane in the same order); None: one lane.
+
+    With a native fleet core (:meth:`use_core`), the lanes and the devices that only ever
+    moved their clock live in Rust: the scanner applies their clock rows there
+    (``Scanner.scan_fleet``) and hands the others to :meth:`on_row`; a device the core
+    held comes here (:meth:`_pair`) with the numbers the core had for it.
     """
 
     kb: KnowledgeBase
@@ -738,12 +743,45 @@ class Correlator:
     states: dict[str, DeviceState] = field(default_factory=dict)
     unknown_device: str = "unknown"
     fleet: FleetClock[Event | None] = field(init=False)
+    core: FleetCore | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.fleet = FleetClock(self.kb.lateness, self.lane_of)
         # (state, clock) of each device, for the hot path (clocks); the clock of a device
         # never changes object in analyze (only the worker's Shard moves devices).
         self._pairs: dict[str, tuple[DeviceState, DeviceClock[Event | None]]] = {}
+        # The incident records of the rows given to on_row, for the caller to take.
+        self.changed: list[dict[str, Any]] = []
+
+    def use_core(self, core: FleetCore) -> None:
+        """Keep the lanes and the native devices in ``core`` (before any line)."""
+        if self.fleet.devices or self.fleet.lanes or self._pairs:
+            raise RuntimeError("use_core: the correlator has already read lines")
+        self.core = core
+        self.fleet.make_lane = core.lane
+
+    def _pair(self, name: str) -> tuple[DeviceState, DeviceClock[Event | None]]:
+        """The state and clock of a device, made (or taken from the core) when new."""
+        pair = self._pairs.get(name)
+        if pair is not None:
+            return pair
+        core = self.core
+        got = core.promote(name) if core is not None and name not in self.fleet.devices else None
+        if got is None:
+            pair = (self._state(name), self.fleet.device(name))
+        else:
+            # The core held it: its numbers carry on here (its lane already counts it).
+            lane, offset, last, reading, seen, skew, max_ts, late = got
+            st = self.states[name] = DeviceState(name, max_ts=max_ts, late=late)
+            dc: DeviceClock[Event | None] = DeviceClock(
+                lane=lane, offset=offset, last=last, reading=reading, seen=seen, skew=skew
+            )
+            self.fleet.devices[name] = dc
+            if offset is not None:
+                self.fleet.lane(lane)  # the core's, which FleetClock.ordinary reads
+            pair = (st, dc)
+        self._pairs[name] = pair
+        return pair
 
     def _state(self, device: str) -> DeviceState:
         st = self.states.get(device)
@@ -753,9 +791,8 @@ class Correlator:
 
     def feed(self, ev: Event) -> list[dict[str, Any]]:
         device = ev.device or self.unknown_device
-        st = self._state(device)
+        st, dc = self._pair(device)
         fleet = self.fleet
-        dc = fleet.device(device)
         out = apply_admitted(
             st, fleet.admit(device, dc, ev, ev.ts, ev.time_source != "inferred", ev.raw), kb=self.kb
         )
@@ -784,7 +821,7 @@ class Correlator:
             # dict stays in the CPU's caches, and each lookup is a memory round trip.
             pair = pairs.get(name)
             if pair is None:
-                pair = pairs[name] = (self._state(name), fleet.device(name))
+                pair = self._pair(name)
             st, dc = pair
             eng = ts + dc.correction
             if source == "inferred" or ordinary(name, dc, eng) or first(name, dc, eng):
@@ -798,6 +835,13 @@ class Correlator:
                 due = next_due(st, kb)
             fleet.schedule(name, dc, due)
         return out
+
+    def on_row(self, row: tuple[str | None, float, str, Any, Any]) -> None:
+        """``clocks`` of one row the native core gave back (its device is Python's); the
+        incident records that changed go to :attr:`changed`."""
+        recs = self.clocks((row,))
+        if recs:
+            self.changed.extend(recs)
 
     def tick(self) -> list[dict[str, Any]]:
         """Advance the devices that have work to do by the fleet clock (silent ones)."""
@@ -816,7 +860,8 @@ class Correlator:
 
     def skews(self, minimum: float = 60.0) -> dict[str, float]:
         """Devices whose clock is off from the fleet's by more than ``minimum`` seconds."""
-        return self.fleet.skews(minimum)
+        others = self.core.native_offsets() if self.core is not None else ()
+        return self.fleet.skews(minimum, others)
 
     def clock_anomalies(self) -> dict[str, tuple[int, int, list[str]]]:
         """Devices whose clock jumped or sent outlier stamps: (jumps, outliers, lines)."""

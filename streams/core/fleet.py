@@ -42,7 +42,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 #: Seconds a stamp may fall behind its device's newest time before it is held as a jump.
 JUMP = 900.0
@@ -106,6 +106,10 @@ class Lane:
         """Reads after which a device that said nothing counts as silent."""
         return EXPIRE * max(self.devices, 4)
 
+    def unvote(self, name: str) -> None:
+        """The device no longer votes in this lane (it left it)."""
+        self.recent.pop(name, None)
+
     def read(self, name: str, n: float) -> None:
         """A device's reading of the lane moved to ``n``; move the lane clock."""
         recent = self.recent
@@ -134,6 +138,66 @@ class Lane:
             self.clock = median
 
 
+class LaneView(Protocol):
+    """What :class:`FleetClock` reads and moves of a lane: a :class:`Lane`, or a lane of
+    the native fleet core (``tunnelwatch_native.CoreLane``, the same numbers kept in Rust,
+    see :class:`FleetCore`)."""
+
+    clock: float
+    devices: int
+
+    @property
+    def reads(self) -> int: ...
+
+    @property
+    def holding(self) -> dict[str, None]: ...
+
+    @property
+    def heap(self) -> list[tuple[float, str]]: ...
+
+    def read(self, name: str, n: float) -> None: ...
+
+    def patience(self) -> int: ...
+
+    def unvote(self, name: str) -> None: ...
+
+
+class FleetCore(Protocol):
+    """``tunnelwatch_native.FleetCore`` (``native/src/fleet.rs``): the lanes of a fleet
+    clock and the clocks of its *native* devices (never held a line, no correction, no
+    engine state but their newest time and late count), kept in Rust and moved there by
+    the scanner's clock rows (``Scanner.scan_fleet``). This module is its model: the same
+    decisions, proved equal by the tests."""
+
+    def promote(
+        self, name: str
+    ) -> tuple[int, float | None, float, float, int, float, float, int] | None: ...
+
+    def lane(self, number: int) -> LaneView: ...
+
+    def native_offsets(self) -> list[tuple[str, float]]: ...
+
+    def counts(self) -> tuple[int, int, int, int]: ...
+
+    def apply_row(self, name: str, ts: float, inferred: bool) -> bool: ...
+
+    def peek(
+        self, name: str
+    ) -> tuple[int, float | None, float, float, int, float, float, int, bool] | None: ...
+
+
+def core_settings() -> dict[str, Any]:
+    """This module's constants, as ``FleetCore`` takes them (one place for them)."""
+    return {
+        "jump": JUMP,
+        "far": FAR,
+        "window": WINDOW,
+        "step": STEP,
+        "recompute": RECOMPUTE,
+        "expire": EXPIRE,
+    }
+
+
 Admitted = list[tuple[T, float]]
 
 
@@ -142,12 +206,20 @@ class FleetClock(Generic[T]):
 
     ``lane_of(device)`` names a device's lane (the stream's partition); None puts every
     device in lane 0. ``lateness`` is the engine's allowed lateness (``kb.lateness``).
+    ``make_lane(number)``, when given, makes the lanes (a :class:`FleetCore`'s ``lane``:
+    the core then decides where a new lane starts); else each is a :class:`Lane`.
     """
 
-    def __init__(self, lateness: float, lane_of: Callable[[str], int] | None = None) -> None:
+    def __init__(
+        self,
+        lateness: float,
+        lane_of: Callable[[str], int] | None = None,
+        make_lane: Callable[[int], LaneView] | None = None,
+    ) -> None:
         self.lateness = lateness
         self.lane_of = lane_of
-        self.lanes: dict[int, Lane] = {}
+        self.make_lane = make_lane
+        self.lanes: dict[int, LaneView] = {}
         self.devices: dict[str, DeviceClock[T]] = {}
 
     # -- devices -------------------------------------------------------------------
@@ -160,9 +232,12 @@ class FleetClock(Generic[T]):
             self.devices[name] = dc
         return dc
 
-    def lane(self, n: int) -> Lane:
+    def lane(self, n: int) -> LaneView:
         lane = self.lanes.get(n)
         if lane is None:
+            if self.make_lane is not None:
+                lane = self.lanes[n] = self.make_lane(n)
+                return lane
             # A new lane starts where the others stand, so that offsets compare across
             # lanes (only the skew report reads them across lanes).
             start = max((x.clock for x in self.lanes.values()), default=NEG_INF)
@@ -188,7 +263,7 @@ class FleetClock(Generic[T]):
             if dc.offset is not None:
                 lane.devices -= 1
             lane.holding.pop(name, None)
-            lane.recent.pop(name, None)
+            lane.unvote(name)
 
     # -- lines ---------------------------------------------------------------------
 
@@ -228,7 +303,7 @@ class FleetClock(Generic[T]):
         self._first(name, dc, lane, eng)
         return True
 
-    def _first(self, name: str, dc: DeviceClock[T], lane: Lane, eng: float) -> None:
+    def _first(self, name: str, dc: DeviceClock[T], lane: LaneView, eng: float) -> None:
         # The device's first timed line: it stands for "now" in its lane.
         if lane.clock == NEG_INF:
             lane.clock = eng
@@ -262,7 +337,7 @@ class FleetClock(Generic[T]):
             dc.skew = eng - lane.clock
         return True
 
-    def _accept(self, name: str, dc: DeviceClock[T], lane: Lane, eng: float) -> None:
+    def _accept(self, name: str, dc: DeviceClock[T], lane: LaneView, eng: float) -> None:
         assert dc.offset is not None
         n = eng - dc.offset
         if n > dc.reading:
@@ -273,7 +348,7 @@ class FleetClock(Generic[T]):
             dc.last = eng
 
     def _hold(
-        self, name: str, dc: DeviceClock[T], lane: Lane, item: T, eng: float, raw: str
+        self, name: str, dc: DeviceClock[T], lane: LaneView, item: T, eng: float, raw: str
     ) -> Admitted[T]:
         if not dc.held:
             dc.held_expected = dc.last
@@ -282,7 +357,7 @@ class FleetClock(Generic[T]):
         return []
 
     def _decide(
-        self, name: str, dc: DeviceClock[T], lane: Lane, item: T, eng: float, raw: str
+        self, name: str, dc: DeviceClock[T], lane: LaneView, item: T, eng: float, raw: str
     ) -> Admitted[T]:
         """A device holding a jump speaks again: its line tells which course is true."""
         first = dc.held[0][1]
@@ -303,7 +378,9 @@ class FleetClock(Generic[T]):
         out.extend(self._hold(name, dc, lane, item, eng, raw))
         return out
 
-    def _jump(self, name: str, dc: DeviceClock[T], lane: Lane, item: T, eng: float) -> Admitted[T]:
+    def _jump(
+        self, name: str, dc: DeviceClock[T], lane: LaneView, item: T, eng: float
+    ) -> Admitted[T]:
         """The device's clock moved for good: going back (or leaving a corrected course),
         its engine time carries on from where it was; going forward from its true clock,
         its own clock is followed."""
@@ -326,7 +403,7 @@ class FleetClock(Generic[T]):
         out.append((item, eng))
         return out
 
-    def _outliers(self, name: str, dc: DeviceClock[T], lane: Lane) -> Admitted[T]:
+    def _outliers(self, name: str, dc: DeviceClock[T], lane: LaneView) -> Admitted[T]:
         """Give up on a held jump: each held line is an outlier, applied at its device's
         own time when it was held."""
         out: Admitted[T] = []
@@ -337,7 +414,7 @@ class FleetClock(Generic[T]):
         self._unhold(name, dc, lane)
         return out
 
-    def _unhold(self, name: str, dc: DeviceClock[T], lane: Lane) -> None:
+    def _unhold(self, name: str, dc: DeviceClock[T], lane: LaneView) -> None:
         dc.held.clear()
         lane.holding.pop(name, None)
 
@@ -422,14 +499,18 @@ class FleetClock(Generic[T]):
 
     # -- reporting -------------------------------------------------------------------
 
-    def skews(self, minimum: float = 60.0) -> dict[str, float]:
+    def skews(
+        self, minimum: float = 60.0, others: Iterable[tuple[str, float]] = ()
+    ) -> dict[str, float]:
         """Devices whose clock is off from the fleet's by more than ``minimum`` seconds:
-        seconds from the median device (the fleet's consensus)."""
+        seconds from the median device (the fleet's consensus). ``others``: the offsets
+        of devices this clock does not hold (a :class:`FleetCore`'s native devices)."""
         offsets = {
             name: (dc.skew if dc.skew != INF else dc.offset) - dc.correction
             for name, dc in self.devices.items()
             if dc.offset is not None
         }
+        offsets.update(others)
         if not offsets:
             return {}
         ordered = sorted(offsets.values())

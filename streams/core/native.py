@@ -32,6 +32,7 @@ from typing import Any, Protocol, cast
 
 from streams.core.catalog import ASA_FACILITIES, ASA_IKE_PREFIX, Catalog
 from streams.core.clock import tz_offset_minutes
+from streams.core.fleet import FleetCore, core_settings
 from streams.core.framing import _HEADER_ONLY, _TAIL_STARTS
 from streams.core.header import (
     _BSD,
@@ -52,7 +53,7 @@ from streams.errors import ConfigError
 ENV = "TUNNELWATCH_NATIVE"
 MODULE = "tunnelwatch_native"
 #: The interface this module expects of the extension (``ABI`` in ``native/src/lib.rs``).
-ABI = 4
+ABI = 5
 
 #: A clock row: ``(device, ts, time_source, clock_synced, tz_known)``; with
 #: ``with_text=True`` the record's text follows.
@@ -69,6 +70,10 @@ class Scanner(Protocol):
     def close(self) -> None: ...
 
     def scan(self, limit: int) -> tuple[list[Any], str | None]: ...
+
+    def scan_fleet(
+        self, limit: int, core: FleetCore, on_row: Callable[[Any], None]
+    ) -> tuple[int, str | None]: ...
 
     def records(
         self, values: list[Any], sources: list[str | None], received: float | None, start: int = 0
@@ -150,6 +155,10 @@ class NativeModule(Protocol):
     ABI: int
 
     def Scanner(self, parser: Parser, **settings: Any) -> Scanner: ...
+
+    def FleetCore(
+        self, lateness: float, lane_of: Callable[[str], int] | None, **settings: Any
+    ) -> FleetCore: ...
 
     def find_message_tag(self, line: str) -> tuple[int, str, int, str] | None: ...
 
@@ -338,6 +347,13 @@ def make_scanner(
         text_entries=text_patterns(parser.catalog),
         with_text=with_text,
     )
+
+
+def make_fleet_core(
+    module: NativeModule, lateness: float, lane_of: Callable[[str], int] | None
+) -> FleetCore:
+    """A native fleet core with :mod:`streams.core.fleet`'s constants."""
+    return module.FleetCore(lateness, lane_of, **core_settings())
 
 
 def _header_patterns() -> dict[str, Any]:

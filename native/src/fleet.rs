@@ -1,0 +1,429 @@
+//! The fleet clock's hot state, for `tunnelwatch analyze`: lanes and the clocks of the
+//! devices that only ever moved their clock.
+//!
+//! `streams/core/fleet.py` is the model and the reference; this is the same arithmetic
+//! on plain numbers, for the part of it that a large fleet runs on every line:
+//!
+//! - every *lane* (`Lane` there): its clock, the readings of its recent speakers and
+//!   their median, its read count and device count. The Python `FleetClock` reads and
+//!   moves a lane of this core through [`CoreLane`], so a lane is one object whichever
+//!   side reads it, and its reads happen in the order of the lines;
+//! - the clock of every device that is *native*: it never held a line, its correction
+//!   is 0, and it has no engine state but its newest time and its late count (no catalog
+//!   message the rules read ever reached it). A clock row of a native device that is
+//!   ordinary (`FleetClock.ordinary`) or its first (`FleetClock.first`) is applied here,
+//!   engine part included (`engine.clock` of a blank state: its newest time, or a late
+//!   line counted). Any other row makes the device *Python's*: [`FleetCore::promote`]
+//!   hands its fields to a `DeviceClock` and a `DeviceState`, and from then on its rows
+//!   go to Python (`on_row`), which reads and moves its lane here.
+//!
+//! Nothing here walks the fleet: a row costs one hash lookup and a few float operations
+//! on one device record and one lane, all in memory a fleet of 100k devices keeps in the
+//! CPU's last cache level (about 100 bytes a device).
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::FnvBuild;
+
+const NEG_INF: f64 = f64::NEG_INFINITY;
+const INF: f64 = f64::INFINITY;
+const NO_LANE: u32 = u32::MAX;
+
+/// The constants of `fleet.py`, given by Python (one place for them).
+#[derive(Clone, Copy)]
+struct Params {
+    jump: f64,
+    far: f64,
+    window: usize,
+    step: f64,
+    recompute: u64,
+    expire: i64,
+    lateness: f64,
+}
+
+/// `fleet.Lane` but for its heap and holding set (Python's, in [`CoreLane`]).
+struct Lane {
+    clock: f64,
+    devices: i64,
+    /// `(device, reading, read count)`, oldest first: `Lane.recent`.
+    recent: Vec<(u32, f64, u64)>,
+    reads: u64,
+    pending: u64,
+}
+
+impl Lane {
+    fn patience(&self, p: &Params) -> i64 {
+        p.expire * self.devices.max(4)
+    }
+
+    /// `Lane.read`.
+    fn read(&mut self, p: &Params, device: u32, n: f64) {
+        self.reads += 1;
+        if let Some(i) = self.recent.iter().position(|e| e.0 == device) {
+            self.recent.remove(i);
+        } else if self.recent.len() >= p.window {
+            self.recent.remove(0);
+        }
+        self.recent.push((device, n, self.reads));
+        self.pending += 1;
+        if n > self.clock + p.step || self.pending >= p.recompute {
+            self.recompute(p);
+        }
+    }
+
+    /// `Lane._recompute`.
+    fn recompute(&mut self, p: &Params) {
+        self.pending = 0;
+        let stale = self.reads as i64 - self.patience(p);
+        let keep = self.recent.iter().position(|e| e.2 as i64 >= stale).unwrap_or(self.recent.len());
+        // The newest entry is always kept (its read count is `reads`): never empty.
+        self.recent.drain(..keep.min(self.recent.len().saturating_sub(1)));
+        let mut values: Vec<f64> = self.recent.iter().map(|e| e.1).collect();
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        let median = values[(values.len() - 1) / 2];
+        if median > self.clock {
+            self.clock = median;
+        }
+    }
+
+    fn unvote(&mut self, device: u32) {
+        if let Some(i) = self.recent.iter().position(|e| e.0 == device) {
+            self.recent.remove(i);
+        }
+    }
+}
+
+/// One device: `DeviceClock`'s numbers, and `DeviceState`'s for a native device.
+struct Device {
+    /// Its lane's number, and the lane's index here once it has one (`NO_LANE` before:
+    /// as in `FleetClock`, a lane is made at its first timed line, where the others stand
+    /// then).
+    lane_number: i64,
+    lane: u32,
+    /// `DeviceClock.offset`; NaN: None.
+    offset: f64,
+    last: f64,
+    reading: f64,
+    seen: u64,
+    skew: f64,
+    /// `DeviceState.max_ts` and `.late` (native devices only).
+    max_ts: f64,
+    late: u64,
+    /// Python holds this device's clock and state (see `promote`).
+    python: bool,
+}
+
+/// What [`FleetCore::row`] did with a clock row.
+#[derive(PartialEq, Eq, Debug)]
+pub(crate) enum Applied {
+    Done,
+    /// The device is Python's: the row is Python's to apply.
+    Python,
+}
+
+/// The hot state of a fleet clock; see the module documentation.
+#[pyclass(module = "tunnelwatch_native")]
+pub(crate) struct FleetCore {
+    p: Params,
+    lane_of: Option<Py<PyAny>>,
+    lanes: Vec<Lane>,
+    lane_index: HashMap<i64, usize, FnvBuild>,
+    names: HashMap<Box<[u8]>, u32, FnvBuild>,
+    devices: Vec<Device>,
+    keys: Vec<Box<[u8]>>,
+    rows: u64,
+}
+
+impl FleetCore {
+    fn lane_at(&mut self, number: i64) -> usize {
+        if let Some(&i) = self.lane_index.get(&number) {
+            return i;
+        }
+        // `FleetClock.lane`: a new lane starts where the others stand.
+        let start = self.lanes.iter().map(|l| l.clock).fold(NEG_INF, f64::max);
+        self.lanes.push(Lane { clock: start, devices: 0, recent: Vec::new(), reads: 0, pending: 0 });
+        self.lane_index.insert(number, self.lanes.len() - 1);
+        self.lanes.len() - 1
+    }
+
+    fn lane_number(&self, py: Python<'_>, name: &[u8]) -> PyResult<i64> {
+        match &self.lane_of {
+            None => Ok(0),
+            Some(f) => f.bind(py).call1((String::from_utf8_lossy(name).as_ref(),))?.extract(),
+        }
+    }
+
+    /// The index of a device, made (native, lane from `lane_of`) when new.
+    fn index(&mut self, py: Python<'_>, name: &[u8]) -> PyResult<u32> {
+        if let Some(&i) = self.names.get(name) {
+            return Ok(i);
+        }
+        let number = self.lane_number(py, name)?;
+        let i = self.devices.len() as u32;
+        self.devices.push(Device {
+            lane_number: number,
+            lane: NO_LANE,
+            offset: f64::NAN,
+            last: NEG_INF,
+            reading: NEG_INF,
+            seen: 0,
+            skew: INF,
+            max_ts: NEG_INF,
+            late: 0,
+            python: false,
+        });
+        let key: Box<[u8]> = name.into();
+        self.keys.push(key.clone());
+        self.names.insert(key, i);
+        Ok(i)
+    }
+
+    /// A clock row `(device, ts, time_source)` (`inferred`: the time did not come from a
+    /// clock): applied here for a native device whose row is ordinary or its first (what
+    /// `Correlator.clocks` does with it), else the device becomes Python's.
+    pub(crate) fn row(&mut self, py: Python<'_>, name: &[u8], ts: f64, inferred: bool) -> PyResult<Applied> {
+        let i = self.index(py, name)?;
+        self.rows += 1;
+        let p = self.p;
+        if self.devices[i as usize].python {
+            return Ok(Applied::Python);
+        }
+        if !inferred && self.devices[i as usize].lane == NO_LANE {
+            let number = self.devices[i as usize].lane_number;
+            self.devices[i as usize].lane = self.lane_at(number) as u32;
+        }
+        let d = &mut self.devices[i as usize];
+        let eng = ts; // a native device's correction is 0
+        if !inferred {
+            let lane = &mut self.lanes[d.lane as usize];
+            if d.offset.is_nan() {
+                // FleetClock._first
+                if lane.clock == NEG_INF {
+                    lane.clock = eng;
+                }
+                d.offset = eng - lane.clock;
+                d.last = eng;
+                d.reading = lane.clock;
+                lane.devices += 1;
+                let c = lane.clock;
+                lane.read(&p, i, c);
+            } else {
+                // FleetClock.ordinary
+                let last = d.last;
+                if eng < last - p.jump || (eng > last + p.far && eng > lane.clock + d.offset + p.far) {
+                    // Python's now: its on_row takes the device (promote) and holds the line.
+                    return Ok(Applied::Python);
+                }
+                let n = eng - d.offset;
+                if n > d.reading {
+                    d.reading = n;
+                    lane.read(&p, i, n);
+                }
+                d.seen = lane.reads;
+                if eng > last {
+                    d.last = eng;
+                }
+                if eng - lane.clock < d.skew {
+                    d.skew = eng - lane.clock;
+                }
+            }
+        }
+        // engine.clock of a blank state: its due time is infinite, nothing resolves.
+        if eng < d.max_ts - p.lateness {
+            d.late += 1;
+        } else if eng > d.max_ts {
+            d.max_ts = eng;
+        }
+        Ok(Applied::Done)
+    }
+
+    fn lane_ref(&mut self, ix: usize) -> &mut Lane {
+        &mut self.lanes[ix]
+    }
+}
+
+fn none_if_nan(v: f64) -> Option<f64> {
+    if v.is_nan() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+/// A device's fields as `promote` gives them: `(lane, offset, last, reading, seen, skew,
+/// max_ts, late)`.
+type Promoted = (i64, Option<f64>, f64, f64, u64, f64, f64, u64);
+
+#[pymethods]
+impl FleetCore {
+    #[new]
+    #[pyo3(signature = (lateness, lane_of, *, jump, far, window, step, recompute, expire))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        lateness: f64,
+        lane_of: Option<Py<PyAny>>,
+        jump: f64,
+        far: f64,
+        window: usize,
+        step: f64,
+        recompute: u64,
+        expire: i64,
+    ) -> PyResult<Self> {
+        if window == 0 || recompute == 0 {
+            return Err(PyValueError::new_err("window and recompute must be positive"));
+        }
+        Ok(FleetCore {
+            p: Params { jump, far, window, step, recompute, expire, lateness },
+            lane_of,
+            lanes: Vec::new(),
+            lane_index: HashMap::default(),
+            names: HashMap::default(),
+            devices: Vec::new(),
+            keys: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Python takes a device: its fields if the core held it natively (it is Python's from
+    /// now on), else None (a device new to both: it is registered as Python's).
+    fn promote(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<Promoted>> {
+        let known = self.names.contains_key(name.as_bytes());
+        let i = self.index(py, name.as_bytes())?;
+        let d = &mut self.devices[i as usize];
+        let was_native = known && !d.python;
+        d.python = true;
+        if !was_native {
+            return Ok(None);
+        }
+        Ok(Some((d.lane_number, none_if_nan(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late)))
+    }
+
+    /// The lane numbered `number` (made where the others stand when new), as Python reads it.
+    fn lane(slf: &Bound<'_, Self>, number: i64) -> PyResult<CoreLane> {
+        let py = slf.py();
+        let ix = slf.borrow_mut().lane_at(number);
+        Ok(CoreLane {
+            core: slf.clone().unbind(),
+            ix,
+            holding: PyDict::new(py).unbind(),
+            heap: PyList::empty(py).unbind(),
+        })
+    }
+
+    /// `(device, skew or offset)` of each native device with an offset (`FleetClock.skews`
+    /// reads the same of Python's devices; a native device's correction is 0).
+    fn native_offsets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (d, key) in self.devices.iter().zip(&self.keys) {
+            if d.python || d.offset.is_nan() {
+                continue;
+            }
+            let v = if d.skew != INF { d.skew } else { d.offset };
+            out.append((PyString::new(py, &String::from_utf8_lossy(key)), v))?;
+        }
+        Ok(out)
+    }
+
+    /// Counts: `(devices, native devices, lanes, rows)`.
+    fn counts(&self) -> (usize, usize, usize, u64) {
+        let native = self.devices.iter().filter(|d| !d.python).count();
+        (self.devices.len(), native, self.lanes.len(), self.rows)
+    }
+
+    /// Test hook: apply one clock row as the scanner does; True when the device is Python's.
+    fn apply_row(&mut self, py: Python<'_>, name: &str, ts: f64, inferred: bool) -> PyResult<bool> {
+        Ok(self.row(py, name.as_bytes(), ts, inferred)? == Applied::Python)
+    }
+
+    /// Test hook: `(lane, offset, last, reading, seen, skew, max_ts, late, python)` of a
+    /// device, without promoting it; None when unknown.
+    #[allow(clippy::type_complexity)]
+    fn peek(&self, name: &str) -> Option<(i64, Option<f64>, f64, f64, u64, f64, f64, u64, bool)> {
+        let &i = self.names.get(name.as_bytes())?;
+        let d = &self.devices[i as usize];
+        Some((d.lane_number, none_if_nan(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late, d.python))
+    }
+}
+
+/// A lane of a [`FleetCore`] as the Python `FleetClock` reads it (`fleet.Lane`'s
+/// interface): the numbers are the core's, the heap and the set of devices holding a
+/// jump are Python's (only Python's devices hold or have work scheduled).
+#[pyclass(module = "tunnelwatch_native")]
+pub(crate) struct CoreLane {
+    core: Py<FleetCore>,
+    /// The lane's index in the core (lanes are never removed from a core).
+    ix: usize,
+    #[pyo3(get)]
+    holding: Py<PyDict>,
+    #[pyo3(get)]
+    heap: Py<PyList>,
+}
+
+#[pymethods]
+impl CoreLane {
+    #[getter]
+    fn clock(&self, py: Python<'_>) -> f64 {
+        self.core.borrow_mut(py).lane_ref(self.ix).clock
+    }
+
+    #[setter]
+    fn set_clock(&self, py: Python<'_>, value: f64) {
+        self.core.borrow_mut(py).lane_ref(self.ix).clock = value;
+    }
+
+    #[getter]
+    fn devices(&self, py: Python<'_>) -> i64 {
+        self.core.borrow_mut(py).lane_ref(self.ix).devices
+    }
+
+    #[setter]
+    fn set_devices(&self, py: Python<'_>, value: i64) {
+        self.core.borrow_mut(py).lane_ref(self.ix).devices = value;
+    }
+
+    #[getter]
+    fn reads(&self, py: Python<'_>) -> u64 {
+        self.core.borrow_mut(py).lane_ref(self.ix).reads
+    }
+
+    fn patience(&self, py: Python<'_>) -> i64 {
+        let mut core = self.core.borrow_mut(py);
+        let p = core.p;
+        core.lane_ref(self.ix).patience(&p)
+    }
+
+    /// `Lane.read`: a device's reading of the lane moved to `n`.
+    fn read(&self, py: Python<'_>, name: &str, n: f64) -> PyResult<()> {
+        let mut core = self.core.borrow_mut(py);
+        let i = core.index(py, name.as_bytes())?;
+        // Only Python's devices are read from Python (a device new here is Python's).
+        core.devices[i as usize].python = true;
+        let p = core.p;
+        core.lane_ref(self.ix).read(&p, i, n);
+        Ok(())
+    }
+
+    /// The device no longer votes in this lane (it left it).
+    fn unvote(&self, py: Python<'_>, name: &str) {
+        let mut core = self.core.borrow_mut(py);
+        if let Some(&i) = core.names.get(name.as_bytes()) {
+            core.lane_ref(self.ix).unvote(i);
+        }
+    }
+
+    /// The readings of the recent speakers, oldest first: `[(device, reading, reads)]`.
+    fn recent<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut core = self.core.borrow_mut(py);
+        let entries: Vec<(u32, f64, u64)> = core.lane_ref(self.ix).recent.clone();
+        let out = PyList::empty(py);
+        for (i, n, r) in entries {
+            let name = String::from_utf8_lossy(&core.keys[i as usize]).into_owned();
+            out.append((name, n, r))?;
+        }
+        Ok(out)
+    }
+}
