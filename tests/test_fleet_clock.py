@@ -261,15 +261,19 @@ def _clock_source(rng: random.Random) -> str:
 
 
 def _drive(
-    events: list[Event], sources: list[str], partitions: int, core: bool
+    events: list[Event], sources: list[str], partitions: int, core: bool, murmur: bool = False
 ) -> tuple[Correlator, list[dict[str, Any]]]:
     """Feed ``events`` in order: clock events as clock rows (through the native core when
-    ``core``, as ``Scanner.scan_fleet`` gives them to it), the others as events."""
-    corr = Correlator(KB, lane_of=device_lane(partitions))
+    ``core``, as ``Scanner.scan_fleet`` gives them to it; ``murmur``: the core runs the
+    partitioner itself), the others as events."""
+    lane_of = device_lane(partitions)
+    corr = Correlator(KB, lane_of=lane_of)
     fc = None
     if core:
         assert NATIVE is not None
-        fc = native.make_fleet_core(NATIVE, KB.lateness, corr.lane_of)
+        fc = native.make_fleet_core(
+            NATIVE, KB.lateness, lane_of, lane_of.partitions if murmur else None
+        )
         corr.use_core(fc)
     records: list[dict[str, Any]] = []
     for i, (e, source) in enumerate(zip(events, sources, strict=True), 1):
@@ -302,15 +306,15 @@ def _clock_fields(corr: Correlator, name: str) -> tuple[Any, ...]:
 
 @pytest.mark.skipif(NATIVE is None, reason=f"{native.MODULE} is not built")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fleets(), st.integers(1, 5), st.integers(0, 2**32 - 1))
+@given(fleets(), st.integers(1, 5), st.integers(0, 2**32 - 1), st.booleans())
 def test_the_native_fleet_core_makes_every_decision_the_python_fleet_clock_makes(
-    fleet: Fleet, partitions: int, seed: int
+    fleet: Fleet, partitions: int, seed: int, murmur: bool
 ) -> None:
     rng = random.Random(seed)
     events = fleet.build()
     sources = [_clock_source(rng) for _ in events]
     ref, expected = _drive(events, sources, partitions, core=False)
-    got, records = _drive(events, sources, partitions, core=True)
+    got, records = _drive(events, sources, partitions, core=True, murmur=murmur)
     assert records == expected
     assert got.skews(0.0) == ref.skews(0.0)
     assert got.clock_anomalies() == ref.clock_anomalies()
@@ -324,3 +328,19 @@ def test_the_native_fleet_core_makes_every_decision_the_python_fleet_clock_makes
     total, in_core, _, _ = got.core.counts()
     assert total == len(ref.fleet.devices)
     assert in_core == total - len(got.fleet.devices)
+
+
+@pytest.mark.skipif(NATIVE is None, reason=f"{native.MODULE} is not built")
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=50), st.integers(1, 64))
+def test_the_native_fleet_core_puts_a_device_in_the_lane_of_the_stream_partitioner(
+    names: list[str], partitions: int
+) -> None:
+    assert NATIVE is not None
+    lane_of = device_lane(partitions)
+    core = native.make_fleet_core(NATIVE, KB.lateness, lane_of, partitions)
+    for name in names:
+        core.apply_row(name, T0, False)
+        got = core.peek(name)
+        assert got is not None
+        assert got[0] == lane_of(name), name

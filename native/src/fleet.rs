@@ -21,7 +21,9 @@
 //! on one device record and one lane, all in memory a fleet of 100k devices keeps in the
 //! CPU's last cache level (about 100 bytes a device).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -32,6 +34,56 @@ use crate::FnvBuild;
 const NEG_INF: f64 = f64::NEG_INFINITY;
 const INF: f64 = f64::INFINITY;
 const NO_LANE: u32 = u32::MAX;
+
+/// A device name as a key of the device map: up to [`INLINE`] bytes kept in the map's
+/// own slot, so that a lookup follows no pointer (with 100k devices each pointer is a
+/// cache miss); longer names boxed.
+#[derive(Clone)]
+enum Key {
+    Inline(u8, [u8; INLINE]),
+    Boxed(Box<[u8]>),
+}
+
+const INLINE: usize = 30;
+
+impl Key {
+    fn new(name: &[u8]) -> Self {
+        if name.len() <= INLINE {
+            let mut b = [0u8; INLINE];
+            b[..name.len()].copy_from_slice(name);
+            Key::Inline(name.len() as u8, b)
+        } else {
+            Key::Boxed(name.into())
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline(n, b) => &b[..*n as usize],
+            Key::Boxed(b) => b,
+        }
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.bytes().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Key {}
 
 /// The constants of `fleet.py`, given by Python (one place for them).
 #[derive(Clone, Copy)]
@@ -130,11 +182,13 @@ pub(crate) enum Applied {
 pub(crate) struct FleetCore {
     p: Params,
     lane_of: Option<Py<PyAny>>,
+    /// `lane_of` is Kafka's default partitioner over this many partitions (murmur2).
+    partitions: Option<u32>,
     lanes: Vec<Lane>,
     lane_index: HashMap<i64, usize, FnvBuild>,
-    names: HashMap<Box<[u8]>, u32, FnvBuild>,
+    names: HashMap<Key, u32, FnvBuild>,
     devices: Vec<Device>,
-    keys: Vec<Box<[u8]>>,
+    keys: Vec<Key>,
     rows: u64,
 }
 
@@ -151,6 +205,10 @@ impl FleetCore {
     }
 
     fn lane_number(&self, py: Python<'_>, name: &[u8]) -> PyResult<i64> {
+        if let Some(n) = self.partitions {
+            // topics.partition_of, on the same murmur2.
+            return Ok(((crate::kafka::murmur2(name) & 0x7fff_ffff) % n) as i64);
+        }
         match &self.lane_of {
             None => Ok(0),
             Some(f) => f.bind(py).call1((String::from_utf8_lossy(name).as_ref(),))?.extract(),
@@ -176,7 +234,7 @@ impl FleetCore {
             late: 0,
             python: false,
         });
-        let key: Box<[u8]> = name.into();
+        let key = Key::new(name);
         self.keys.push(key.clone());
         self.names.insert(key, i);
         Ok(i)
@@ -261,11 +319,12 @@ type Promoted = (i64, Option<f64>, f64, f64, u64, f64, f64, u64);
 #[pymethods]
 impl FleetCore {
     #[new]
-    #[pyo3(signature = (lateness, lane_of, *, jump, far, window, step, recompute, expire))]
+    #[pyo3(signature = (lateness, lane_of, *, partitions = None, jump, far, window, step, recompute, expire))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         lateness: f64,
         lane_of: Option<Py<PyAny>>,
+        partitions: Option<u32>,
         jump: f64,
         far: f64,
         window: usize,
@@ -273,12 +332,13 @@ impl FleetCore {
         recompute: u64,
         expire: i64,
     ) -> PyResult<Self> {
-        if window == 0 || recompute == 0 {
-            return Err(PyValueError::new_err("window and recompute must be positive"));
+        if window == 0 || recompute == 0 || partitions == Some(0) {
+            return Err(PyValueError::new_err("window, recompute and partitions must be positive"));
         }
         Ok(FleetCore {
             p: Params { jump, far, window, step, recompute, expire, lateness },
             lane_of,
+            partitions,
             lanes: Vec::new(),
             lane_index: HashMap::default(),
             names: HashMap::default(),
@@ -323,7 +383,7 @@ impl FleetCore {
                 continue;
             }
             let v = if d.skew != INF { d.skew } else { d.offset };
-            out.append((PyString::new(py, &String::from_utf8_lossy(key)), v))?;
+            out.append((PyString::new(py, &String::from_utf8_lossy(key.bytes())), v))?;
         }
         Ok(out)
     }
@@ -421,7 +481,7 @@ impl CoreLane {
         let entries: Vec<(u32, f64, u64)> = core.lane_ref(self.ix).recent.clone();
         let out = PyList::empty(py);
         for (i, n, r) in entries {
-            let name = String::from_utf8_lossy(&core.keys[i as usize]).into_owned();
+            let name = String::from_utf8_lossy(core.keys[i as usize].bytes()).into_owned();
             out.append((name, n, r))?;
         }
         Ok(out)

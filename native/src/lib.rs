@@ -28,6 +28,12 @@
 //!
 //! The header regexes are the Python ones (`_FAST`, `_FAST_BARE`, `_HEADER_ONLY`,
 //! `_TAIL_STARTS`), rewritten by `streams/core/native.py` for ASCII bytes.
+//!
+//! `analyze` scans with [`Scanner::scan_fleet`]: the clock rows go to a
+//! [`fleet::FleetCore`], which keeps the fleet clock's lanes and the clocks of the devices
+//! that only ever moved their clock, and applies their rows itself; the rows of the other
+//! devices go to Python in order (`on_row`). A row of a device the core keeps never
+//! becomes a Python object, not even its device's name.
 
 mod fleet;
 mod kafka;

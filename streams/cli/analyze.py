@@ -19,7 +19,7 @@ from streams.core.parse import Parser
 from streams.core.stories import join_stories
 from streams.errors import ConfigError, InputError
 from streams.shell import captures
-from streams.shell.topics import device_lane
+from streams.shell.topics import DeviceLane, device_lane
 
 TICK_EVERY = 4096
 SKEW_REPORT = 300.0  # seconds off the fleet's clock before analyze reports a device
@@ -69,7 +69,9 @@ def _run_native(
     scanner = native.make_scanner(module, parser, kb=corr.kb)
     # The lanes and the devices that only move their clock live in the native core: their
     # rows never become Python objects.
-    core = native.make_fleet_core(module, corr.kb.lateness, corr.lane_of)
+    lane_of = corr.lane_of
+    partitions = lane_of.partitions if isinstance(lane_of, DeviceLane) and lane_of.native else None
+    core = native.make_fleet_core(module, corr.kb.lateness, lane_of, partitions)
     corr.use_core(core)
     changed = corr.changed
     n = 0

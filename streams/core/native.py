@@ -10,6 +10,12 @@ would give for it, and all the engine needs of it. Every other record comes back
 for the Python parser. Parser state (years, last stamp, last relay stamp, counters) stays
 in the Python ``Parser``, so both paths give the same events in the same order.
 
+``analyze`` scans with ``Scanner.scan_fleet``: the clock rows go to a
+``tunnelwatch_native.FleetCore`` (:func:`make_fleet_core`, :class:`streams.core.fleet.FleetCore`),
+which keeps the fleet clock's lanes and the devices that only ever moved their clock and
+applies their rows itself; the rows of the other devices go to
+:meth:`~streams.core.engine.Correlator.on_row`, in order.
+
 The same extension holds the UDP hot loop of ``tunnelwatch receive``
 (:class:`UdpReceiver`: ``recvmmsg`` batches, the allow-list, rate limit and size checks,
 the device key where :class:`~streams.shell.receiver.record.DeviceFinder`'s fast path
@@ -350,10 +356,15 @@ def make_scanner(
 
 
 def make_fleet_core(
-    module: NativeModule, lateness: float, lane_of: Callable[[str], int] | None
+    module: NativeModule,
+    lateness: float,
+    lane_of: Callable[[str], int] | None,
+    partitions: int | None = None,
 ) -> FleetCore:
-    """A native fleet core with :mod:`streams.core.fleet`'s constants."""
-    return module.FleetCore(lateness, lane_of, **core_settings())
+    """A native fleet core with :mod:`streams.core.fleet`'s constants. ``partitions``:
+    ``lane_of`` is Kafka's default partitioner over that many partitions, on the
+    extension's own murmur2 (the core then runs it without calling ``lane_of``)."""
+    return module.FleetCore(lateness, lane_of, partitions=partitions, **core_settings())
 
 
 def _header_patterns() -> dict[str, Any]:

@@ -108,13 +108,26 @@ partition_of: Callable[[bytes, int], int] = (
 )
 
 
-def device_lane(partitions: int = DEFAULT_PARTITIONS) -> Callable[[str], int]:
+@dataclass(frozen=True, slots=True)
+class DeviceLane:
+    """The partition of a device's events among ``partitions``: its lane of the fleet
+    clock (call it with the device's name)."""
+
+    partitions: int
+
+    def __call__(self, device: str) -> int:
+        return partition_of(device.encode("utf-8"), self.partitions)
+
+    @property
+    def native(self) -> bool:
+        """The partitioner is the native extension's murmur2 (which a native fleet core
+        can then run itself, without calling back into Python)."""
+        return _NATIVE_MURMUR2
+
+
+def device_lane(partitions: int = DEFAULT_PARTITIONS) -> DeviceLane:
     """The partition of a device's events: its lane of the fleet clock."""
-
-    def lane_of(device: str) -> int:
-        return partition_of(device.encode("utf-8"), partitions)
-
-    return lane_of
+    return DeviceLane(partitions)
 
 
 @dataclass(frozen=True, slots=True)
