@@ -676,7 +676,8 @@ class Shard:
         self.mixed: dict[str, None] = {}
         self.mixed_count = 0
         self.new_mixed: list[str] = []
-        # Devices fed since their pending state was last looked at, oldest touch first.
+        # Devices fed since their pending state was last looked at, oldest touch first
+        # (those with open incidents, and those there already: see _touched).
         self.dirty: dict[str, None] = {}
         self.applied = 0
         self.duplicates = 0
@@ -764,7 +765,7 @@ class Shard:
         origin: tuple[int, int] | None = None,
     ) -> bool:
         """The bookkeeping of one more record of a device: False when it was applied
-        before (a re-delivery); else its offset is noted and the device is dirty.
+        before (a re-delivery); else its offset is noted (see :meth:`_touched` for the rest).
         ``origin``: the raw partition and offset of a rerouted record."""
         device = slot.state.device
         if rerouted:
@@ -800,8 +801,6 @@ class Shard:
             if len(self.mixed) < MAX_MIXED_NAMED:
                 self.mixed[device] = None
                 self.new_mixed.append(device)
-        self.dirty.pop(device, None)
-        self.dirty[device] = None
         self.applied += 1
         if partition not in self.frames:
             self.frames[partition] = f"{device}@{ts:.3f}"
@@ -833,7 +832,17 @@ class Shard:
         )
         out = apply_admitted(slot.state, admitted, self.kb)
         self._schedule(device, slot)
+        self._touched(device, slot.state)
         return out
+
+    def _touched(self, device: str, st: DeviceState) -> None:
+        """A record of the device was applied: it is the newest in :attr:`dirty` if it
+        has open incidents (their pending updates) or was there already. A device without
+        incidents has nothing pending: most of a large fleet stays out."""
+        dirty = self.dirty
+        if st.incidents or device in dirty:
+            dirty.pop(device, None)
+            dirty[device] = None
 
     def clock(
         self, slot: Slot, row: ClockRow, partition: int, offset: int, now: float = 0.0
@@ -858,6 +867,7 @@ class Shard:
         if due == NEG_INF:
             due = next_due(st, self.kb)
         self.fleet.schedule(device, dc, due)
+        self._touched(device, st)
         return out
 
     def tick(self) -> list[dict[str, Any]]:
