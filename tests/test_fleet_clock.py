@@ -283,7 +283,7 @@ def _drive(
         elif fc is None:
             records.extend(corr.clocks([(e.device, e.ts, source, True, True)]))
         elif fc.apply_row(e.device, e.ts, source == "inferred"):
-            corr.on_row((e.device, e.ts, source, True, True))
+            corr.on_rows([(e.device, e.ts, source, True, True)])
             records.extend(corr.changed)
             corr.changed.clear()
         if i % 37 == 0:

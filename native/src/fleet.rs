@@ -15,7 +15,7 @@
 //!   engine part included (`engine.clock` of a blank state: its newest time, or a late
 //!   line counted). Any other row makes the device *Python's*: [`FleetCore::promote`]
 //!   hands its fields to a `DeviceClock` and a `DeviceState`, and from then on its rows
-//!   go to Python (`on_row`), which reads and moves its lane here.
+//!   go to Python (`on_rows`), which reads and moves its lane here.
 //!
 //! Nothing here walks the fleet: a row costs one hash lookup and a few float operations
 //! on one device record and one lane, all in memory a fleet of 100k devices keeps in the
@@ -273,7 +273,7 @@ impl FleetCore {
                 // FleetClock.ordinary
                 let last = d.last;
                 if eng < last - p.jump || (eng > last + p.far && eng > lane.clock + d.offset + p.far) {
-                    // Python's now: its on_row takes the device (promote) and holds the line.
+                    // Python's now: its on_rows takes the device (promote) and holds the line.
                     return Ok(Applied::Python);
                 }
                 let n = eng - d.offset;
@@ -297,6 +297,11 @@ impl FleetCore {
             d.max_ts = eng;
         }
         Ok(Applied::Done)
+    }
+
+    /// The device is Python's (a device the core does not know is not).
+    pub(crate) fn is_python(&self, name: &[u8]) -> bool {
+        self.names.get(name).is_some_and(|&i| self.devices[i as usize].python)
     }
 
     fn lane_ref(&mut self, ix: usize) -> &mut Lane {

@@ -32,7 +32,7 @@
 //! `analyze` scans with [`Scanner::scan_fleet`]: the clock rows go to a
 //! [`fleet::FleetCore`], which keeps the fleet clock's lanes and the clocks of the devices
 //! that only ever moved their clock, and applies their rows itself; the rows of the other
-//! devices go to Python in order (`on_row`). A row of a device the core keeps never
+//! devices go to Python in order (`on_rows`). A row of a device the core keeps never
 //! becomes a Python object, not even its device's name.
 
 mod fleet;
@@ -1295,10 +1295,25 @@ fn count_row(sess: &mut Session<'_>, row: &Row<'_>) {
 }
 
 /// Where the clock rows of a scan go: a list for Python, or a fleet core that applies
-/// those of its native devices and gives the others to `on_row`, in order.
+/// those of its native devices and gives the others to `on_rows`, in order: the rows
+/// Python is to apply wait in `pending` until a row the core applies comes (they are
+/// handed over first), or the scan returns.
 enum Sink<'a, 'py> {
     Rows(&'a Bound<'py, PyList>),
-    Fleet(&'a Bound<'py, fleet::FleetCore>, &'a Bound<'py, PyAny>),
+    Fleet { core: &'a Bound<'py, fleet::FleetCore>, on_rows: &'a Bound<'py, PyAny>, pending: &'a Bound<'py, PyList> },
+}
+
+impl Sink<'_, '_> {
+    /// Hand the waiting rows to Python (`on_rows`).
+    fn flush(&self) -> PyResult<()> {
+        if let Sink::Fleet { on_rows, pending, .. } = self {
+            if !pending.is_empty() {
+                on_rows.call1((pending,))?;
+                pending.del_slice(0, pending.len())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A clock row as Python sees it (and counted in the session's statistics).
@@ -1449,18 +1464,26 @@ impl Scanner {
             Pending::Ascii(a, b) => (a, b),
         };
         let s = &self.input.buf[a..b];
-        let lazy = matches!(sink, Sink::Fleet(..));
+        let lazy = matches!(sink, Sink::Fleet { .. });
         match clock_row(py, &self.cfg, &mut self.cache, &mut self.state, sess, s, lazy)? {
             None => Ok(Some(PyString::new(py, std::str::from_utf8(s).unwrap_or("")))),
             Some(mut row) => {
                 match sink {
                     Sink::Rows(rows) => rows.append(row_tuple(py, &self.cfg, sess, row, s)?)?,
-                    Sink::Fleet(core, on_row) => {
+                    Sink::Fleet { core, pending, .. } => {
                         let inferred = row.source == SRC_INFERRED;
-                        let applied = match (row.name, row.device.as_ref()) {
-                            (Some((a, b)), _) => core.borrow_mut().row(py, &s[a..b], row.ts, inferred)?,
-                            (None, Some(d)) => core.borrow_mut().row(py, d.to_str()?.as_bytes(), row.ts, inferred)?,
-                            (None, None) => fleet::Applied::Python,
+                        let name: Option<&[u8]> = match (row.name, row.device.as_ref()) {
+                            (Some((a, b)), _) => Some(&s[a..b]),
+                            (None, Some(d)) => Some(d.to_str()?.as_bytes()),
+                            (None, None) => None,
+                        };
+                        // Rows Python is to apply come before any row the core applies.
+                        if !pending.is_empty() && name.is_some_and(|n| !core.borrow().is_python(n)) {
+                            sink.flush()?;
+                        }
+                        let applied = match name {
+                            Some(n) => core.borrow_mut().row(py, n, row.ts, inferred)?,
+                            None => fleet::Applied::Python,
                         };
                         if applied == fleet::Applied::Done {
                             count_row(sess, &row);
@@ -1468,7 +1491,7 @@ impl Scanner {
                             if let Some((a, b)) = row.name {
                                 row.device = Some(self.cache.device(py, &s[a..b]));
                             }
-                            on_row.call1((row_tuple(py, &self.cfg, sess, row, s)?,))?;
+                            pending.append(row_tuple(py, &self.cfg, sess, row, s)?)?;
                         }
                     }
                 }
@@ -1685,18 +1708,22 @@ impl Scanner {
     }
 
     /// `scan`, with the clock rows applied to `core` (a `FleetCore`) instead of returned:
-    /// those of its native devices there, the others given to `on_row(row)` in order (a
-    /// row as `scan` returns it). Returns `(rows, record)`: how many clock rows were read,
-    /// and the text of a record Python must parse, or None, as `scan`.
+    /// those of its native devices there, the others given to `on_rows(rows)` in order
+    /// (a list of rows as `scan` returns them, valid during the call only), before the
+    /// next row the core applies and before this returns. Returns `(rows, record)`: how
+    /// many clock rows were read, and the text of a record Python must parse, or None, as
+    /// `scan`.
     fn scan_fleet<'py>(
         &mut self,
         py: Python<'py>,
         limit: usize,
         core: &Bound<'py, fleet::FleetCore>,
-        on_row: &Bound<'py, PyAny>,
+        on_rows: &Bound<'py, PyAny>,
     ) -> PyResult<(i64, Option<Bound<'py, PyString>>)> {
         let mut sess = self.begin(py)?;
-        let out = self.run(py, &mut sess, &Sink::Fleet(core, on_row), limit);
+        let pending = PyList::empty(py);
+        let sink = Sink::Fleet { core, on_rows, pending: &pending };
+        let out = self.run(py, &mut sess, &sink, limit).and_then(|h| sink.flush().map(|()| h));
         let stored = self.end(py, &sess);
         let handed = out?;
         stored?;

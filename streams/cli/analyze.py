@@ -83,7 +83,7 @@ def _run_native(
             scanner.feed(chunk)
         while True:
             limit = TICK_EVERY - n % TICK_EVERY
-            rows, record = scanner.scan_fleet(limit, core, corr.on_row)
+            rows, record = scanner.scan_fleet(limit, core, corr.on_rows)
             n += rows
             if changed:
                 for rec in changed:

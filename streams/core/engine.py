@@ -734,7 +734,7 @@ class Correlator:
 
     With a native fleet core (:meth:`use_core`), the lanes and the devices that only ever
     moved their clock live in Rust: the scanner applies their clock rows there
-    (``Scanner.scan_fleet``) and hands the others to :meth:`on_row`; a device the core
+    (``Scanner.scan_fleet``) and hands the others to :meth:`on_rows`; a device the core
     held comes here (:meth:`_pair`) with the numbers the core had for it.
     """
 
@@ -750,7 +750,7 @@ class Correlator:
         # (state, clock) of each device, for the hot path (clocks); the clock of a device
         # never changes object in analyze (only the worker's Shard moves devices).
         self._pairs: dict[str, tuple[DeviceState, DeviceClock[Event | None]]] = {}
-        # The incident records of the rows given to on_row, for the caller to take.
+        # The incident records of the rows given to on_rows, for the caller to take.
         self.changed: list[dict[str, Any]] = []
 
     def use_core(self, core: FleetCore) -> None:
@@ -836,10 +836,10 @@ class Correlator:
             fleet.schedule(name, dc, due)
         return out
 
-    def on_row(self, row: tuple[str | None, float, str, Any, Any]) -> None:
-        """``clocks`` of one row the native core gave back (its device is Python's); the
+    def on_rows(self, rows: Iterable[tuple[str | None, float, str, Any, Any]]) -> None:
+        """``clocks`` of rows the native core gave back (their devices are Python's); the
         incident records that changed go to :attr:`changed`."""
-        recs = self.clocks((row,))
+        recs = self.clocks(rows)
         if recs:
             self.changed.extend(recs)
 

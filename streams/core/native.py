@@ -14,7 +14,7 @@ in the Python ``Parser``, so both paths give the same events in the same order.
 ``tunnelwatch_native.FleetCore`` (:func:`make_fleet_core`, :class:`streams.core.fleet.FleetCore`),
 which keeps the fleet clock's lanes and the devices that only ever moved their clock and
 applies their rows itself; the rows of the other devices go to
-:meth:`~streams.core.engine.Correlator.on_row`, in order.
+:meth:`~streams.core.engine.Correlator.on_rows`, in order.
 
 The same extension holds the UDP hot loop of ``tunnelwatch receive``
 (:class:`UdpReceiver`: ``recvmmsg`` batches, the allow-list, rate limit and size checks,
@@ -78,7 +78,7 @@ class Scanner(Protocol):
     def scan(self, limit: int) -> tuple[list[Any], str | None]: ...
 
     def scan_fleet(
-        self, limit: int, core: FleetCore, on_row: Callable[[Any], None]
+        self, limit: int, core: FleetCore, on_rows: Callable[[list[Any]], None]
     ) -> tuple[int, str | None]: ...
 
     def records(
