@@ -291,7 +291,10 @@ def _analyze(argv: list[str], mode: str, capsys: pytest.CaptureFixture[str]) -> 
     m = _STATS.search(err)
     assert m is not None, err
     assert err.rstrip().endswith(f"path={'native' if mode == '1' else 'python'}"), err
-    return out, m.group(0)
+    # The clock report too: devices off the fleet's clock, jumps and outliers (with the
+    # line each is reported with).
+    report = [line for line in err.splitlines() if line.startswith("tunnelwatch: clock")]
+    return out, m.group(0) + "".join(f"\n{line}" for line in report)
 
 
 def assert_same_analysis(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -906,3 +909,42 @@ def test_uptime_stamped_lines_are_clock_rows_with_the_parser_s_anchors() -> None
     for _ in native_items(data, parser):
         pass
     assert set(parser._uptimes) == {"r1", "r2"}
+
+
+def test_analyze_gives_lines_without_a_device_name_to_the_unknown_device_on_both_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A line with no host (and `--device ""`) is the unknown device's, as is a line whose
+    # host is "unknown": one device, whose clock the report reads the same on both paths.
+    path = tmp_path / "nameless.log"
+    lines = [
+        "<189>1: *Mar  5 06:00:00.000: %SYS-5-CONFIG_I: Configured from console by admin on vty0",
+        "<189>2: unknown: Mar  5 2024 09:00:00.000 UTC: %SYS-5-CONFIG_I: Configured from "
+        "console by admin on vty0",
+        "<189>3: rtr1: Mar  5 2024 06:00:20.000 UTC: %SYS-5-CONFIG_I: Configured from console "
+        "by admin on vty0",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    argv = ["--year", "2024", "--device", "", str(path)]
+    native_run = _analyze(argv, "1", capsys)
+    assert native_run == _analyze(argv, "0", capsys)
+    assert "clocks off the fleet's: rtr1 -2h59m" in native_run[1]
+
+
+def test_analyze_reports_a_clock_jump_with_its_line_on_both_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stamp from 2099 among ordinary lines outside the catalog: an outlier, reported with
+    # the line that carried it (the native path hands that line to Python with its text).
+    path = tmp_path / "outlier.log"
+    lines = [
+        f"<166>Mar 05 2024 10:{m:02d}:00 fw-1 : %ASA-6-302013: Built inbound TCP connection "
+        f"{m} for outside:198.51.100.7/443 (198.51.100.7/443) to inside:10.0.0.9/51515 "
+        "(10.0.0.9/51515)"
+        for m in range(30)
+    ]
+    lines[10] = lines[10].replace("Mar 05 2024", "Mar 05 2099")
+    path.write_text("\n".join(lines) + "\n")
+    native_run = _analyze([str(path)], "1", capsys)
+    assert native_run == _analyze([str(path)], "0", capsys)
+    assert "clock of fw-1: 0 jump(s), 1 outlier stamp(s): <166>Mar 05 2099" in native_run[1]

@@ -156,8 +156,9 @@ struct Device {
     /// then).
     lane_number: i64,
     lane: u32,
-    /// `DeviceClock.offset`; NaN: None.
+    /// `DeviceClock.offset` (None until `has_offset`).
     offset: f64,
+    has_offset: bool,
     last: f64,
     reading: f64,
     seen: u64,
@@ -225,7 +226,8 @@ impl FleetCore {
         self.devices.push(Device {
             lane_number: number,
             lane: NO_LANE,
-            offset: f64::NAN,
+            offset: 0.0,
+            has_offset: false,
             last: NEG_INF,
             reading: NEG_INF,
             seen: 0,
@@ -258,12 +260,13 @@ impl FleetCore {
         let eng = ts; // a native device's correction is 0
         if !inferred {
             let lane = &mut self.lanes[d.lane as usize];
-            if d.offset.is_nan() {
+            if !d.has_offset {
                 // FleetClock._first
                 if lane.clock == NEG_INF {
                     lane.clock = eng;
                 }
                 d.offset = eng - lane.clock;
+                d.has_offset = true;
                 d.last = eng;
                 d.reading = lane.clock;
                 lane.devices += 1;
@@ -306,14 +309,6 @@ impl FleetCore {
 
     fn lane_ref(&mut self, ix: usize) -> &mut Lane {
         &mut self.lanes[ix]
-    }
-}
-
-fn none_if_nan(v: f64) -> Option<f64> {
-    if v.is_nan() {
-        None
-    } else {
-        Some(v)
     }
 }
 
@@ -364,7 +359,7 @@ impl FleetCore {
         if !was_native {
             return Ok(None);
         }
-        Ok(Some((d.lane_number, none_if_nan(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late)))
+        Ok(Some((d.lane_number, d.has_offset.then_some(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late)))
     }
 
     /// The lane numbered `number` (made where the others stand when new), as Python reads it.
@@ -384,7 +379,7 @@ impl FleetCore {
     fn native_offsets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for (d, key) in self.devices.iter().zip(&self.keys) {
-            if d.python || d.offset.is_nan() {
+            if d.python || !d.has_offset {
                 continue;
             }
             let v = if d.skew != INF { d.skew } else { d.offset };
@@ -410,7 +405,7 @@ impl FleetCore {
     fn peek(&self, name: &str) -> Option<(i64, Option<f64>, f64, f64, u64, f64, f64, u64, bool)> {
         let &i = self.names.get(name.as_bytes())?;
         let d = &self.devices[i as usize];
-        Some((d.lane_number, none_if_nan(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late, d.python))
+        Some((d.lane_number, d.has_offset.then_some(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late, d.python))
     }
 }
 

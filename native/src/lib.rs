@@ -1323,6 +1323,7 @@ fn row_tuple<'py>(
     sess: &mut Session<'py>,
     row: Row<'py>,
     s: &[u8],
+    with_text: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     count_row(sess, &row);
     let device = match row.device {
@@ -1330,7 +1331,7 @@ fn row_tuple<'py>(
         None => py.None().into_bound(py),
     };
     let src = cfg.src[row.source as usize].bind(py).clone();
-    Ok(if cfg.with_text {
+    Ok(if with_text {
         let text = PyString::new(py, std::str::from_utf8(s).unwrap_or(""));
         (device, row.ts, src, row.synced, row.tz_known, text).into_pyobject(py)?.into_any()
     } else {
@@ -1469,14 +1470,17 @@ impl Scanner {
             None => Ok(Some(PyString::new(py, std::str::from_utf8(s).unwrap_or("")))),
             Some(mut row) => {
                 match sink {
-                    Sink::Rows(rows) => rows.append(row_tuple(py, &self.cfg, sess, row, s)?)?,
+                    Sink::Rows(rows) => rows.append(row_tuple(py, &self.cfg, sess, row, s, self.cfg.with_text)?)?,
                     Sink::Fleet { core, pending, .. } => {
                         let inferred = row.source == SRC_INFERRED;
+                        // No name (or an empty one, which Python reads as none): the
+                        // correlator's unknown device, Python's.
                         let name: Option<&[u8]> = match (row.name, row.device.as_ref()) {
                             (Some((a, b)), _) => Some(&s[a..b]),
                             (None, Some(d)) => Some(d.to_str()?.as_bytes()),
                             (None, None) => None,
-                        };
+                        }
+                        .filter(|n| !n.is_empty());
                         // Rows Python is to apply come before any row the core applies.
                         if !pending.is_empty() && name.is_some_and(|n| !core.borrow().is_python(n)) {
                             sink.flush()?;
@@ -1491,7 +1495,9 @@ impl Scanner {
                             if let Some((a, b)) = row.name {
                                 row.device = Some(self.cache.device(py, &s[a..b]));
                             }
-                            pending.append(row_tuple(py, &self.cfg, sess, row, s)?)?;
+                            // With its text: a line Python holds (a clock jump) is
+                            // reported with it, as the Python path reports it.
+                            pending.append(row_tuple(py, &self.cfg, sess, row, s, true)?)?;
                         }
                     }
                 }
@@ -1709,7 +1715,8 @@ impl Scanner {
 
     /// `scan`, with the clock rows applied to `core` (a `FleetCore`) instead of returned:
     /// those of its native devices there, the others given to `on_rows(rows)` in order
-    /// (a list of rows as `scan` returns them, valid during the call only), before the
+    /// (a list of rows as `scan` returns them, each with its text as a sixth item, valid
+    /// during the call only), before the
     /// next row the core applies and before this returns. Returns `(rows, record)`: how
     /// many clock rows were read, and the text of a record Python must parse, or None, as
     /// `scan`.
@@ -1766,7 +1773,7 @@ impl Scanner {
                 let Ok(Some(row)) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s, false) else {
                     break;
                 };
-                rows.append(row_tuple(py, &self.cfg, &mut sess, row, s)?)?;
+                rows.append(row_tuple(py, &self.cfg, &mut sess, row, s, self.cfg.with_text)?)?;
                 i += 1;
             }
             Ok(())

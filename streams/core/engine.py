@@ -803,11 +803,10 @@ class Correlator:
         """``feed`` of an event without a kind, given only what the engine reads of it."""
         return self.clocks([(device, ts, time_source, None, None)])
 
-    def clocks(
-        self, rows: Iterable[tuple[str | None, float, str, Any, Any]]
-    ) -> list[dict[str, Any]]:
-        """``clock`` of each row ``(device, ts, time_source, ...)`` in order (the native
-        scanner's clock rows): the incident records that changed."""
+    def clocks(self, rows: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """``clock`` of each row ``(device, ts, time_source, clock_synced, tz_known[,
+        text])`` in order (the native scanner's clock rows; the text, when there, is what
+        a held line is reported with): the incident records that changed."""
         out: list[dict[str, Any]] = []
         kb = self.kb
         fleet = self.fleet
@@ -815,8 +814,10 @@ class Correlator:
         unknown = self.unknown_device
         ordinary = fleet.ordinary
         first = fleet.first
-        for device, ts, source, _, _ in rows:
-            name = device or unknown
+        for row in rows:
+            ts = row[1]
+            source = row[2]
+            name = row[0] or unknown
             # One lookup for the device's state and clock: with 100k devices neither
             # dict stays in the CPU's caches, and each lookup is a memory round trip.
             pair = pairs.get(name)
@@ -829,14 +830,15 @@ class Correlator:
                 if recs:
                     out.extend(recs)
             else:
-                out.extend(apply_admitted(st, fleet.admit(name, dc, None, ts, True), kb))
+                raw = row[5] if len(row) > 5 else ""
+                out.extend(apply_admitted(st, fleet.admit(name, dc, None, ts, True, raw), kb))
             due = st.due
             if due == float("-inf"):
                 due = next_due(st, kb)
             fleet.schedule(name, dc, due)
         return out
 
-    def on_rows(self, rows: Iterable[tuple[str | None, float, str, Any, Any]]) -> None:
+    def on_rows(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """``clocks`` of rows the native core gave back (their devices are Python's); the
         incident records that changed go to :attr:`changed`."""
         recs = self.clocks(rows)
