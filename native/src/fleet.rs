@@ -307,6 +307,13 @@ impl FleetCore {
         self.names.get(name).is_some_and(|&i| self.devices[i as usize].python)
     }
 
+    fn native_offsets(&self) -> impl Iterator<Item = f64> + '_ {
+        self.devices
+            .iter()
+            .filter(|d| !d.python && d.has_offset)
+            .map(|d| if d.skew != INF { d.skew } else { d.offset })
+    }
+
     fn lane_ref(&mut self, ix: usize) -> &mut Lane {
         &mut self.lanes[ix]
     }
@@ -374,16 +381,32 @@ impl FleetCore {
         })
     }
 
-    /// `(device, skew or offset)` of each native device with an offset (`FleetClock.skews`
-    /// reads the same of Python's devices; a native device's correction is 0).
-    fn native_offsets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
+    /// The (upper) median of the offsets of the native devices and `others` (Python's
+    /// devices'), as `FleetClock.skews` takes it; None when there is none. A native
+    /// device's offset is its skew (or its offset) less its correction, which is 0.
+    fn median_offset(&self, others: Vec<f64>) -> Option<f64> {
+        let mut values = others;
+        values.extend(self.native_offsets());
+        if values.is_empty() {
+            return None;
+        }
+        let mid = values.len() / 2;
+        let (_, m, _) = values.select_nth_unstable_by(mid, |a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        Some(*m)
+    }
+
+    /// `{device: offset - median}` of the native devices whose offset is more than
+    /// `minimum` seconds from `median` (`FleetClock.skews` for Python's devices).
+    fn skews_from<'py>(&self, py: Python<'py>, median: f64, minimum: f64) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
         for (d, key) in self.devices.iter().zip(&self.keys) {
             if d.python || !d.has_offset {
                 continue;
             }
-            let v = if d.skew != INF { d.skew } else { d.offset };
-            out.append((PyString::new(py, &String::from_utf8_lossy(key.bytes())), v))?;
+            let o = if d.skew != INF { d.skew } else { d.offset };
+            if (o - median).abs() > minimum {
+                out.set_item(String::from_utf8_lossy(key.bytes()).as_ref(), o - median)?;
+            }
         }
         Ok(out)
     }

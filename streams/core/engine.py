@@ -862,8 +862,7 @@ class Correlator:
 
     def skews(self, minimum: float = 60.0) -> dict[str, float]:
         """Devices whose clock is off from the fleet's by more than ``minimum`` seconds."""
-        others = self.core.native_offsets() if self.core is not None else ()
-        return self.fleet.skews(minimum, others)
+        return self.fleet.skews(minimum, self.core)
 
     def clock_anomalies(self) -> dict[str, tuple[int, int, list[str]]]:
         """Devices whose clock jumped or sent outlier stamps: (jumps, outliers, lines)."""

@@ -175,7 +175,9 @@ class FleetCore(Protocol):
 
     def lane(self, number: int) -> LaneView: ...
 
-    def native_offsets(self) -> list[tuple[str, float]]: ...
+    def median_offset(self, others: list[float]) -> float | None: ...
+
+    def skews_from(self, median: float, minimum: float) -> dict[str, float]: ...
 
     def counts(self) -> tuple[int, int, int, int]: ...
 
@@ -499,18 +501,23 @@ class FleetClock(Generic[T]):
 
     # -- reporting -------------------------------------------------------------------
 
-    def skews(
-        self, minimum: float = 60.0, others: Iterable[tuple[str, float]] = ()
-    ) -> dict[str, float]:
+    def skews(self, minimum: float = 60.0, core: FleetCore | None = None) -> dict[str, float]:
         """Devices whose clock is off from the fleet's by more than ``minimum`` seconds:
-        seconds from the median device (the fleet's consensus). ``others``: the offsets
-        of devices this clock does not hold (a :class:`FleetCore`'s native devices)."""
+        seconds from the median device (the fleet's consensus). ``core``: the native core
+        that holds the fleet's other devices (it takes the median over all of them and
+        names its own devices off by that much)."""
         offsets = {
             name: (dc.skew if dc.skew != INF else dc.offset) - dc.correction
             for name, dc in self.devices.items()
             if dc.offset is not None
         }
-        offsets.update(others)
+        if core is not None:
+            median = core.median_offset(list(offsets.values()))
+            if median is None:
+                return {}
+            out = {d: o - median for d, o in offsets.items() if abs(o - median) > minimum}
+            out.update(core.skews_from(median, minimum))
+            return out
         if not offsets:
             return {}
         ordered = sorted(offsets.values())
