@@ -450,7 +450,7 @@ pub(crate) struct CoreLane {
 impl CoreLane {
     #[getter]
     fn clock(&self, py: Python<'_>) -> f64 {
-        self.core.borrow_mut(py).lane_ref(self.ix).clock
+        self.core.borrow(py).lanes[self.ix].clock
     }
 
     #[setter]
@@ -460,7 +460,7 @@ impl CoreLane {
 
     #[getter]
     fn devices(&self, py: Python<'_>) -> i64 {
-        self.core.borrow_mut(py).lane_ref(self.ix).devices
+        self.core.borrow(py).lanes[self.ix].devices
     }
 
     #[setter]
@@ -470,13 +470,12 @@ impl CoreLane {
 
     #[getter]
     fn reads(&self, py: Python<'_>) -> u64 {
-        self.core.borrow_mut(py).lane_ref(self.ix).reads
+        self.core.borrow(py).lanes[self.ix].reads
     }
 
     fn patience(&self, py: Python<'_>) -> i64 {
-        let mut core = self.core.borrow_mut(py);
-        let p = core.p;
-        core.lane_ref(self.ix).patience(&p)
+        let core = self.core.borrow(py);
+        core.lanes[self.ix].patience(&core.p)
     }
 
     /// `Lane.read`: a device's reading of the lane moved to `n`.
