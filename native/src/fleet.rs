@@ -21,13 +21,11 @@
 //! on one device record and one lane, all in memory a fleet of 100k devices keeps in the
 //! CPU's last cache level (about 100 bytes a device).
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 
 use crate::FnvBuild;
 
@@ -35,10 +33,8 @@ const NEG_INF: f64 = f64::NEG_INFINITY;
 const INF: f64 = f64::INFINITY;
 const NO_LANE: u32 = u32::MAX;
 
-/// A device name as a key of the device map: up to [`INLINE`] bytes kept in the map's
-/// own slot, so that a lookup follows no pointer (with 100k devices each pointer is a
-/// cache miss); longer names boxed.
-#[derive(Clone)]
+/// A device's name, kept in its record: up to [`INLINE`] bytes inline, so that checking
+/// a lookup's hit reads the record it is about to use anyway; longer names boxed.
 enum Key {
     Inline(u8, [u8; INLINE]),
     Boxed(Box<[u8]>),
@@ -65,25 +61,95 @@ impl Key {
     }
 }
 
-impl Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.bytes()
+/// FNV-1a over a device's name, then murmur3's finalizer (the probe's start and the
+/// slot's tag both need good bits).
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The devices by name: open addressing over one array of 8-byte slots, each the upper
+/// half of the name's hash (its tag) and the device's index + 1 (0: empty), at most half
+/// full. A lookup reads one slot, then the device's record (which holds its name); both
+/// can be fetched ahead ([`FleetCore::prefetch`]), which a scan does for a batch of rows
+/// before it applies them: with 100k devices neither stays in the CPU's nearest caches.
+struct Index {
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl Index {
+    fn new() -> Self {
+        Index { slots: vec![0; 64], len: 0 }
+    }
+
+    /// Where the probe of a tag starts (a slot keeps only the tag of a hash, so that
+    /// growing the array needs no name).
+    fn start(&self, tag: u64) -> usize {
+        (tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20) as usize & (self.slots.len() - 1)
+    }
+
+    fn find(&self, h: u64, name: &[u8], devices: &[Device]) -> Option<u32> {
+        let mask = self.slots.len() - 1;
+        let tag = h >> 32;
+        let mut at = self.start(tag);
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                return None;
+            }
+            if slot >> 32 == tag {
+                let i = (slot as u32) - 1;
+                if devices[i as usize].key.bytes() == name {
+                    return Some(i);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Add a name known to be absent.
+    fn insert(&mut self, h: u64, i: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let size = self.slots.len() * 2;
+            let old = std::mem::replace(&mut self.slots, vec![0; size]);
+            for slot in old.into_iter().filter(|&s| s != 0) {
+                self.place(slot);
+            }
+        }
+        self.place((h >> 32) << 32 | (i as u64 + 1));
+        self.len += 1;
+    }
+
+    fn place(&mut self, slot: u64) {
+        let mask = self.slots.len() - 1;
+        let mut at = self.start(slot >> 32);
+        while self.slots[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
     }
 }
 
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.bytes().hash(state);
+/// Ask the CPU to bring `p`'s cache line in (a hint; nothing elsewhere than x86-64).
+#[inline(always)]
+fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and faults on nothing; `p` is a valid reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const T as *const i8, std::arch::x86_64::_MM_HINT_T0);
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.bytes() == other.bytes()
-    }
-}
-
-impl Eq for Key {}
 
 /// The constants of `fleet.py`, given by Python (one place for them).
 #[derive(Clone, Copy)]
@@ -151,6 +217,7 @@ impl Lane {
 
 /// One device: `DeviceClock`'s numbers, and `DeviceState`'s for a native device.
 struct Device {
+    key: Key,
     /// Its lane's number, and the lane's index here once it has one (`NO_LANE` before:
     /// as in `FleetClock`, a lane is made at its first timed line, where the others stand
     /// then).
@@ -187,9 +254,8 @@ pub(crate) struct FleetCore {
     partitions: Option<u32>,
     lanes: Vec<Lane>,
     lane_index: HashMap<i64, usize, FnvBuild>,
-    names: HashMap<Key, u32, FnvBuild>,
+    names: Index,
     devices: Vec<Device>,
-    keys: Vec<Key>,
     rows: u64,
 }
 
@@ -217,13 +283,34 @@ impl FleetCore {
     }
 
     /// The index of a device, made (native, lane from `lane_of`) when new.
+    fn find(&self, name: &[u8]) -> Option<u32> {
+        self.names.find(name_hash(name), name, &self.devices)
+    }
+
+    /// Fetch ahead what a row of the device whose name hashes to `h` reads: its slot
+    /// (`device` false), or, once that is in, its record (`device` true).
+    pub(crate) fn prefetch(&self, h: u64, name: &[u8], device: bool) {
+        if !device {
+            prefetch(&self.names.slots[self.names.start(h >> 32)]);
+        } else if let Some(i) = self.names.find(h, name, &self.devices) {
+            prefetch(&self.devices[i as usize]);
+        }
+    }
+
     fn index(&mut self, py: Python<'_>, name: &[u8]) -> PyResult<u32> {
-        if let Some(&i) = self.names.get(name) {
+        self.index_hashed(py, name, name_hash(name))
+    }
+
+    /// The index of a device whose name hashes to `h`, made (native, lane from
+    /// `lane_of`) when new.
+    fn index_hashed(&mut self, py: Python<'_>, name: &[u8], h: u64) -> PyResult<u32> {
+        if let Some(i) = self.names.find(h, name, &self.devices) {
             return Ok(i);
         }
         let number = self.lane_number(py, name)?;
         let i = self.devices.len() as u32;
         self.devices.push(Device {
+            key: Key::new(name),
             lane_number: number,
             lane: NO_LANE,
             offset: 0.0,
@@ -236,17 +323,15 @@ impl FleetCore {
             late: 0,
             python: false,
         });
-        let key = Key::new(name);
-        self.keys.push(key.clone());
-        self.names.insert(key, i);
+        self.names.insert(h, i);
         Ok(i)
     }
 
     /// A clock row `(device, ts, time_source)` (`inferred`: the time did not come from a
     /// clock): applied here for a native device whose row is ordinary or its first (what
     /// `Correlator.clocks` does with it), else the device becomes Python's.
-    pub(crate) fn row(&mut self, py: Python<'_>, name: &[u8], ts: f64, inferred: bool) -> PyResult<Applied> {
-        let i = self.index(py, name)?;
+    pub(crate) fn row(&mut self, py: Python<'_>, name: &[u8], h: u64, ts: f64, inferred: bool) -> PyResult<Applied> {
+        let i = self.index_hashed(py, name, h)?;
         self.rows += 1;
         let p = self.p;
         if self.devices[i as usize].python {
@@ -303,8 +388,8 @@ impl FleetCore {
     }
 
     /// The device is Python's (a device the core does not know is not).
-    pub(crate) fn is_python(&self, name: &[u8]) -> bool {
-        self.names.get(name).is_some_and(|&i| self.devices[i as usize].python)
+    pub(crate) fn is_python(&self, name: &[u8], h: u64) -> bool {
+        self.names.find(h, name, &self.devices).is_some_and(|i| self.devices[i as usize].python)
     }
 
     fn native_offsets(&self) -> impl Iterator<Item = f64> + '_ {
@@ -348,9 +433,8 @@ impl FleetCore {
             partitions,
             lanes: Vec::new(),
             lane_index: HashMap::default(),
-            names: HashMap::default(),
+            names: Index::new(),
             devices: Vec::new(),
-            keys: Vec::new(),
             rows: 0,
         })
     }
@@ -358,7 +442,7 @@ impl FleetCore {
     /// Python takes a device: its fields if the core held it natively (it is Python's from
     /// now on), else None (a device new to both: it is registered as Python's).
     fn promote(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<Promoted>> {
-        let known = self.names.contains_key(name.as_bytes());
+        let known = self.find(name.as_bytes()).is_some();
         let i = self.index(py, name.as_bytes())?;
         let d = &mut self.devices[i as usize];
         let was_native = known && !d.python;
@@ -399,13 +483,13 @@ impl FleetCore {
     /// `minimum` seconds from `median` (`FleetClock.skews` for Python's devices).
     fn skews_from<'py>(&self, py: Python<'py>, median: f64, minimum: f64) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
-        for (d, key) in self.devices.iter().zip(&self.keys) {
+        for d in &self.devices {
             if d.python || !d.has_offset {
                 continue;
             }
             let o = if d.skew != INF { d.skew } else { d.offset };
             if (o - median).abs() > minimum {
-                out.set_item(String::from_utf8_lossy(key.bytes()).as_ref(), o - median)?;
+                out.set_item(String::from_utf8_lossy(d.key.bytes()).as_ref(), o - median)?;
             }
         }
         Ok(out)
@@ -419,14 +503,14 @@ impl FleetCore {
 
     /// Test hook: apply one clock row as the scanner does; True when the device is Python's.
     fn apply_row(&mut self, py: Python<'_>, name: &str, ts: f64, inferred: bool) -> PyResult<bool> {
-        Ok(self.row(py, name.as_bytes(), ts, inferred)? == Applied::Python)
+        Ok(self.row(py, name.as_bytes(), name_hash(name.as_bytes()), ts, inferred)? == Applied::Python)
     }
 
     /// Test hook: `(lane, offset, last, reading, seen, skew, max_ts, late, python)` of a
     /// device, without promoting it; None when unknown.
     #[allow(clippy::type_complexity)]
     fn peek(&self, name: &str) -> Option<(i64, Option<f64>, f64, f64, u64, f64, f64, u64, bool)> {
-        let &i = self.names.get(name.as_bytes())?;
+        let i = self.find(name.as_bytes())?;
         let d = &self.devices[i as usize];
         Some((d.lane_number, d.has_offset.then_some(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late, d.python))
     }
@@ -492,7 +576,7 @@ impl CoreLane {
     /// The device no longer votes in this lane (it left it).
     fn unvote(&self, py: Python<'_>, name: &str) {
         let mut core = self.core.borrow_mut(py);
-        if let Some(&i) = core.names.get(name.as_bytes()) {
+        if let Some(i) = core.find(name.as_bytes()) {
             core.lane_ref(self.ix).unvote(i);
         }
     }
@@ -503,9 +587,62 @@ impl CoreLane {
         let entries: Vec<(u32, f64, u64)> = core.lane_ref(self.ix).recent.clone();
         let out = PyList::empty(py);
         for (i, n, r) in entries {
-            let name = String::from_utf8_lossy(core.keys[i as usize].bytes()).into_owned();
+            let name = String::from_utf8_lossy(core.devices[i as usize].key.bytes()).into_owned();
             out.append((name, n, r))?;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(name: &[u8]) -> Device {
+        Device {
+            key: Key::new(name),
+            lane_number: 0,
+            lane: NO_LANE,
+            offset: 0.0,
+            has_offset: false,
+            last: NEG_INF,
+            reading: NEG_INF,
+            seen: 0,
+            skew: INF,
+            max_ts: NEG_INF,
+            late: 0,
+            python: false,
+        }
+    }
+
+    #[test]
+    fn the_index_finds_every_name_it_was_given_through_its_growth_and_no_other() {
+        let mut index = Index::new();
+        let mut devices = Vec::new();
+        let names: Vec<Vec<u8>> = (0..20_000)
+            .map(|i| match i % 3 {
+                0 => format!("fw-{i}").into_bytes(),
+                1 => format!("a-device-name-longer-than-thirty-bytes-{i}").into_bytes(),
+                _ => vec![b'x'; i % 40],
+            })
+            .collect();
+        for name in &names {
+            let h = name_hash(name);
+            if index.find(h, name, &devices).is_none() {
+                index.insert(h, devices.len() as u32);
+                devices.push(device(name));
+            }
+        }
+        // 40 distinct names of x's (0 to 39 long), the others all distinct.
+        assert_eq!(devices.len(), 20_000 - 6_666 + 40);
+        assert_eq!(index.len, devices.len());
+        assert!(index.len * 2 <= index.slots.len());
+        for name in &names {
+            let i = index.find(name_hash(name), name, &devices).expect("found");
+            assert_eq!(devices[i as usize].key.bytes(), name.as_slice());
+        }
+        for absent in [&b"fw-20000"[..], b"fw-", b"y", b"a-device-name-longer-than-thirty-bytes-"] {
+            assert_eq!(index.find(name_hash(absent), absent, &devices), None);
+        }
     }
 }

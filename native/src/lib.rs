@@ -42,6 +42,7 @@ mod kafka;
 mod receiver;
 mod scan;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -1300,8 +1301,31 @@ fn count_row(sess: &mut Session<'_>, row: &Row<'_>) {
 /// handed over first), or the scan returns.
 enum Sink<'a, 'py> {
     Rows(&'a Bound<'py, PyList>),
-    Fleet { core: &'a Bound<'py, fleet::FleetCore>, on_rows: &'a Bound<'py, PyAny>, pending: &'a Bound<'py, PyList> },
+    Fleet {
+        core: &'a Bound<'py, fleet::FleetCore>,
+        on_rows: &'a Bound<'py, PyAny>,
+        pending: &'a Bound<'py, PyList>,
+        staged: &'a RefCell<Vec<Staged>>,
+    },
 }
+
+/// A clock row of a fleet scan, read and not applied yet: a scan reads up to [`STAGE`]
+/// rows, has the CPU fetch what the core will read for them, then applies them in order
+/// (`Scanner::apply_staged`), so that with a large fleet the memory round trips of one
+/// row overlap those of the others instead of following one another.
+struct Staged {
+    line: (usize, usize),
+    /// The device's name in the input buffer; else its Python string, if any.
+    name: Option<(usize, usize)>,
+    device: Option<Py<PyString>>,
+    ts: f64,
+    source: u8,
+    synced: bool,
+    tz_known: bool,
+    classified: bool,
+}
+
+const STAGE: usize = 64;
 
 impl Sink<'_, '_> {
     /// Hand the waiting rows to Python (`on_rows`).
@@ -1471,39 +1495,98 @@ impl Scanner {
             Some(mut row) => {
                 match sink {
                     Sink::Rows(rows) => rows.append(row_tuple(py, &self.cfg, sess, row, s, self.cfg.with_text)?)?,
-                    Sink::Fleet { core, pending, .. } => {
-                        let inferred = row.source == SRC_INFERRED;
-                        // No name (or an empty one, which Python reads as none): the
-                        // correlator's unknown device, Python's.
-                        let name: Option<&[u8]> = match (row.name, row.device.as_ref()) {
-                            (Some((a, b)), _) => Some(&s[a..b]),
-                            (None, Some(d)) => Some(d.to_str()?.as_bytes()),
-                            (None, None) => None,
-                        }
-                        .filter(|n| !n.is_empty());
-                        // Rows Python is to apply come before any row the core applies.
-                        if !pending.is_empty() && name.is_some_and(|n| !core.borrow().is_python(n)) {
-                            sink.flush()?;
-                        }
-                        let applied = match name {
-                            Some(n) => core.borrow_mut().row(py, n, row.ts, inferred)?,
-                            None => fleet::Applied::Python,
+                    Sink::Fleet { staged, .. } => {
+                        let name = row.name.map(|(x, y)| (a + x, a + y));
+                        let full = {
+                            let mut st = staged.borrow_mut();
+                            st.push(Staged {
+                                line: (a, b),
+                                name,
+                                device: if name.is_none() { row.device.take().map(Bound::unbind) } else { None },
+                                ts: row.ts,
+                                source: row.source,
+                                synced: row.synced,
+                                tz_known: row.tz_known,
+                                classified: row.classified,
+                            });
+                            st.len() >= STAGE
                         };
-                        if applied == fleet::Applied::Done {
-                            count_row(sess, &row);
-                        } else {
-                            if let Some((a, b)) = row.name {
-                                row.device = Some(self.cache.device(py, &s[a..b]));
-                            }
-                            // With its text: a line Python holds (a clock jump) is
-                            // reported with it, as the Python path reports it.
-                            pending.append(row_tuple(py, &self.cfg, sess, row, s, true)?)?;
+                        if full {
+                            self.apply_staged(py, sess, sink)?;
                         }
                     }
                 }
                 Ok(None)
             }
         }
+    }
+
+    /// Apply the staged rows of a fleet scan, in order: those of the core's native
+    /// devices there, the others to Python (`pending`, handed over before the next row the
+    /// core applies).
+    fn apply_staged<'py>(&mut self, py: Python<'py>, sess: &mut Session<'py>, sink: &Sink<'_, 'py>) -> PyResult<()> {
+        let Sink::Fleet { core, pending, staged, .. } = sink else {
+            return Ok(());
+        };
+        let rows = std::mem::take(&mut *staged.borrow_mut());
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let buf = &self.input.buf;
+        // No name (or an empty one, which Python reads as none): the correlator's unknown
+        // device, Python's.
+        let mut names: Vec<Option<(&[u8], u64)>> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let name: Option<&[u8]> = match (r.name, r.device.as_ref()) {
+                (Some((x, y)), _) => Some(&buf[x..y]),
+                (None, Some(d)) => Some(d.bind(py).to_str()?.as_bytes()),
+                (None, None) => None,
+            };
+            names.push(name.filter(|n| !n.is_empty()).map(|n| (n, fleet::name_hash(n))));
+        }
+        {
+            let c = core.borrow();
+            for &(n, h) in names.iter().flatten() {
+                c.prefetch(h, n, false);
+            }
+            for &(n, h) in names.iter().flatten() {
+                c.prefetch(h, n, true);
+            }
+        }
+        for (r, name) in rows.iter().zip(names) {
+            let (a, b) = r.line;
+            let s = &self.input.buf[a..b];
+            // Rows Python is to apply come before any row the core applies.
+            if !pending.is_empty() && name.is_some_and(|(n, h)| !core.borrow().is_python(n, h)) {
+                sink.flush()?;
+            }
+            let applied = match name {
+                Some((n, h)) => core.borrow_mut().row(py, n, h, r.ts, r.source == SRC_INFERRED)?,
+                None => fleet::Applied::Python,
+            };
+            let device = match (r.name, r.device.as_ref()) {
+                (_, Some(d)) => Some(d.bind(py).clone()),
+                (Some((x, y)), None) if applied != fleet::Applied::Done => Some(self.cache.device(py, &self.input.buf[x..y])),
+                _ => None,
+            };
+            let row = Row {
+                device,
+                name: None,
+                ts: r.ts,
+                source: r.source,
+                synced: r.synced,
+                tz_known: r.tz_known,
+                classified: r.classified,
+            };
+            if applied == fleet::Applied::Done {
+                count_row(sess, &row);
+            } else {
+                // With its text: a line Python holds (a clock jump) is reported with it,
+                // as the Python path reports it.
+                pending.append(row_tuple(py, &self.cfg, sess, row, s, true)?)?;
+            }
+        }
+        Ok(())
     }
 
     fn header_only(&self, py: Python<'_>, line: &Line) -> PyResult<bool> {
@@ -1729,8 +1812,12 @@ impl Scanner {
     ) -> PyResult<(i64, Option<Bound<'py, PyString>>)> {
         let mut sess = self.begin(py)?;
         let pending = PyList::empty(py);
-        let sink = Sink::Fleet { core, on_rows, pending: &pending };
-        let out = self.run(py, &mut sess, &sink, limit).and_then(|h| sink.flush().map(|()| h));
+        let staged = RefCell::new(Vec::with_capacity(STAGE));
+        let sink = Sink::Fleet { core, on_rows, pending: &pending, staged: &staged };
+        let out = self
+            .run(py, &mut sess, &sink, limit)
+            .and_then(|h| self.apply_staged(py, &mut sess, &sink).map(|()| h))
+            .and_then(|h| sink.flush().map(|()| h));
         let stored = self.end(py, &sess);
         let handed = out?;
         stored?;
