@@ -564,3 +564,36 @@ def test_a_raw_record_rerouted_again_after_a_crash_is_applied_once() -> None:
     again = Shard(KB).restore("r1", shard.dump("r1"), 0)
     assert again.origins == {1: 7, 3: 2}
     assert again.reroute_offset == 10
+
+
+def test_the_worker_lists_as_dirty_only_devices_with_open_incidents() -> None:
+    # pending_updates publishes the current state of open incidents: a device without any
+    # (most of a large fleet) has nothing pending and stays off the list it walks.
+    shard = Shard(KB)
+    t0 = 1_717_200_000.0
+    for i in range(5):
+        slot = shard.restore("quiet", None, 0)
+        shard.clock(slot, ("quiet", t0 + i, "device", True, True), 0, i)
+    assert "quiet" not in shard.dirty
+    for i in range(6):
+        slot = shard.restore("victim", None, 1)
+        ev = Event(
+            device="victim",
+            ts=t0 + 10 * i,
+            raw=f"victim HMAC {i}",
+            message="",
+            kind="HMAC_VERIFY_FAILED",
+            peer="203.0.113.10",
+        )
+        shard.apply(slot, ev, 1, i)
+    assert slot.state.incidents
+    assert list(shard.dirty) == ["victim"]
+    assert [r["device"] for r in shard.pending_updates(float("inf"))] == ["victim"]
+    assert not shard.dirty
+    # Its next record lists it again; restored from its stored state, it is listed too.
+    shard.clock(slot, ("victim", t0 + 70, "device", True, True), 1, 6)
+    assert list(shard.dirty) == ["victim"]
+    other = Shard(KB)
+    other.restore("victim", shard.dump("victim"), 1)
+    other.restore("quiet", shard.dump("quiet"), 0)
+    assert list(other.dirty) == ["victim"]

@@ -714,9 +714,11 @@ class Shard:
             self.fleet.adopt(device, slot.clock)
         self.slots[device] = slot
         self._schedule(device, slot)
-        # A state from the changelog may hold updates no record carries yet (a crash,
-        # a rebalance): its device is looked at by the next pending_updates.
-        self.dirty[device] = None
+        if slot.state.incidents:
+            # A state from the changelog may hold updates no record carries yet (a crash,
+            # a rebalance): its device is looked at by the next pending_updates. (Only
+            # incidents have pending updates: a new device, or one without, has none.)
+            self.dirty[device] = None
         return slot
 
     def dump(self, device: str) -> bytes:
