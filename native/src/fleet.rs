@@ -237,6 +237,32 @@ struct Device {
     python: bool,
 }
 
+impl Device {
+    /// A device new to the core: native, no lane yet, no line.
+    fn new(name: &[u8], lane_number: i64) -> Self {
+        Device {
+            key: Key::new(name),
+            lane_number,
+            lane: NO_LANE,
+            offset: 0.0,
+            has_offset: false,
+            last: NEG_INF,
+            reading: NEG_INF,
+            seen: 0,
+            skew: INF,
+            max_ts: NEG_INF,
+            late: 0,
+            python: false,
+        }
+    }
+
+    /// Its fields as `promote` gives them.
+    fn fields(&self) -> Promoted {
+        let offset = self.has_offset.then_some(self.offset);
+        (self.lane_number, offset, self.last, self.reading, self.seen, self.skew, self.max_ts, self.late)
+    }
+}
+
 /// What [`FleetCore::row`] did with a clock row.
 #[derive(PartialEq, Eq, Debug)]
 pub(crate) enum Applied {
@@ -282,7 +308,7 @@ impl FleetCore {
         }
     }
 
-    /// The index of a device, made (native, lane from `lane_of`) when new.
+    /// The index of a device, if the core knows it.
     fn find(&self, name: &[u8]) -> Option<u32> {
         self.names.find(name_hash(name), name, &self.devices)
     }
@@ -309,20 +335,7 @@ impl FleetCore {
         }
         let number = self.lane_number(py, name)?;
         let i = self.devices.len() as u32;
-        self.devices.push(Device {
-            key: Key::new(name),
-            lane_number: number,
-            lane: NO_LANE,
-            offset: 0.0,
-            has_offset: false,
-            last: NEG_INF,
-            reading: NEG_INF,
-            seen: 0,
-            skew: INF,
-            max_ts: NEG_INF,
-            late: 0,
-            python: false,
-        });
+        self.devices.push(Device::new(name, number));
         self.names.insert(h, i);
         Ok(i)
     }
@@ -392,15 +405,13 @@ impl FleetCore {
         self.names.find(h, name, &self.devices).is_some_and(|i| self.devices[i as usize].python)
     }
 
-    fn native_offsets(&self) -> impl Iterator<Item = f64> + '_ {
+    /// Each native device with an offset, and its offset for the skew report: its skew
+    /// (or its offset) less its correction, which is 0 (`FleetClock.skews`).
+    fn native_offsets(&self) -> impl Iterator<Item = (&Device, f64)> + '_ {
         self.devices
             .iter()
             .filter(|d| !d.python && d.has_offset)
-            .map(|d| if d.skew != INF { d.skew } else { d.offset })
-    }
-
-    fn lane_ref(&mut self, ix: usize) -> &mut Lane {
-        &mut self.lanes[ix]
+            .map(|d| (d, if d.skew != INF { d.skew } else { d.offset }))
     }
 }
 
@@ -442,15 +453,14 @@ impl FleetCore {
     /// Python takes a device: its fields if the core held it natively (it is Python's from
     /// now on), else None (a device new to both: it is registered as Python's).
     fn promote(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<Promoted>> {
-        let known = self.find(name.as_bytes()).is_some();
-        let i = self.index(py, name.as_bytes())?;
+        let (i, known) = match self.find(name.as_bytes()) {
+            Some(i) => (i, true),
+            None => (self.index(py, name.as_bytes())?, false),
+        };
         let d = &mut self.devices[i as usize];
         let was_native = known && !d.python;
         d.python = true;
-        if !was_native {
-            return Ok(None);
-        }
-        Ok(Some((d.lane_number, d.has_offset.then_some(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late)))
+        Ok(was_native.then(|| d.fields()))
     }
 
     /// The lane numbered `number` (made where the others stand when new), as Python reads it.
@@ -466,11 +476,10 @@ impl FleetCore {
     }
 
     /// The (upper) median of the offsets of the native devices and `others` (Python's
-    /// devices'), as `FleetClock.skews` takes it; None when there is none. A native
-    /// device's offset is its skew (or its offset) less its correction, which is 0.
+    /// devices'), as `FleetClock.skews` takes it; None when there is none.
     fn median_offset(&self, others: Vec<f64>) -> Option<f64> {
         let mut values = others;
-        values.extend(self.native_offsets());
+        values.extend(self.native_offsets().map(|(_, o)| o));
         if values.is_empty() {
             return None;
         }
@@ -483,11 +492,7 @@ impl FleetCore {
     /// `minimum` seconds from `median` (`FleetClock.skews` for Python's devices).
     fn skews_from<'py>(&self, py: Python<'py>, median: f64, minimum: f64) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
-        for d in &self.devices {
-            if d.python || !d.has_offset {
-                continue;
-            }
-            let o = if d.skew != INF { d.skew } else { d.offset };
+        for (d, o) in self.native_offsets() {
             if (o - median).abs() > minimum {
                 out.set_item(String::from_utf8_lossy(d.key.bytes()).as_ref(), o - median)?;
             }
@@ -510,9 +515,9 @@ impl FleetCore {
     /// device, without promoting it; None when unknown.
     #[allow(clippy::type_complexity)]
     fn peek(&self, name: &str) -> Option<(i64, Option<f64>, f64, f64, u64, f64, f64, u64, bool)> {
-        let i = self.find(name.as_bytes())?;
-        let d = &self.devices[i as usize];
-        Some((d.lane_number, d.has_offset.then_some(d.offset), d.last, d.reading, d.seen, d.skew, d.max_ts, d.late, d.python))
+        let d = &self.devices[self.find(name.as_bytes())? as usize];
+        let (lane, offset, last, reading, seen, skew, max_ts, late) = d.fields();
+        Some((lane, offset, last, reading, seen, skew, max_ts, late, d.python))
     }
 }
 
@@ -539,7 +544,7 @@ impl CoreLane {
 
     #[setter]
     fn set_clock(&self, py: Python<'_>, value: f64) {
-        self.core.borrow_mut(py).lane_ref(self.ix).clock = value;
+        self.core.borrow_mut(py).lanes[self.ix].clock = value;
     }
 
     #[getter]
@@ -549,7 +554,7 @@ impl CoreLane {
 
     #[setter]
     fn set_devices(&self, py: Python<'_>, value: i64) {
-        self.core.borrow_mut(py).lane_ref(self.ix).devices = value;
+        self.core.borrow_mut(py).lanes[self.ix].devices = value;
     }
 
     #[getter]
@@ -569,7 +574,7 @@ impl CoreLane {
         // Only Python's devices are read from Python (a device new here is Python's).
         core.devices[i as usize].python = true;
         let p = core.p;
-        core.lane_ref(self.ix).read(&p, i, n);
+        core.lanes[self.ix].read(&p, i, n);
         Ok(())
     }
 
@@ -577,43 +582,14 @@ impl CoreLane {
     fn unvote(&self, py: Python<'_>, name: &str) {
         let mut core = self.core.borrow_mut(py);
         if let Some(i) = core.find(name.as_bytes()) {
-            core.lane_ref(self.ix).unvote(i);
+            core.lanes[self.ix].unvote(i);
         }
-    }
-
-    /// The readings of the recent speakers, oldest first: `[(device, reading, reads)]`.
-    fn recent<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let mut core = self.core.borrow_mut(py);
-        let entries: Vec<(u32, f64, u64)> = core.lane_ref(self.ix).recent.clone();
-        let out = PyList::empty(py);
-        for (i, n, r) in entries {
-            let name = String::from_utf8_lossy(core.devices[i as usize].key.bytes()).into_owned();
-            out.append((name, n, r))?;
-        }
-        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn device(name: &[u8]) -> Device {
-        Device {
-            key: Key::new(name),
-            lane_number: 0,
-            lane: NO_LANE,
-            offset: 0.0,
-            has_offset: false,
-            last: NEG_INF,
-            reading: NEG_INF,
-            seen: 0,
-            skew: INF,
-            max_ts: NEG_INF,
-            late: 0,
-            python: false,
-        }
-    }
 
     #[test]
     fn the_index_finds_every_name_it_was_given_through_its_growth_and_no_other() {
@@ -630,7 +606,7 @@ mod tests {
             let h = name_hash(name);
             if index.find(h, name, &devices).is_none() {
                 index.insert(h, devices.len() as u32);
-                devices.push(device(name));
+                devices.push(Device::new(name, 0));
             }
         }
         // 40 distinct names of x's (0 to 39 long), the others all distinct.

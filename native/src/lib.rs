@@ -1564,10 +1564,13 @@ impl Scanner {
                 Some((n, h)) => core.borrow_mut().row(py, n, h, r.ts, r.source == SRC_INFERRED)?,
                 None => fleet::Applied::Python,
             };
-            let device = match (r.name, r.device.as_ref()) {
-                (_, Some(d)) => Some(d.bind(py).clone()),
-                (Some((x, y)), None) if applied != fleet::Applied::Done => Some(self.cache.device(py, &self.input.buf[x..y])),
-                _ => None,
+            let done = applied == fleet::Applied::Done;
+            // Python's string of the device's name, for a row Python applies.
+            let device = match (done, r.name, r.device.as_ref()) {
+                (true, _, _) => None,
+                (false, _, Some(d)) => Some(d.bind(py).clone()),
+                (false, Some((x, y)), None) => Some(self.cache.device(py, &self.input.buf[x..y])),
+                (false, None, None) => None,
             };
             let row = Row {
                 device,
@@ -1578,7 +1581,7 @@ impl Scanner {
                 tz_known: r.tz_known,
                 classified: r.classified,
             };
-            if applied == fleet::Applied::Done {
+            if done {
                 count_row(sess, &row);
             } else {
                 // With its text: a line Python holds (a clock jump) is reported with it,
@@ -1608,7 +1611,7 @@ impl Scanner {
         &mut self,
         py: Python<'py>,
         sess: &mut Session<'py>,
-        rows: &Sink<'_, 'py>,
+        sink: &Sink<'_, 'py>,
         limit: usize,
     ) -> PyResult<Option<Bound<'py, PyString>>> {
         let mut count = 0usize;
@@ -1617,7 +1620,7 @@ impl Scanner {
             let Some(line) = self.input.next_line() else {
                 if self.input.eof {
                     if let Some(p) = self.input.pending.take() {
-                        handed = self.emit(py, sess, rows, p)?;
+                        handed = self.emit(py, sess, sink, p)?;
                     }
                 }
                 break;
@@ -1650,7 +1653,7 @@ impl Scanner {
                 }
                 if let Some(p) = self.input.pending.take() {
                     count += 1;
-                    handed = self.emit(py, sess, rows, p)?;
+                    handed = self.emit(py, sess, sink, p)?;
                 }
             }
             if blank {
@@ -1797,12 +1800,11 @@ impl Scanner {
     }
 
     /// `scan`, with the clock rows applied to `core` (a `FleetCore`) instead of returned:
-    /// those of its native devices there, the others given to `on_rows(rows)` in order
-    /// (a list of rows as `scan` returns them, each with its text as a sixth item, valid
-    /// during the call only), before the
-    /// next row the core applies and before this returns. Returns `(rows, record)`: how
-    /// many clock rows were read, and the text of a record Python must parse, or None, as
-    /// `scan`.
+    /// those of its native devices there, the others given to `on_rows(rows)` in order (a
+    /// list of rows as `scan` returns them, each with its text as a sixth item, valid
+    /// during the call only), before the next row the core applies and before this
+    /// returns. Returns `(rows, record)`: how many clock rows were read, and the text of
+    /// a record Python must parse, or None, as `scan`.
     fn scan_fleet<'py>(
         &mut self,
         py: Python<'py>,

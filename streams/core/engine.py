@@ -766,7 +766,7 @@ class Correlator:
         if pair is not None:
             return pair
         core = self.core
-        got = core.promote(name) if core is not None and name not in self.fleet.devices else None
+        got = core.promote(name) if core is not None else None
         if got is None:
             pair = (self._state(name), self.fleet.device(name))
         else:

@@ -513,13 +513,14 @@ class FleetClock(Generic[T]):
         }
         if core is not None:
             median = core.median_offset(list(offsets.values()))
-            if median is None:
-                return {}
-            out = {d: o - median for d, o in offsets.items() if abs(o - median) > minimum}
-            out.update(core.skews_from(median, minimum))
-            return out
-        if not offsets:
+        elif offsets:
+            ordered = sorted(offsets.values())
+            median = ordered[len(ordered) // 2]
+        else:
+            median = None
+        if median is None:
             return {}
-        ordered = sorted(offsets.values())
-        median = ordered[len(ordered) // 2]
-        return {d: o - median for d, o in offsets.items() if abs(o - median) > minimum}
+        out = {d: o - median for d, o in offsets.items() if abs(o - median) > minimum}
+        if core is not None:
+            out.update(core.skews_from(median, minimum))
+        return out
