@@ -21,11 +21,11 @@
 //! on one device record and one lane, all in memory a fleet of 100k devices keeps in the
 //! CPU's last cache level (about 100 bytes a device).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::FnvBuild;
 
@@ -233,6 +233,10 @@ struct Device {
     /// `DeviceState.max_ts` and `.late` (native devices only).
     max_ts: f64,
     late: u64,
+    /// The worker's bookkeeping: the offset of the device's last record applied (-1:
+    /// none), and whether its state changed since it was last stored (`take_stored`).
+    koffset: i64,
+    dirty: bool,
     /// Python holds this device's clock and state (see `promote`).
     python: bool,
 }
@@ -252,6 +256,8 @@ impl Device {
             skew: INF,
             max_ts: NEG_INF,
             late: 0,
+            koffset: -1,
+            dirty: false,
             python: false,
         }
     }
@@ -269,6 +275,8 @@ pub(crate) enum Applied {
     Done,
     /// The device is Python's: the row is Python's to apply.
     Python,
+    /// The worker read this record of the device before (`row_at`): skipped.
+    Duplicate,
 }
 
 /// The hot state of a fleet clock; see the module documentation.
@@ -283,6 +291,8 @@ pub(crate) struct FleetCore {
     names: Index,
     devices: Vec<Device>,
     rows: u64,
+    /// The native devices whose state changed since `take_stored` (the worker's).
+    dirty: Vec<u32>,
 }
 
 impl FleetCore {
@@ -290,8 +300,9 @@ impl FleetCore {
         if let Some(&i) = self.lane_index.get(&number) {
             return i;
         }
-        // `FleetClock.lane`: a new lane starts where the others stand.
-        let start = self.lanes.iter().map(|l| l.clock).fold(NEG_INF, f64::max);
+        // `FleetClock.lane`: a new lane starts where the others stand (the lanes it has:
+        // a lane the worker dropped stays in `lanes`, out of `lane_index`).
+        let start = self.lane_index.values().map(|&i| self.lanes[i].clock).fold(NEG_INF, f64::max);
         self.lanes.push(Lane { clock: start, devices: 0, recent: Vec::new(), reads: 0, pending: 0 });
         self.lane_index.insert(number, self.lanes.len() - 1);
         self.lanes.len() - 1
@@ -345,10 +356,15 @@ impl FleetCore {
     /// `Correlator.clocks` does with it), else the device becomes Python's.
     pub(crate) fn row(&mut self, py: Python<'_>, name: &[u8], h: u64, ts: f64, inferred: bool) -> PyResult<Applied> {
         let i = self.index_hashed(py, name, h)?;
+        Ok(self.row_ix(i, ts, inferred))
+    }
+
+    /// `row` of the device at index `i`.
+    fn row_ix(&mut self, i: u32, ts: f64, inferred: bool) -> Applied {
         self.rows += 1;
         let p = self.p;
         if self.devices[i as usize].python {
-            return Ok(Applied::Python);
+            return Applied::Python;
         }
         if !inferred && self.devices[i as usize].lane == NO_LANE {
             let number = self.devices[i as usize].lane_number;
@@ -375,7 +391,7 @@ impl FleetCore {
                 let last = d.last;
                 if eng < last - p.jump || (eng > last + p.far && eng > lane.clock + d.offset + p.far) {
                     // Python's now: its on_rows takes the device (promote) and holds the line.
-                    return Ok(Applied::Python);
+                    return Applied::Python;
                 }
                 let n = eng - d.offset;
                 if n > d.reading {
@@ -397,7 +413,44 @@ impl FleetCore {
         } else if eng > d.max_ts {
             d.max_ts = eng;
         }
-        Ok(Applied::Done)
+        Applied::Done
+    }
+
+    /// The worker's `row`: a clock row of the record at `offset` of the device's
+    /// partition. A native device's record at or before the last one applied is a
+    /// duplicate; one applied here notes its offset and marks the device changed.
+    pub(crate) fn row_at(
+        &mut self,
+        py: Python<'_>,
+        name: &[u8],
+        h: u64,
+        ts: f64,
+        inferred: bool,
+        offset: i64,
+    ) -> PyResult<Applied> {
+        let i = self.index_hashed(py, name, h)?;
+        let d = &self.devices[i as usize];
+        if !d.python && offset <= d.koffset {
+            return Ok(Applied::Duplicate);
+        }
+        let applied = self.row_ix(i, ts, inferred);
+        if applied == Applied::Done {
+            let d = &mut self.devices[i as usize];
+            d.koffset = offset;
+            if !d.dirty {
+                d.dirty = true;
+                self.dirty.push(i);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The lane (partition) of a device: the one it has, else the one it would get.
+    pub(crate) fn lane_of_name(&self, py: Python<'_>, name: &[u8], h: u64) -> PyResult<i64> {
+        match self.names.find(h, name, &self.devices) {
+            Some(i) => Ok(self.devices[i as usize].lane_number),
+            None => self.lane_number(py, name),
+        }
     }
 
     /// The device is Python's (a device the core does not know is not).
@@ -415,9 +468,73 @@ impl FleetCore {
     }
 }
 
-/// A device's fields as `promote` gives them: `(lane, offset, last, reading, seen, skew,
-/// max_ts, late)`.
+/// A device's clock and state fields: `(lane, offset, last, reading, seen, skew, max_ts,
+/// late)`.
 type Promoted = (i64, Option<f64>, f64, f64, u64, f64, f64, u64);
+
+/// What `promote` gives: [`Promoted`], then the worker's `(koffset, changed)`.
+type Taken = (i64, Option<f64>, f64, f64, u64, f64, f64, u64, i64, bool);
+
+/// A float as orjson writes it: the shortest text that reads back the same, null when
+/// infinite (or NaN).
+fn json_f64(out: &mut Vec<u8>, x: f64) {
+    use std::io::Write;
+    if x.is_finite() {
+        let _ = write!(out, "{x:?}");
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// A JSON string of (UTF-8) bytes.
+fn json_str(out: &mut Vec<u8>, s: &[u8]) {
+    use std::io::Write;
+    out.push(b'"');
+    for &b in s {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// The short stored form of a native device (`Slot._dump`'s, fields in its order, and
+/// the late count when there is one).
+fn stored_form(out: &mut Vec<u8>, d: &Device, format: i64, frame: Option<&[u8]>, lane_clock: f64) {
+    use std::io::Write;
+    let _ = write!(out, "{{\"format\":{format},\"partition\":{},\"offset\":{},\"reroute_offset\":-1,\"frame\":", d.lane_number, d.koffset);
+    match frame {
+        Some(f) => json_str(out, f),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"lane_clock\":");
+    json_f64(out, lane_clock);
+    let _ = write!(out, ",\"clock\":{{\"lane\":{},\"offset\":", d.lane_number);
+    if d.has_offset {
+        json_f64(out, d.offset);
+    } else {
+        out.extend_from_slice(b"null");
+    }
+    out.extend_from_slice(b",\"correction\":0.0,\"last\":");
+    json_f64(out, d.last);
+    out.extend_from_slice(b",\"reading\":");
+    json_f64(out, d.reading);
+    out.extend_from_slice(b",\"skew\":");
+    json_f64(out, d.skew);
+    out.extend_from_slice(b"},\"state\":{\"device\":");
+    json_str(out, d.key.bytes());
+    out.extend_from_slice(b",\"max_ts\":");
+    json_f64(out, d.max_ts);
+    if d.late > 0 {
+        let _ = write!(out, ",\"late\":{}", d.late);
+    }
+    out.extend_from_slice(b"}}");
+}
 
 #[pymethods]
 impl FleetCore {
@@ -447,12 +564,17 @@ impl FleetCore {
             names: Index::new(),
             devices: Vec::new(),
             rows: 0,
+            dirty: Vec::new(),
         })
     }
 
     /// Python takes a device: its fields if the core held it natively (it is Python's from
     /// now on), else None (a device new to both: it is registered as Python's).
-    fn promote(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<Promoted>> {
+    ///
+    /// The fields: `(lane, offset, last, reading, seen, skew, max_ts, late, koffset,
+    /// changed)`, the last two the worker's (`row_at`): the offset of its last record
+    /// applied, and whether its state changed since `take_stored` (Python stores it now).
+    fn promote(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<Taken>> {
         let (i, known) = match self.find(name.as_bytes()) {
             Some(i) => (i, true),
             None => (self.index(py, name.as_bytes())?, false),
@@ -460,7 +582,78 @@ impl FleetCore {
         let d = &mut self.devices[i as usize];
         let was_native = known && !d.python;
         d.python = true;
-        Ok(was_native.then(|| d.fields()))
+        let changed = std::mem::replace(&mut d.dirty, false);
+        Ok(was_native.then(|| {
+            let (lane, offset, last, reading, seen, skew, max_ts, late) = d.fields();
+            (lane, offset, last, reading, seen, skew, max_ts, late, d.koffset, changed)
+        }))
+    }
+
+    /// The stored form of each native device whose state changed since the last call, as
+    /// the worker's `Slot.dump` writes a device that only moved its clock:
+    /// `[(partition, key, value)]`. `frames`: each lane's frame id (`Shard.frames`).
+    fn take_stored<'py>(
+        &mut self,
+        py: Python<'py>,
+        format: i64,
+        frames: HashMap<i64, String>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut buf: Vec<u8> = Vec::with_capacity(320);
+        for i in dirty {
+            let d = &mut self.devices[i as usize];
+            if !d.dirty {
+                continue; // promoted since: Python's to store
+            }
+            d.dirty = false;
+            let d = &self.devices[i as usize];
+            let lane_clock = self.lane_index.get(&d.lane_number).map_or(NEG_INF, |&ix| self.lanes[ix].clock);
+            buf.clear();
+            stored_form(&mut buf, d, format, frames.get(&d.lane_number).map(String::as_bytes), lane_clock);
+            let key = PyBytes::new(py, d.key.bytes());
+            let value = PyBytes::new(py, &buf);
+            out.append((d.lane_number, key, value))?;
+        }
+        Ok(out)
+    }
+
+    /// The worker handed `lanes` (partitions) over: their native devices, and Python's
+    /// devices `names`, are forgotten here; so are the lanes (a lane of the same number
+    /// made later starts anew). The count of native devices forgotten.
+    fn drop(&mut self, lanes: Vec<i64>, names: Vec<String>) -> usize {
+        let gone: HashSet<i64> = lanes.into_iter().collect();
+        let names: HashSet<Vec<u8>> = names.into_iter().map(String::into_bytes).collect();
+        let mut map = vec![u32::MAX; self.devices.len()];
+        let mut kept: Vec<Device> = Vec::with_capacity(self.devices.len());
+        let mut count = 0;
+        for (old, d) in std::mem::take(&mut self.devices).into_iter().enumerate() {
+            let leaves = if d.python { names.contains(d.key.bytes()) } else { gone.contains(&d.lane_number) };
+            if leaves {
+                count += usize::from(!d.python);
+                continue;
+            }
+            map[old] = kept.len() as u32;
+            kept.push(d);
+        }
+        self.devices = kept;
+        self.names = Index::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            self.names.insert(name_hash(d.key.bytes()), i as u32);
+        }
+        for lane in &mut self.lanes {
+            lane.recent.retain_mut(|e| {
+                e.0 = map[e.0 as usize];
+                e.0 != u32::MAX
+            });
+        }
+        self.dirty = self.dirty.iter().map(|&i| map[i as usize]).filter(|&i| i != u32::MAX).collect();
+        for number in gone {
+            if let Some(ix) = self.lane_index.remove(&number) {
+                self.lanes[ix].recent = Vec::new();
+            }
+        }
+        count
     }
 
     /// The lane numbered `number` (made where the others stand when new), as Python reads it.
@@ -503,7 +696,22 @@ impl FleetCore {
     /// Counts: `(devices, native devices, lanes, rows)`.
     fn counts(&self) -> (usize, usize, usize, u64) {
         let native = self.devices.iter().filter(|d| !d.python).count();
-        (self.devices.len(), native, self.lanes.len(), self.rows)
+        (self.devices.len(), native, self.lane_index.len(), self.rows)
+    }
+
+    /// How many native devices changed since `take_stored` (at most).
+    fn changed(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Test hook: `row_at` of one clock row: "done", "python" or "duplicate".
+    fn apply_record(&mut self, py: Python<'_>, name: &str, ts: f64, inferred: bool, offset: i64) -> PyResult<&'static str> {
+        let n = name.as_bytes();
+        Ok(match self.row_at(py, n, name_hash(n), ts, inferred, offset)? {
+            Applied::Done => "done",
+            Applied::Python => "python",
+            Applied::Duplicate => "duplicate",
+        })
     }
 
     /// Test hook: apply one clock row as the scanner does; True when the device is Python's.

@@ -1874,6 +1874,129 @@ impl Scanner {
         Ok((rows, i.min(n)))
     }
 
+    /// `records` with the clock rows applied to `core` (a `FleetCore`, the worker's
+    /// shard), as `analyze` applies an archive's (`scan_fleet`): `values[start:]` are
+    /// records of `partition`, `offsets` their offsets. A row of a native device of the
+    /// core is applied there (`FleetCore.row_at`: a record read before is skipped); a
+    /// row of Python's device goes to `on_rows(rows)`, a list of `(row, offset)` (rows
+    /// as `scan_fleet` gives them, with their text), before the next row the core
+    /// applies and before this returns. Until `on_rows` returns true (the shard has a
+    /// frame for the partition; `framed` says whether it has one now), every row goes
+    /// there, each in its own call.
+    ///
+    /// Returns `(next, row, rows, applied, duplicates)`: `values[start:next]` were read,
+    /// `rows` of them clock rows, `applied` and `duplicates` in the core; the record
+    /// at `next`, if any, is Python's: to parse when `row` is None, else a clock row
+    /// `row` that the core does not apply (no device name, or a device of another
+    /// partition: the record is rerouted).
+    #[pyo3(signature = (values, sources, offsets, received, start, core, partition, framed, on_rows))]
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
+    fn records_core<'py>(
+        &mut self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        sources: &Bound<'py, PyList>,
+        offsets: &Bound<'py, PyList>,
+        received: Option<f64>,
+        start: usize,
+        core: &Bound<'py, fleet::FleetCore>,
+        partition: i64,
+        framed: bool,
+        on_rows: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, Option<Bound<'py, PyAny>>, i64, u64, u64)> {
+        let n = values.len();
+        if sources.len() != n || offsets.len() != n {
+            return Err(PyValueError::new_err("values, sources and offsets differ in length"));
+        }
+        let mut sess = self.begin(py)?;
+        sess.received = received;
+        let pending = PyList::empty(py);
+        let mut framed = framed;
+        let (mut applied, mut duplicates) = (0u64, 0u64);
+        let mut handed: Option<Bound<'py, PyAny>> = None;
+        let mut i = start;
+        let flush = |framed: &mut bool| -> PyResult<()> {
+            if !pending.is_empty() {
+                *framed = on_rows.call1((&pending,))?.is_truthy()?;
+                pending.del_slice(0, pending.len())?;
+            }
+            Ok(())
+        };
+        let out: PyResult<()> = (|| {
+            while i < n {
+                let item = values.get_item(i)?;
+                let Ok(value) = item.cast::<PyBytes>() else { break };
+                let Some(s) = record_line(value.as_bytes()) else { break };
+                let src = sources.get_item(i)?;
+                sess.source = if src.is_none() { None } else { Some(src.cast_into::<PyString>()?) };
+                let Ok(Some(mut row)) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s, true) else {
+                    break;
+                };
+                let offset: i64 = offsets.get_item(i)?.extract()?;
+                let device = row.device.clone();
+                let name: Option<&[u8]> = match (row.name, device.as_ref()) {
+                    (Some((x, y)), _) => Some(&s[x..y]),
+                    (None, Some(d)) => Some(d.to_str()?.as_bytes()),
+                    (None, None) => None,
+                };
+                let name = name.filter(|n| !n.is_empty()).map(|n| (n, fleet::name_hash(n)));
+                let lane = match name {
+                    Some((nm, h)) => Some(core.borrow().lane_of_name(py, nm, h)?),
+                    None => None,
+                };
+                if lane != Some(partition) {
+                    // Python's to route (the unknown device, or another partition's).
+                    flush(&mut framed)?;
+                    if row.device.is_none() {
+                        row.device = row.name.map(|(x, y)| self.cache.device(py, &s[x..y]));
+                    }
+                    row.name = None;
+                    handed = Some(row_tuple(py, &self.cfg, &mut sess, row, s, self.cfg.with_text)?);
+                    break;
+                }
+                let (nm, h) = name.expect("a row of this partition names its device");
+                let outcome = if !framed {
+                    fleet::Applied::Python
+                } else {
+                    if !pending.is_empty() && !core.borrow().is_python(nm, h) {
+                        flush(&mut framed)?;
+                    }
+                    core.borrow_mut().row_at(py, nm, h, row.ts, row.source == SRC_INFERRED, offset)?
+                };
+                match outcome {
+                    fleet::Applied::Done => {
+                        applied += 1;
+                        count_row(&mut sess, &row);
+                    }
+                    fleet::Applied::Duplicate => {
+                        duplicates += 1;
+                        count_row(&mut sess, &row);
+                    }
+                    fleet::Applied::Python => {
+                        if row.device.is_none() {
+                            row.device = Some(self.cache.device(py, nm));
+                        }
+                        row.name = None;
+                        let t = row_tuple(py, &self.cfg, &mut sess, row, s, true)?;
+                        pending.append((t, offset))?;
+                        if !framed {
+                            flush(&mut framed)?;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            flush(&mut framed)
+        })();
+        sess.source = None;
+        let rows = sess.rows;
+        let stored = self.end(py, &sess);
+        out?;
+        stored?;
+        Ok((i.min(n), handed, rows, applied, duplicates))
+    }
+
     /// Test hook: what the fast header path reads of `line[:end]` (ASCII), as
     /// `(host, origin, relay_stamp, device_stamp, clock_synced)` with stamps as tuples of
     /// `Stamp`'s fields; None where `fast_prefix` returns None.
@@ -1949,6 +2072,6 @@ fn tunnelwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // 2: the receiver's UdpReceiver, DeviceKeys, RecordBatch and group_by_partition.
     // 3: Scanner reads every tagged header (`scan`) and inert catalog messages (`lookup`).
     // 5: FleetCore and CoreLane, Scanner.scan_fleet.
-    m.add("ABI", 5)?;
+    m.add("ABI", 6)?;
     Ok(())
 }

@@ -771,7 +771,7 @@ class Correlator:
             pair = (self._state(name), self.fleet.device(name))
         else:
             # The core held it: its numbers carry on here (its lane already counts it).
-            lane, offset, last, reading, seen, skew, max_ts, late = got
+            lane, offset, last, reading, seen, skew, max_ts, late = got[:8]
             st = self.states[name] = DeviceState(name, max_ts=max_ts, late=late)
             dc: DeviceClock[Event | None] = DeviceClock(
                 lane=lane, offset=offset, last=last, reading=reading, seen=seen, skew=skew

@@ -162,6 +162,12 @@ class LaneView(Protocol):
     def unvote(self, name: str) -> None: ...
 
 
+#: What ``FleetCore.promote`` gives of a device the core held: ``(lane, offset, last,
+#: reading, seen, skew, max_ts, late, koffset, changed)``, the last two the worker's (the
+#: offset of its last record applied, and whether it changed since it was last stored).
+Taken = tuple[int, float | None, float, float, int, float, float, int, int, bool]
+
+
 class FleetCore(Protocol):
     """``tunnelwatch_native.FleetCore`` (``native/src/fleet.rs``): the lanes of a fleet
     clock and the clocks of its *native* devices (never held a line, no correction, no
@@ -169,9 +175,17 @@ class FleetCore(Protocol):
     the scanner's clock rows (``Scanner.scan_fleet``). This module is its model: the same
     decisions, proved equal by the tests."""
 
-    def promote(
-        self, name: str
-    ) -> tuple[int, float | None, float, float, int, float, float, int] | None: ...
+    def promote(self, name: str) -> Taken | None: ...
+
+    def take_stored(
+        self, format: int, frames: dict[int, str]
+    ) -> list[tuple[int, bytes, bytes]]: ...
+
+    def drop(self, lanes: list[int], names: list[str]) -> int: ...
+
+    def changed(self) -> int: ...
+
+    def apply_record(self, name: str, ts: float, inferred: bool, offset: int) -> str: ...
 
     def lane(self, number: int) -> LaneView: ...
 

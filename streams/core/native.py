@@ -59,7 +59,7 @@ from streams.errors import ConfigError
 ENV = "TUNNELWATCH_NATIVE"
 MODULE = "tunnelwatch_native"
 #: The interface this module expects of the extension (``ABI`` in ``native/src/lib.rs``).
-ABI = 5
+ABI = 6
 
 #: A clock row: ``(device, ts, time_source, clock_synced, tz_known)``; with
 #: ``with_text=True`` the record's text follows.
@@ -84,6 +84,19 @@ class Scanner(Protocol):
     def records(
         self, values: list[Any], sources: list[str | None], received: float | None, start: int = 0
     ) -> tuple[list[ClockRow], int]: ...
+
+    def records_core(
+        self,
+        values: list[Any],
+        sources: list[str | None],
+        offsets: list[int],
+        received: float | None,
+        start: int,
+        core: FleetCore,
+        partition: int,
+        framed: bool,
+        on_rows: Callable[[list[tuple[tuple[Any, ...], int]]], bool],
+    ) -> tuple[int, ClockRow | None, int, int, int]: ...
 
     def header(
         self, line: str, end: int

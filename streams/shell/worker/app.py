@@ -42,8 +42,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -52,7 +54,7 @@ import orjson
 from streams.core import native
 from streams.core.event import Event
 from streams.core.kb import default_kb
-from streams.core.native import ClockRow
+from streams.core.native import ClockRow, make_fleet_core
 from streams.shell.topics import STATE_TABLE, changelog_topic, reroute_topic
 from streams.shell.tzmap import load_tz_map
 from streams.shell.worker import faust_fixes
@@ -61,8 +63,11 @@ from streams.shell.worker.inbox import Inbox
 from streams.shell.worker.outbox import Outbox, partition_of
 from streams.shell.worker.stages import (
     MAX_PUBLISH_BYTES,
+    STATE_FORMAT,
+    UNKNOWN_DEVICE,
     Clocked,
     ParseStage,
+    Routed,
     Shard,
     decode_rerouted,
     fit_incident,
@@ -182,7 +187,11 @@ class WorkerApp:
             kb=kb,
         )
         self.engine_kinds = frozenset(kb.kinds_used())
-        self.shard = Shard(kb)
+        core = None
+        if self.stage.native is not None and cfg.fleet_core:
+            # Its lanes are the partitions, on the receiver's murmur2.
+            core = make_fleet_core(self.stage.native, kb.lateness, None, partitions=partitions)
+        self.shard = Shard(kb, core)
         self.counters = Counters()
         self.lock = asyncio.Lock()
         self.ready = False  # announced (ready file written)
@@ -190,8 +199,8 @@ class WorkerApp:
         self.outboxes: list[Outbox] = []
         self._timer_outbox: Outbox | None = None
         self._store_outbox: Outbox | None = None
-        #: Devices whose state changed since it was last stored (see store_states).
-        self.unstored: dict[bytes, None] = {}
+        #: Devices whose slot changed since it was last stored (see store_states).
+        self.unstored = self.shard.unstored
         # When states were last stored, and the shard's applied count then.
         self._stored_at = time.monotonic()
         self._applied_at_store = 0
@@ -272,7 +281,11 @@ class WorkerApp:
 
     def _say_parse_path(self) -> None:
         if self.stage.native is not None:
-            say("parse path: native batch (records no rule reads are clock rows)")
+            where = "the native fleet core" if self.shard.core is not None else "Python slots"
+            say(
+                "parse path: native batch (records no rule reads are clock rows; devices "
+                f"that only move their clock in {where})"
+            )
             return
         cfg = self.cfg
         why = (
@@ -328,9 +341,7 @@ class WorkerApp:
         """syslog.raw, in whole fetches: batches in, batches out (faust's per-record
         ``Topic.send`` machinery cost more than parsing). A batch is acknowledged once
         Kafka has its outputs: at-least-once holds."""
-        cfg, names, stage, inline = self.cfg, self.names, self.stage, self.inline
-        publish_all, engine_kinds = self.publish_all, self.engine_kinds
-        reroute_name = self.reroute_name
+        cfg, stage = self.cfg, self.stage
         outbox: Outbox | None = None
         while True:
             # Whatever arrived while the previous batch was processed, and what comes in
@@ -338,37 +349,83 @@ class WorkerApp:
             batch = await self.inbox.take(cfg.batch_max, cfg.batch_linger)
             if outbox is None:  # faust's producer is started by now
                 outbox = self.new_outbox()
-            items: list[_Item] = []
             self.counters.raw += len(batch)
-            for msg, routed in zip(batch, stage.handle_batch(batch), strict=True):
-                if isinstance(routed, Clocked):
-                    # Read by the native scanner: it moves its device's clock only.
-                    key = routed.key
-                    if outbox.partition(key) == msg.partition:
-                        items.append((key, routed.row, msg.partition, msg.offset, None))
-                    else:
-                        value = reroute_record(routed.event(msg.value), msg.partition, msg.offset)
-                        outbox.add(reroute_name, key, value, origin=msg)
-                    continue
-                if routed.deadletter:
-                    outbox.add(names.deadletter, routed.key, routed.value, msg.partition, msg)
-                    continue
-                key = routed.key or b"unknown"
-                ev = routed.event
-                if publish_all or (ev is not None and ev.kind in engine_kinds):
-                    outbox.add(names.events, key, routed.value, origin=msg)
-                if not inline:
-                    continue
-                if ev is None:
-                    outbox.add(reroute_name, key, routed.value, origin=msg)
-                elif outbox.partition(key) == msg.partition:
-                    items.append((key, ev, msg.partition, msg.offset, None))
-                else:
-                    value = reroute_record(ev, msg.partition, msg.offset)
-                    outbox.add(reroute_name, key, value, origin=msg)
-            # Events, dead letters, reroutes and incidents: one delivery.
-            await self.correlate_batch(items, outbox, rerouted=False)
+            if self.shard.core is not None:
+                box = outbox
+                await self._locked(partial(self._parse_apply, batch, box), box, bool(batch))
+            else:
+                items: list[_Item] = []
+                for msg, routed in zip(batch, stage.handle_batch(batch), strict=True):
+                    item = self._route(msg, routed, outbox)
+                    if item is not None:
+                        items.append(item)
+                # Events, dead letters, reroutes and incidents: one delivery.
+                await self.correlate_batch(items, outbox, rerouted=False)
             self.inbox.ack(batch)
+
+    def _route(self, msg: Any, routed: Routed | Clocked, outbox: Outbox) -> _Item | None:
+        """Where a raw record goes: to the outbox (events, dead letters, reroutes), and
+        the item to correlate here, if any."""
+        if isinstance(routed, Clocked):
+            # Read by the native scanner: it moves its device's clock only.
+            key = routed.key
+            if outbox.partition(key) == msg.partition:
+                return (key, routed.row, msg.partition, msg.offset, None)
+            value = reroute_record(routed.event(msg.value), msg.partition, msg.offset)
+            outbox.add(self.reroute_name, key, value, origin=msg)
+            return None
+        if routed.deadletter:
+            outbox.add(self.names.deadletter, routed.key, routed.value, msg.partition, msg)
+            return None
+        key = routed.key or b"unknown"
+        ev = routed.event
+        if self.publish_all or (ev is not None and ev.kind in self.engine_kinds):
+            outbox.add(self.names.events, key, routed.value, origin=msg)
+        if not self.inline:
+            return None
+        if ev is None:
+            outbox.add(self.reroute_name, key, routed.value, origin=msg)
+        elif outbox.partition(key) == msg.partition:
+            return (key, ev, msg.partition, msg.offset, None)
+        else:
+            value = reroute_record(ev, msg.partition, msg.offset)
+            outbox.add(self.reroute_name, key, value, origin=msg)
+        return None
+
+    def _parse_apply(self, batch: list[Any], outbox: Outbox) -> list[dict[str, Any]]:
+        """A fetch of syslog.raw read and applied in one pass, in order (the native
+        fleet core's path): clock rows of the core's devices applied there, every other
+        record routed and applied as it comes. The incident records it changed."""
+        shard = self.shard
+        core = shard.core
+        assert core is not None
+        out: list[dict[str, Any]] = []
+        if not self.restored:
+            # Devices of the table not restored yet: each new device is looked up there.
+            routed = self.stage.handle_batch(batch)
+            items = [self._route(m, r, outbox) for m, r in zip(batch, routed, strict=True)]
+            return self._apply([i for i in items if i is not None], False)
+        frames = shard.frames
+
+        def on_rows(partition: int, rows: list[tuple[tuple[Any, ...], int]]) -> bool:
+            items: list[_Item] = [
+                ((row[0] or UNKNOWN_DEVICE).encode("utf-8", "replace"), row, partition, o, None)
+                for row, o in rows
+            ]
+            out.extend(self._apply(items, False))
+            return partition in frames
+
+        def on_record(msg: Any, routed: Routed | Clocked) -> None:
+            item = self._route(msg, routed, outbox)
+            if item is not None:
+                out.extend(self._apply([item], False))
+
+        applied, duplicates = self.stage.handle_batch_core(
+            batch, core, frames.__contains__, on_rows, on_record
+        )
+        shard.applied += applied
+        shard.duplicates += duplicates
+        return out
 
     async def correlate(self, stream: Any) -> None:
         """The reroute topic (or syslog.events when not inline), through faust's stream."""
@@ -396,13 +453,20 @@ class WorkerApp:
         """Apply events and clock rows and publish their incident records with whatever
         the outbox holds (one round trip); their states are stored before the next
         commit (:meth:`store_states`)."""
+        await self._locked(lambda: self._apply(items, rerouted), outbox, bool(items))
+
+    async def _locked(
+        self, apply: Callable[[], list[dict[str, Any]]], outbox: Outbox, restore: bool = True
+    ) -> None:
+        """``apply()`` (it changes device states) under the lock, then the delivery of
+        its incident records with whatever the outbox holds."""
         async with self.lock:
-            if items and not self.restored and _settled(self.app):
+            if restore and not self.restored and _settled(self.app):
                 # Stored devices first: a lane's clock frame comes from its stored
                 # devices (see Shard), not from whichever new device speaks first.
                 self.restore_owned()
             try:
-                out = self._apply(items, rerouted)
+                out = apply()
                 await self.deliver(outbox, out)
             except BaseException as exc:
                 # Device states moved for records whose outputs may not be in Kafka: if
@@ -465,7 +529,8 @@ class WorkerApp:
                     "a batch failed after changing device states: they are not stored, "
                     "and no offset is committed"
                 )
-            if not self.unstored:
+            core = self.shard.core
+            if not self.unstored and (core is None or not core.changed()):
                 return
             box = self._store_outbox
             if box is None:
@@ -490,6 +555,10 @@ class WorkerApp:
                     say(f"state of {key!r} is {len(state)} bytes: not stored in the changelog")
                     continue
                 by_partition.setdefault(slot.partition, []).append((key, state))
+            if core is not None:
+                # The core's devices, in their short form (written there).
+                for partition, key, state in core.take_stored(STATE_FORMAT, shard.frames):
+                    by_partition.setdefault(partition, []).append((key, state))
             data = self.table.data
             for partition, states in by_partition.items():
                 # The store in the context of a record of the device's partition (a
@@ -513,13 +582,18 @@ class WorkerApp:
             self._stored_at = time.monotonic()
             self._applied_at_store = self.shard.applied
 
+    def changed_states(self) -> int:
+        """How many device states changed since they were last stored (at most)."""
+        core = self.shard.core
+        return len(self.unstored) + (core.changed() if core is not None else 0)
+
     def put_off_commit(self) -> bool:
         """The consumer asks before a periodic commit (see faust_fixes): True puts it
         off (counted)."""
         if self.put_off():
             if not self.counters.commits_put_off:
                 say(
-                    f"a commit waits: {len(self.unstored):,} device states changed since the "
+                    f"a commit waits: {self.changed_states():,} device states changed since the "
                     f"last store, for {self.shard.applied - self._applied_at_store:,} records; "
                     f"commits wait up to {self.cfg.commit_max_interval:g} s while the worker "
                     "is behind (commits_put_off on the stats line counts them)"
@@ -537,7 +611,7 @@ class WorkerApp:
         store, never for a few states (``store_floor``), never once everything there
         is was read (the worker has time to spare, and a crash should replay little)."""
         cfg = self.cfg
-        states = len(self.unstored)
+        states = self.changed_states()
         applied = self.shard.applied - self._applied_at_store
         if states <= max(cfg.store_floor, applied * cfg.store_share):
             return False
@@ -645,7 +719,7 @@ class WorkerApp:
                 f"bad_events={c.bad_events} "
                 f"bad_states={shard.bad_states} applied={shard.applied} "
                 f"duplicates={shard.duplicates} incidents_published={c.published} "
-                f"devices={len(shard.slots)} mixed_key_devices={shard.mixed_count} "
+                f"devices={shard.device_count()} mixed_key_devices={shard.mixed_count} "
                 f"duplicate_acks={faust_fixes.duplicate_acks} "
                 f"inbox_dropped={self.inbox.dropped} rate={rate:,.0f} events/s"
             )

@@ -53,6 +53,10 @@ class WorkerConfig:
     loglevel: str = "warning"
     events: str = "engine"  # one of EVENT_POLICIES
     stop_grace: float = 8.0  # seconds a stop may take before the process exits at once
+    # On the native batch path, the devices that only ever moved their clock are kept in
+    # the native fleet core (as analyze keeps them), not as Python objects: False keeps
+    # every device a Python Slot (the reference, for comparisons).
+    fleet_core: bool = True
 
     @property
     def store_url(self) -> str:

@@ -16,7 +16,7 @@ about on their own:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +32,7 @@ from streams.core.engine import (
     next_due,
 )
 from streams.core.event import Event, Unparsed
-from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, Lane
+from streams.core.fleet import NEG_INF, DeviceClock, FleetClock, FleetCore, Lane, Taken
 from streams.core.kb import KnowledgeBase
 from streams.core.native import ClockRow, NativeModule, Scanner, make_scanner
 from streams.core.parse import Parser
@@ -320,10 +320,92 @@ class ParseStage:
         if self.native is None:
             return [self.handle_record(m) for m in records]
         out: list[Routed | Clocked] = []
+        for i, j, values, sources, partition, received_at, year in self._runs(records):
+            self._handle_run(records[i:j], values, sources, partition, received_at, year, out)
+        return out
+
+    def handle_batch_core(
+        self,
+        records: Sequence[Any],
+        core: FleetCore,
+        framed: Callable[[int], bool],
+        on_rows: Callable[[int, list[tuple[tuple[Any, ...], int]]], bool],
+        on_record: Callable[[Any, Routed | Clocked], None],
+    ) -> tuple[int, int]:
+        """:meth:`handle_batch` with the clock rows applied as they are read, in order,
+        to ``core`` (``Scanner.records_core``): those of its native devices there, the
+        others given to ``on_rows(partition, [(row, offset)])``, which applies them and
+        says whether the shard has a frame for the partition now (``framed(partition)``
+        before). Every other record goes to ``on_record(record, routed)`` in its place:
+        parsed in Python (:class:`Routed`), or a clock row the core does not apply
+        (:class:`Clocked`: no device name, or a device of another partition). Returns
+        the count of rows the core applied and of records it skipped as read before.
+
+        Raises what ``on_rows`` and ``on_record`` raise; an error of the scanner itself
+        (a defect) hands the rest of the run to :meth:`handle_batch`'s path (whatever
+        the core applied of it is skipped there as read before)."""
+        assert self.native is not None
+        applied = duplicates = 0
+        failed: list[BaseException] = []  # what on_rows raised (not the scanner's defect)
+
+        def rows_of(partition: int) -> Callable[[list[tuple[tuple[Any, ...], int]]], bool]:
+            def call(rows: list[tuple[tuple[Any, ...], int]]) -> bool:
+                try:
+                    return on_rows(partition, rows)
+                except BaseException as exc:
+                    failed.append(exc)
+                    raise
+
+            return call
+
+        for i, j, values, sources, partition, received_at, year in self._runs(records):
+            run = records[i:j]
+            offsets = [m.offset for m in run]
+            parser = self.parser(partition, year)
+            scanner = self.scanner(partition, year)
+            apply_rows = rows_of(partition)
+            k = 0
+            n = len(run)
+            while k < n:
+                ref = self._reference(parser, received_at, year)
+                try:
+                    nxt, row, rows, a, d = scanner.records_core(
+                        values, sources, offsets, ref, k, core, partition, framed(partition),
+                        apply_rows,
+                    )  # fmt: skip
+                except Exception:
+                    if failed:
+                        raise
+                    # A defect of the scanner: the rest of the run the old way.
+                    rest: list[Routed | Clocked] = []
+                    self._handle_run(
+                        run[k:], values[k:], sources[k:], partition, received_at, year, rest
+                    )
+                    for m, routed in zip(run[k:], rest, strict=True):
+                        on_record(m, routed)
+                    break
+                applied += a
+                duplicates += d
+                self.clocked += rows
+                self.events += rows
+                if nxt >= n:
+                    break
+                if row is None:
+                    on_record(run[nxt], self.handle_record(run[nxt]))
+                else:
+                    device = row[0] or UNKNOWN_DEVICE
+                    on_record(run[nxt], Clocked(device.encode("utf-8", errors="replace"), row))
+                k = nxt + 1
+        return applied, duplicates
+
+    def _runs(
+        self, records: Sequence[Any]
+    ) -> Iterator[tuple[int, int, list[Any], list[str | None], int, str | None, int | None]]:
+        """The runs of records that share a parser and a receive time: ``(start, end,
+        values, sources, partition, received_at, year)``."""
         n = len(records)
         i = 0
         while i < n:
-            # A run of records that share a parser and a receive time.
             first = records[i]
             partition = first.partition
             headers = first.headers
@@ -352,9 +434,8 @@ class ParseStage:
                     else _host_of(header(m.headers, HEADER_SOURCE))
                 )
                 j += 1
-            self._handle_run(records[i:j], values, sources, partition, received_at, year, out)
+            yield i, j, values, sources, partition, received_at, year
             i = j
-        return out
 
     def _handle_run(
         self,
@@ -665,10 +746,19 @@ class Shard:
     that the fleet does not advance it until it speaks again.
     """
 
-    def __init__(self, kb: KnowledgeBase) -> None:
+    def __init__(self, kb: KnowledgeBase, core: FleetCore | None = None) -> None:
         self.kb = kb
         self.slots: dict[str, Slot] = {}
-        self.fleet: FleetClock[Event | None] = FleetClock(kb.lateness)
+        # With a native fleet core (``core``), the lanes and the devices that only ever
+        # moved their clock live there (see ParseStage.handle_batch_core): a device
+        # becomes a Slot here when a record needs Python (its promotion).
+        self.core = core
+        self.fleet: FleetClock[Event | None] = FleetClock(
+            kb.lateness, make_lane=core.lane if core is not None else None
+        )
+        #: Keys of the devices whose slot changed since it was last stored (the core
+        #: keeps its own devices' changes: FleetCore.take_stored).
+        self.unstored: dict[bytes, None] = {}
         self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
         self.published_by: dict[str, str] = {}  # incident id -> its device
@@ -690,6 +780,12 @@ class Shard:
         slot = self.slots.get(device)
         if slot is not None:
             return slot
+        core = self.core
+        # The core's device is newer than anything stored; a device it does not know
+        # is registered there as Python's.
+        got = core.promote(device) if core is not None else None
+        if got is not None:
+            return self._promoted(device, got)
         slot = None
         if stored:
             try:
@@ -700,7 +796,10 @@ class Shard:
                 frame = self.frames.get(slot.partition)
                 if frame is None and slot.frame is not None and slot.clock.offset is not None:
                     self.frames[slot.partition] = slot.frame
-                    self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
+                    if core is None:
+                        self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
+                    else:
+                        self.fleet.lane(slot.partition).clock = slot.lane_clock
                 elif frame != slot.frame:
                     # Another frame: its offset and reading mean nothing here.
                     slot.clock.offset = None
@@ -721,6 +820,26 @@ class Shard:
             self.dirty[device] = None
         return slot
 
+    def _promoted(self, device: str, got: Taken) -> Slot:
+        """The slot of a device the core held: its numbers carry on here (its lane
+        already counts it)."""
+        lane, offset, last, reading, seen, skew, max_ts, late, koffset, changed = got
+        dc: DeviceClock[Event | None] = DeviceClock(
+            lane=lane, offset=offset, last=last, reading=reading, seen=seen, skew=skew
+        )
+        slot = Slot(DeviceState(device, max_ts=max_ts, late=late), lane, koffset, clock=dc)
+        self.fleet.devices[device] = dc
+        if offset is not None:
+            self.fleet.lane(lane)
+        self.slots[device] = slot
+        if changed:  # not stored since it changed in the core: now the slot's to store
+            self.unstored[device.encode("utf-8")] = None
+        return slot
+
+    def device_count(self) -> int:
+        """The devices of this shard: its slots and the core's native devices."""
+        return len(self.slots) + (self.core.counts()[1] if self.core is not None else 0)
+
     def dump(self, device: str) -> bytes:
         """The stored form of a device's slot, with its lane's frame and time."""
         slot = self.slots[device]
@@ -739,10 +858,13 @@ class Shard:
             del self.published_by[iid]
             self.published.pop(iid, None)
         self.fleet.forget(victims)
+        native = 0
+        if self.core is not None:
+            native = self.core.drop(sorted(gone), victims)
         for p in gone:
             self.fleet.lanes.pop(p, None)
             self.frames.pop(p, None)
-        return len(victims)
+        return len(victims) + native
 
     def _move(self, device: str, slot: Slot, partition: int) -> None:
         """A device's events now come from another partition (lane)."""
@@ -864,7 +986,9 @@ class Shard:
         if row[2] == "inferred" or fleet.ordinary(device, dc, eng) or fleet.first(device, dc, eng):
             out = clock(st, eng, self.kb)
         else:
-            out = apply_admitted(st, self.fleet.admit(device, dc, None, ts, True), self.kb)
+            # A held row is reported with its text, when the row has it (as analyze does).
+            raw = row[5] if len(row) > 5 else ""
+            out = apply_admitted(st, self.fleet.admit(device, dc, None, ts, True, raw), self.kb)
         due = st.due
         if due == NEG_INF:
             due = next_due(st, self.kb)
