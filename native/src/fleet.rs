@@ -699,6 +699,60 @@ impl FleetCore {
         (self.devices.len(), native, self.lane_index.len(), self.rows)
     }
 
+    /// The worker restores a device from its stored state (`Shard.restore_stored`): a
+    /// device that only moved its clock, of lane `lane`, becomes native here with these
+    /// numbers ("adopted"). "held": the core holds it natively already (its numbers are
+    /// newer than any stored ones); "refused": its name is not of that lane.
+    #[allow(clippy::too_many_arguments)]
+    fn adopt(
+        &mut self,
+        py: Python<'_>,
+        name: &str,
+        lane: i64,
+        offset: Option<f64>,
+        last: f64,
+        reading: f64,
+        skew: f64,
+        max_ts: f64,
+        late: u64,
+        koffset: i64,
+    ) -> PyResult<&'static str> {
+        let n = name.as_bytes();
+        let h = name_hash(n);
+        let i = match self.names.find(h, n, &self.devices) {
+            Some(i) if !self.devices[i as usize].python => return Ok("held"),
+            Some(i) => i, // Python's name, without a slot there: taken back
+            None => {
+                if self.lane_number(py, n)? != lane {
+                    return Ok("refused");
+                }
+                self.index_hashed(py, n, h)?
+            }
+        };
+        if self.devices[i as usize].lane_number != lane {
+            return Ok("refused");
+        }
+        // `FleetClock.adopt`: the lane is made, and counts the device if it has an offset.
+        let ix = self.lane_at(lane);
+        if offset.is_some() {
+            self.lanes[ix].devices += 1;
+        }
+        let d = &mut self.devices[i as usize];
+        d.lane = ix as u32;
+        d.offset = offset.unwrap_or(0.0);
+        d.has_offset = offset.is_some();
+        d.last = last;
+        d.reading = reading;
+        d.seen = 0;
+        d.skew = skew;
+        d.max_ts = max_ts;
+        d.late = late;
+        d.koffset = koffset;
+        d.dirty = false;
+        d.python = false;
+        Ok("adopted")
+    }
+
     /// How many native devices changed since `take_stored` (at most).
     fn changed(&self) -> usize {
         self.dirty.len()

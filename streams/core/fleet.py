@@ -185,6 +185,19 @@ class FleetCore(Protocol):
 
     def changed(self) -> int: ...
 
+    def adopt(
+        self,
+        name: str,
+        lane: int,
+        offset: float | None,
+        last: float,
+        reading: float,
+        skew: float,
+        max_ts: float,
+        late: int,
+        koffset: int,
+    ) -> str: ...
+
     def apply_record(self, name: str, ts: float, inferred: bool, offset: int) -> str: ...
 
     def lane(self, number: int) -> LaneView: ...

@@ -639,8 +639,7 @@ class WorkerApp:
         shard = self.shard
         for key in self.owned_keys():
             device = key.decode("utf-8", errors="replace")
-            if device not in shard.slots:
-                shard.restore(device, self.table.get(key), -1)
+            shard.restore_stored(device, self.table.get(key))
         self.restored = True
 
     async def on_revoked(

@@ -646,15 +646,12 @@ class Slot:
     lane_clock: float = NEG_INF
     touched: float = 0.0  # monotonic wall time of the last event (for idle flushes)
 
-    def dump(self, frame: str | None = None, lane_clock: float = NEG_INF) -> bytes:
-        # A copy of exact size: orjson's result keeps its 4 KiB buffer, and the table's
-        # store keeps every device's state (100k devices: 400 MB instead of 50 MB).
-        return memoryview(self._dump(frame, lane_clock)).tobytes()
-
-    def _dump(self, frame: str | None, lane_clock: float) -> bytes:
+    def clock_only(self) -> bool:
+        """A device that only ever moved its clock (most of a large fleet): no held or
+        noted clock line, no engine state but its newest time, no reroute origin."""
         dc = self.clock
         st = self.state
-        if not (
+        return not (
             dc.held
             or dc.anomalies
             or dc.jumps
@@ -671,7 +668,17 @@ class Slot:
             or st.serial
             or st.current
             or self.origins
-        ):
+        )
+
+    def dump(self, frame: str | None = None, lane_clock: float = NEG_INF) -> bytes:
+        # A copy of exact size: orjson's result keeps its 4 KiB buffer, and the table's
+        # store keeps every device's state (100k devices: 400 MB instead of 50 MB).
+        return memoryview(self._dump(frame, lane_clock)).tobytes()
+
+    def _dump(self, frame: str | None, lane_clock: float) -> bytes:
+        dc = self.clock
+        st = self.state
+        if self.clock_only():
             # A device that only moved its clock (most of a large fleet): the fields that
             # differ from what Slot.load assumes, half the bytes, twice as fast.
             return orjson.dumps(
@@ -776,41 +783,87 @@ class Shard:
     # -- state ---------------------------------------------------------------------
 
     def restore(self, device: str, stored: bytes | None, partition: int) -> Slot:
-        """The cached slot of ``device``, else the one decoded from ``stored``, else a new one."""
+        """The cached slot of ``device``, else one of the core's device (the core's
+        numbers are newer than anything stored), else the one decoded from ``stored``,
+        else a new one. A device the core does not know is registered there as Python's."""
         slot = self.slots.get(device)
         if slot is not None:
             return slot
         core = self.core
-        # The core's device is newer than anything stored; a device it does not know
-        # is registered there as Python's.
         got = core.promote(device) if core is not None else None
         if got is not None:
             return self._promoted(device, got)
-        slot = None
-        if stored:
-            try:
-                slot = Slot.load(stored)
-            except Exception:  # not a state this worker wrote: start the device afresh
-                self.bad_states += 1
+        loaded = self._load(stored) if stored else None
+        if loaded is None:
+            loaded = Slot(DeviceState(device), partition, clock=DeviceClock(lane=partition))
+        return self._keep(device, loaded)
+
+    def restore_stored(self, device: str, stored: bytes | None) -> None:
+        """:meth:`restore` of a device of the table (``restore_owned``): into the core,
+        not a slot, when the core can hold its stored state (a device that only moved
+        its clock, in its own partition)."""
+        if device in self.slots:
+            return
+        core = self.core
+        if core is None or not stored:
+            self.restore(device, stored, -1)
+            return
+        loaded = self._load(stored)
+        if (
+            loaded is not None
+            and loaded.clock_only()
+            and not loaded.clock.correction
+            and loaded.reroute_offset == -1
+        ):
+            dc, st = loaded.clock, loaded.state
+            how = core.adopt(
+                device, loaded.partition, dc.offset, dc.last, dc.reading, dc.skew,
+                st.max_ts, st.late, loaded.offset,
+            )  # fmt: skip
+            if how == "held":
+                return
+            if how == "adopted":
+                self._lane_clock(loaded)
+                return
+        got = core.promote(device)
+        if got is not None:
+            self._promoted(device, got)
+            return
+        if loaded is None:
+            loaded = Slot(DeviceState(device), -1, clock=DeviceClock(lane=-1))
+        self._keep(device, loaded)
+
+    def _load(self, stored: bytes) -> Slot | None:
+        """A stored slot, in this shard's frame of its lane (None: not a state this
+        worker wrote, counted: the device starts afresh)."""
+        try:
+            slot = Slot.load(stored)
+        except Exception:
+            self.bad_states += 1
+            return None
+        frame = self.frames.get(slot.partition)
+        if frame is None and slot.frame is not None and slot.clock.offset is not None:
+            self.frames[slot.partition] = slot.frame
+            if self.core is None:
+                self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
             else:
-                frame = self.frames.get(slot.partition)
-                if frame is None and slot.frame is not None and slot.clock.offset is not None:
-                    self.frames[slot.partition] = slot.frame
-                    if core is None:
-                        self.fleet.lanes[slot.partition] = Lane(clock=slot.lane_clock)
-                    else:
-                        self.fleet.lane(slot.partition).clock = slot.lane_clock
-                elif frame != slot.frame:
-                    # Another frame: its offset and reading mean nothing here.
-                    slot.clock.offset = None
-                    slot.clock.reading = NEG_INF
-                self.fleet.adopt(device, slot.clock)
-                lane = self.fleet.lanes[slot.partition]
-                if slot.clock.offset is not None and slot.lane_clock > lane.clock:
-                    lane.clock = slot.lane_clock
-        if slot is None:
-            slot = Slot(DeviceState(device), partition, clock=DeviceClock(lane=partition))
-            self.fleet.adopt(device, slot.clock)
+                self.fleet.lane(slot.partition).clock = slot.lane_clock
+        elif frame != slot.frame:
+            # Another frame: its offset and reading mean nothing here.
+            slot.clock.offset = None
+            slot.clock.reading = NEG_INF
+        return slot
+
+    def _lane_clock(self, slot: Slot) -> None:
+        """A restored device's lane is at least where it stood when it was stored."""
+        lane = self.fleet.lane(slot.partition)
+        if slot.clock.offset is not None and slot.lane_clock > lane.clock:
+            lane.clock = slot.lane_clock
+
+    def _keep(self, device: str, slot: Slot) -> Slot:
+        """A restored or new slot, in the shard and its fleet clock."""
+        self.fleet.adopt(device, slot.clock)
+        self._lane_clock(slot)
         self.slots[device] = slot
         self._schedule(device, slot)
         if slot.state.incidents:
