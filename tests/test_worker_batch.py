@@ -126,7 +126,8 @@ def assert_same_routing(recs: Sequence[Rec]) -> int:
             rows += 1
             assert not w.deadletter and w.event is not None, rec
             assert g.key == w.key, rec
-            assert g.row == _row_view(w.event), rec
+            assert g.row[:5] == _row_view(w.event), rec
+            assert g.row[5] == w.event.raw.rstrip("\r\n"), rec  # its text, if the clock holds it
             assert w.event.kind is None or w.event.kind in INERT, rec
             assert w.event.local is None and w.event.conn_id is None, rec
             assert g.event(rec.value).to_record()["ts"] == w.event.ts

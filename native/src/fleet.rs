@@ -234,7 +234,7 @@ struct Device {
     max_ts: f64,
     late: u64,
     /// The worker's bookkeeping: the offset of the device's last record applied (-1:
-    /// none), and whether its state changed since it was last stored (`take_stored`).
+    /// none), and whether its state changed since it was last stored (`stored_forms`, `mark_stored`).
     koffset: i64,
     dirty: bool,
     /// Python holds this device's clock and state (see `promote`).
@@ -291,7 +291,7 @@ pub(crate) struct FleetCore {
     names: Index,
     devices: Vec<Device>,
     rows: u64,
-    /// The native devices whose state changed since `take_stored` (the worker's).
+    /// The native devices whose state changed since `mark_stored` (the worker's).
     dirty: Vec<u32>,
 }
 
@@ -573,7 +573,7 @@ impl FleetCore {
     ///
     /// The fields: `(lane, offset, last, reading, seen, skew, max_ts, late, koffset,
     /// changed)`, the last two the worker's (`row_at`): the offset of its last record
-    /// applied, and whether its state changed since `take_stored` (Python stores it now).
+    /// applied, and whether its state changed since `mark_stored` (Python stores it now).
     fn promote(&mut self, py: Python<'_>, name: &str) -> PyResult<Option<Taken>> {
         let (i, known) = match self.find(name.as_bytes()) {
             Some(i) => (i, true),
@@ -589,25 +589,24 @@ impl FleetCore {
         }))
     }
 
-    /// The stored form of each native device whose state changed since the last call, as
-    /// the worker's `Slot.dump` writes a device that only moved its clock:
-    /// `[(partition, key, value)]`. `frames`: each lane's frame id (`Shard.frames`).
-    fn take_stored<'py>(
-        &mut self,
+    /// The stored form of each native device whose state changed since `mark_stored`,
+    /// as the worker's `Slot.dump` writes a device that only moved its clock:
+    /// `[(partition, key, value)]`. `frames`: each lane's frame id (`Shard.frames`). The
+    /// devices stay changed until `mark_stored` (the worker calls it once Kafka has
+    /// them: a store that fails leaves them to the next).
+    fn stored_forms<'py>(
+        &self,
         py: Python<'py>,
         format: i64,
         frames: HashMap<i64, String>,
     ) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        let dirty = std::mem::take(&mut self.dirty);
         let mut buf: Vec<u8> = Vec::with_capacity(320);
-        for i in dirty {
-            let d = &mut self.devices[i as usize];
+        for &i in &self.dirty {
+            let d = &self.devices[i as usize];
             if !d.dirty {
                 continue; // promoted since: Python's to store
             }
-            d.dirty = false;
-            let d = &self.devices[i as usize];
             let lane_clock = self.lane_index.get(&d.lane_number).map_or(NEG_INF, |&ix| self.lanes[ix].clock);
             buf.clear();
             stored_form(&mut buf, d, format, frames.get(&d.lane_number).map(String::as_bytes), lane_clock);
@@ -616,6 +615,13 @@ impl FleetCore {
             out.append((d.lane_number, key, value))?;
         }
         Ok(out)
+    }
+
+    /// What `stored_forms` gave is stored: no native device is changed any more.
+    fn mark_stored(&mut self) {
+        for i in std::mem::take(&mut self.dirty) {
+            self.devices[i as usize].dirty = false;
+        }
     }
 
     /// The worker handed `lanes` (partitions) over: their native devices, and Python's
@@ -753,7 +759,7 @@ impl FleetCore {
         Ok("adopted")
     }
 
-    /// How many native devices changed since `take_stored` (at most).
+    /// How many native devices changed since `mark_stored` (at most).
     fn changed(&self) -> usize {
         self.dirty.len()
     }

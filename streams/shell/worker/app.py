@@ -557,7 +557,7 @@ class WorkerApp:
                 by_partition.setdefault(slot.partition, []).append((key, state))
             if core is not None:
                 # The core's devices, in their short form (written there).
-                for partition, key, state in core.take_stored(STATE_FORMAT, shard.frames):
+                for partition, key, state in core.stored_forms(STATE_FORMAT, shard.frames):
                     by_partition.setdefault(partition, []).append((key, state))
             data = self.table.data
             for partition, states in by_partition.items():
@@ -579,6 +579,8 @@ class WorkerApp:
                 )
             self.counters.states_stored += sum(len(v) for v in by_partition.values())
             self.unstored.clear()
+            if core is not None:
+                core.mark_stored()
             self._stored_at = time.monotonic()
             self._applied_at_store = self.shard.applied
 

@@ -60,13 +60,19 @@ STATE_RAW_CHARS = 2_048
 MAX_MIXED_NAMED = 1_000
 
 
+def bounded_text(raw: str) -> str:
+    """``raw`` cut to :data:`STATE_RAW_CHARS` characters (and its length said) when
+    longer: what a device's state keeps of a line."""
+    if len(raw) <= STATE_RAW_CHARS:
+        return raw
+    return f"{raw[:STATE_RAW_CHARS]}… [truncated: {len(raw)} characters]"
+
+
 def bounded(ev: Event) -> Event:
-    """``ev`` with its raw text cut to :data:`STATE_RAW_CHARS` characters (and the
-    original length said) when longer; else ``ev`` itself."""
+    """``ev`` with its raw text cut by :func:`bounded_text`; else ``ev`` itself."""
     if len(ev.raw) <= STATE_RAW_CHARS:
         return ev
-    short = f"{ev.raw[:STATE_RAW_CHARS]}… [truncated: {len(ev.raw)} characters]"
-    return replace(ev, raw=short)
+    return replace(ev, raw=bounded_text(ev.raw))
 
 
 Headers = Sequence[tuple[str, bytes]]
@@ -233,7 +239,7 @@ class Clocked:
 
     def event(self, value: bytes | None) -> Event:
         """The event the engine reads of it (for the reroute topic): its raw text, no kind."""
-        device, ts, source, synced, tz_known = self.row
+        device, ts, source, synced, tz_known = self.row[:5]
         text = _as_bytes(value).decode("utf-8", errors="replace").rstrip("\r\n")
         return Event(
             device=device or UNKNOWN_DEVICE,
@@ -296,8 +302,10 @@ class ParseStage:
         key = (partition, year)
         sc = self._scanners.get(key)
         if sc is None:
+            # With the text of each row: a row the fleet clock holds (a clock jump) is
+            # noted with it, as analyze notes it, whichever path the row takes.
             sc = self._scanners[key] = make_scanner(
-                self.native, self.parser(partition, year), kb=self.kb
+                self.native, self.parser(partition, year), kb=self.kb, with_text=True
             )
         return sc
 
@@ -646,9 +654,10 @@ class Slot:
     lane_clock: float = NEG_INF
     touched: float = 0.0  # monotonic wall time of the last event (for idle flushes)
 
-    def clock_only(self) -> bool:
+    def clock_only(self, *, late: bool = False) -> bool:
         """A device that only ever moved its clock (most of a large fleet): no held or
-        noted clock line, no engine state but its newest time, no reroute origin."""
+        noted clock line, no engine state but its newest time (and its late count, with
+        ``late``), no reroute origin."""
         dc = self.clock
         st = self.state
         return not (
@@ -664,7 +673,7 @@ class Slot:
             or st.handles
             or st.conn_peers
             or st.addresses
-            or st.late
+            or (st.late and not late)
             or st.serial
             or st.current
             or self.origins
@@ -764,7 +773,7 @@ class Shard:
             kb.lateness, make_lane=core.lane if core is not None else None
         )
         #: Keys of the devices whose slot changed since it was last stored (the core
-        #: keeps its own devices' changes: FleetCore.take_stored).
+        #: keeps its own devices' changes: FleetCore.stored_forms).
         self.unstored: dict[bytes, None] = {}
         self.frames: dict[int, str] = {}  # lane -> frame id
         self.published: dict[str, tuple[Any, ...]] = {}
@@ -808,10 +817,13 @@ class Shard:
         if core is None or not stored:
             self.restore(device, stored, -1)
             return
+        held = core.peek(device)
+        if held is not None and not held[-1]:
+            return  # the core's own numbers are newer than the stored ones
         loaded = self._load(stored)
         if (
             loaded is not None
-            and loaded.clock_only()
+            and loaded.clock_only(late=True)
             and not loaded.clock.correction
             and loaded.reroute_offset == -1
         ):
@@ -1039,8 +1051,8 @@ class Shard:
         if row[2] == "inferred" or fleet.ordinary(device, dc, eng) or fleet.first(device, dc, eng):
             out = clock(st, eng, self.kb)
         else:
-            # A held row is reported with its text, when the row has it (as analyze does).
-            raw = row[5] if len(row) > 5 else ""
+            # A held row is noted with its text (cut as an event's is), as analyze notes it.
+            raw = bounded_text(row[5]) if len(row) > 5 else ""
             out = apply_admitted(st, self.fleet.admit(device, dc, None, ts, True, raw), self.kb)
         due = st.due
         if due == NEG_INF:
