@@ -1,5 +1,5 @@
-//! The fleet clock's hot state, for `tunnelwatch analyze`: lanes and the clocks of the
-//! devices that only ever moved their clock.
+//! The fleet clock's hot state, for `tunnelwatch analyze` and the stream worker: lanes
+//! and the clocks of the devices that only ever moved their clock.
 //!
 //! `streams/core/fleet.py` is the model and the reference; this is the same arithmetic
 //! on plain numbers, for the part of it that a large fleet runs on every line:
@@ -17,9 +17,15 @@
 //!   hands its fields to a `DeviceClock` and a `DeviceState`, and from then on its rows
 //!   go to Python (`on_rows`), which reads and moves its lane here.
 //!
+//! The worker (`Shard`, `ParseStage.handle_batch_core`) adds its bookkeeping to a native
+//! device: the offset of its last record applied (`row_at` skips a record read again)
+//! and whether it changed since it was stored. The core writes the stored form of its
+//! changed devices (`stored_forms`, `mark_stored`), forgets the lanes and devices of
+//! partitions handed over (`drop`), and takes a stored device back (`adopt`).
+//!
 //! Nothing here walks the fleet: a row costs one hash lookup and a few float operations
 //! on one device record and one lane, all in memory a fleet of 100k devices keeps in the
-//! CPU's last cache level (about 100 bytes a device).
+//! CPU's last cache level (at most 128 bytes a device).
 
 use std::collections::{HashMap, HashSet};
 
@@ -888,5 +894,11 @@ mod tests {
         for absent in [&b"fw-20000"[..], b"fw-", b"y", b"a-device-name-longer-than-thirty-bytes-"] {
             assert_eq!(index.find(name_hash(absent), absent, &devices), None);
         }
+    }
+
+    #[test]
+    fn a_device_record_fits_in_two_cache_lines() {
+        // The README's bound of a native device (its index slots aside).
+        assert!(std::mem::size_of::<Device>() <= 128, "{}", std::mem::size_of::<Device>());
     }
 }
