@@ -18,6 +18,7 @@ stored states, and grow its index (thousands of devices).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import random
 from collections.abc import Callable, Sequence
@@ -356,3 +357,49 @@ def test_a_device_the_core_held_carries_its_numbers_and_its_unstored_change_into
     # Python's from now on: its rows are handed back, and the core stores it no more.
     assert core.apply_record(name, 1_717_400_020.0, False, 5) == "python"
     assert core.stored_forms(STATE_FORMAT, {}) == []
+
+
+class _FailingBox:
+    """The store's outbox, whose first delivery is cancelled (a stop mid-store)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.records: list[tuple[str, int, bytes | None, bytes]] = []
+        self.deliveries = 0
+
+    def add_to(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        self.records.append((topic, partition, key, value))
+
+    async def deliver(self) -> int:
+        self.deliveries += 1
+        if self.deliveries == 1:
+            self.records.clear()
+            raise asyncio.CancelledError
+        return len(self.records)
+
+
+def test_a_store_that_did_not_reach_kafka_leaves_the_cores_devices_to_the_next() -> None:
+    from streams.shell.worker.app import WorkerApp
+    from streams.shell.worker.config import WorkerConfig
+
+    async def go() -> None:
+        worker = WorkerApp(WorkerConfig(bootstrap="127.0.0.1:9", app_id="tw-test-core"), 4)
+        try:
+            core = worker.shard.core
+            assert core is not None, "the native batch path keeps its devices in the core"
+            names = [f"fw-{i}" for i in range(5)]
+            for i, name in enumerate(names):
+                assert core.apply_record(name, 1_780_000_000.0 + i, False, i) == "done"
+            box = _FailingBox()
+            worker._store_outbox = box  # type: ignore[assignment]
+            with pytest.raises(asyncio.CancelledError):
+                await worker.store_states()
+            assert worker.changed_states() == 5
+            await worker.store_states()
+            assert sorted(key for _, _, key, _ in box.records if key) == [n.encode() for n in names]
+            assert all(worker.table.data.get(n.encode()) for n in names)
+            assert worker.changed_states() == 0
+        finally:
+            worker.app.consumer._thread.thread_loop.close()
+
+    asyncio.run(go())
