@@ -1377,6 +1377,21 @@ fn record_line(value: &[u8]) -> Option<&[u8]> {
     Some(s)
 }
 
+/// The record at `i` of a batch (`Scanner.records`), if the scanner can read it: its
+/// value and the length of its line (`record_line`), its source set in `sess`.
+fn record_at<'py>(
+    values: &Bound<'py, PyList>,
+    sources: &Bound<'py, PyList>,
+    i: usize,
+    sess: &mut Session<'py>,
+) -> PyResult<Option<(Bound<'py, PyBytes>, usize)>> {
+    let Ok(value) = values.get_item(i)?.cast_into::<PyBytes>() else { return Ok(None) };
+    let Some(end) = record_line(value.as_bytes()).map(<[u8]>::len) else { return Ok(None) };
+    let src = sources.get_item(i)?;
+    sess.source = if src.is_none() { None } else { Some(src.cast_into::<PyString>()?) };
+    Ok(Some((value, end)))
+}
+
 /// `str.isspace()` of an ASCII line.
 fn is_blank_bytes(s: &[u8]) -> bool {
     s.iter().all(|&b| is_space(b))
@@ -1851,11 +1866,8 @@ impl Scanner {
         let mut i = start;
         let out: PyResult<()> = (|| {
             while i < n {
-                let item = values.get_item(i)?;
-                let Ok(value) = item.cast::<PyBytes>() else { break };
-                let Some(s) = record_line(value.as_bytes()) else { break };
-                let src = sources.get_item(i)?;
-                sess.source = if src.is_none() { None } else { Some(src.cast_into::<PyString>()?) };
+                let Some((value, end)) = record_at(values, sources, i, &mut sess)? else { break };
+                let s = &value.as_bytes()[..end];
                 // An error reading a record (a defect) hands it to Python like any record
                 // the scanner does not read: nothing of the parser's state moved for it
                 // (the year tracker's answer is the same when asked again).
@@ -1925,11 +1937,8 @@ impl Scanner {
         };
         let out: PyResult<()> = (|| {
             while i < n {
-                let item = values.get_item(i)?;
-                let Ok(value) = item.cast::<PyBytes>() else { break };
-                let Some(s) = record_line(value.as_bytes()) else { break };
-                let src = sources.get_item(i)?;
-                sess.source = if src.is_none() { None } else { Some(src.cast_into::<PyString>()?) };
+                let Some((value, end)) = record_at(values, sources, i, &mut sess)? else { break };
+                let s = &value.as_bytes()[..end];
                 let Ok(Some(mut row)) = clock_row(py, &self.cfg, &mut self.cache, &mut self.state, &sess, s, true) else {
                     break;
                 };
