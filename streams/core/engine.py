@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streams.core.event import Event, iso_utc
-from streams.core.fleet import DeviceClock, FleetClock, FleetCore
+from streams.core.fleet import DeviceClock, FleetClock, FleetCore, Taken
 from streams.core.kb import KnowledgeBase, Rule
 from streams.core.stories import is_address
 
@@ -723,6 +723,21 @@ def advance_due(
     return out
 
 
+def from_core(
+    fleet: FleetClock[Event | None], name: str, got: Taken
+) -> tuple[DeviceState, DeviceClock[Event | None]]:
+    """The state and clock of a device the native core held (``FleetCore.promote``'s
+    fields), its clock in ``fleet``: its numbers carry on (its lane already counts it)."""
+    lane, offset, last, reading, seen, skew, max_ts, late = got[:8]
+    dc: DeviceClock[Event | None] = DeviceClock(
+        lane=lane, offset=offset, last=last, reading=reading, seen=seen, skew=skew
+    )
+    fleet.devices[name] = dc
+    if offset is not None:
+        fleet.lane(lane)  # the core's, which FleetClock.ordinary reads
+    return DeviceState(name, max_ts=max_ts, late=late), dc
+
+
 @dataclass
 class Correlator:
     """Runs the engine in-process over many devices (``tunnelwatch analyze``).
@@ -770,16 +785,8 @@ class Correlator:
         if got is None:
             pair = (self._state(name), self.fleet.device(name))
         else:
-            # The core held it: its numbers carry on here (its lane already counts it).
-            lane, offset, last, reading, seen, skew, max_ts, late = got[:8]
-            st = self.states[name] = DeviceState(name, max_ts=max_ts, late=late)
-            dc: DeviceClock[Event | None] = DeviceClock(
-                lane=lane, offset=offset, last=last, reading=reading, seen=seen, skew=skew
-            )
-            self.fleet.devices[name] = dc
-            if offset is not None:
-                self.fleet.lane(lane)  # the core's, which FleetClock.ordinary reads
-            pair = (st, dc)
+            pair = from_core(self.fleet, name, got)
+            self.states[name] = pair[0]
         self._pairs[name] = pair
         return pair
 

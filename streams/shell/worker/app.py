@@ -341,7 +341,7 @@ class WorkerApp:
         """syslog.raw, in whole fetches: batches in, batches out (faust's per-record
         ``Topic.send`` machinery cost more than parsing). A batch is acknowledged once
         Kafka has its outputs: at-least-once holds."""
-        cfg, stage = self.cfg, self.stage
+        cfg = self.cfg
         outbox: Outbox | None = None
         while True:
             # Whatever arrived while the previous batch was processed, and what comes in
@@ -354,14 +354,20 @@ class WorkerApp:
                 box = outbox
                 await self._locked(partial(self._parse_apply, batch, box), box, bool(batch))
             else:
-                items: list[_Item] = []
-                for msg, routed in zip(batch, stage.handle_batch(batch), strict=True):
-                    item = self._route(msg, routed, outbox)
-                    if item is not None:
-                        items.append(item)
                 # Events, dead letters, reroutes and incidents: one delivery.
+                items = self._routed(batch, outbox)
                 await self.correlate_batch(items, outbox, rerouted=False)
             self.inbox.ack(batch)
+
+    def _routed(self, batch: list[Any], outbox: Outbox) -> list[_Item]:
+        """A fetch parsed (:meth:`ParseStage.handle_batch`) and routed: the items to
+        correlate here, in order."""
+        items: list[_Item] = []
+        for msg, routed in zip(batch, self.stage.handle_batch(batch), strict=True):
+            item = self._route(msg, routed, outbox)
+            if item is not None:
+                items.append(item)
+        return items
 
     def _route(self, msg: Any, routed: Routed | Clocked, outbox: Outbox) -> _Item | None:
         """Where a raw record goes: to the outbox (events, dead letters, reroutes), and
@@ -402,9 +408,7 @@ class WorkerApp:
         out: list[dict[str, Any]] = []
         if not self.restored:
             # Devices of the table not restored yet: each new device is looked up there.
-            routed = self.stage.handle_batch(batch)
-            items = [self._route(m, r, outbox) for m, r in zip(batch, routed, strict=True)]
-            return self._apply([i for i in items if i is not None], False)
+            return self._apply(self._routed(batch, outbox), False)
         frames = shard.frames
 
         def on_rows(partition: int, rows: list[tuple[tuple[Any, ...], int]]) -> bool:

@@ -29,6 +29,7 @@ from streams.core.engine import (
     apply_admitted,
     clock,
     flush,
+    from_core,
     next_due,
 )
 from streams.core.event import Event, Unparsed
@@ -832,15 +833,12 @@ class Shard:
                 device, loaded.partition, dc.offset, dc.last, dc.reading, dc.skew,
                 st.max_ts, st.late, loaded.offset,
             )  # fmt: skip
-            if how == "held":
-                return
             if how == "adopted":
                 self._lane_clock(loaded)
                 return
-        got = core.promote(device)
-        if got is not None:
-            self._promoted(device, got)
-            return
+        # A slot: the device is registered as Python's in the core (which does not hold
+        # it natively: see peek above, so it has no numbers to give).
+        core.promote(device)
         if loaded is None:
             loaded = Slot(DeviceState(device), -1, clock=DeviceClock(lane=-1))
         self._keep(device, loaded)
@@ -888,15 +886,9 @@ class Shard:
     def _promoted(self, device: str, got: Taken) -> Slot:
         """The slot of a device the core held: its numbers carry on here (its lane
         already counts it)."""
-        lane, offset, last, reading, seen, skew, max_ts, late, koffset, changed = got
-        dc: DeviceClock[Event | None] = DeviceClock(
-            lane=lane, offset=offset, last=last, reading=reading, seen=seen, skew=skew
-        )
-        slot = Slot(DeviceState(device, max_ts=max_ts, late=late), lane, koffset, clock=dc)
-        self.fleet.devices[device] = dc
-        if offset is not None:
-            self.fleet.lane(lane)
-        self.slots[device] = slot
+        st, dc = from_core(self.fleet, device, got)
+        lane, koffset, changed = got[0], got[8], got[9]
+        slot = self.slots[device] = Slot(st, lane, koffset, clock=dc)
         if changed:  # not stored since it changed in the core: now the slot's to store
             self.unstored[device.encode("utf-8")] = None
         return slot
