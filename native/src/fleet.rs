@@ -283,6 +283,8 @@ pub(crate) enum Applied {
     Python,
     /// The worker read this record of the device before (`row_at`): skipped.
     Duplicate,
+    /// The device is another partition's (`row_at`): nothing applied, nothing made.
+    Elsewhere,
 }
 
 /// The hot state of a fleet clock; see the module documentation.
@@ -351,10 +353,15 @@ impl FleetCore {
             return Ok(i);
         }
         let number = self.lane_number(py, name)?;
+        Ok(self.insert(name, h, number))
+    }
+
+    /// A device new to the core, of lane `number`: its index.
+    fn insert(&mut self, name: &[u8], h: u64, number: i64) -> u32 {
         let i = self.devices.len() as u32;
         self.devices.push(Device::new(name, number));
         self.names.insert(h, i);
-        Ok(i)
+        i
     }
 
     /// A clock row `(device, ts, time_source)` (`inferred`: the time did not come from a
@@ -422,9 +429,11 @@ impl FleetCore {
         Applied::Done
     }
 
-    /// The worker's `row`: a clock row of the record at `offset` of the device's
-    /// partition. A native device's record at or before the last one applied is a
-    /// duplicate; one applied here notes its offset and marks the device changed.
+    /// The worker's `row`: a clock row of the record at `offset` of `partition`, for a
+    /// device of that partition (else `Elsewhere`: the record is rerouted). A native
+    /// device's record at or before the last one applied is a duplicate; one applied here
+    /// notes its offset and marks the device changed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn row_at(
         &mut self,
         py: Python<'_>,
@@ -433,8 +442,19 @@ impl FleetCore {
         ts: f64,
         inferred: bool,
         offset: i64,
+        partition: i64,
     ) -> PyResult<Applied> {
-        let i = self.index_hashed(py, name, h)?;
+        let i = match self.names.find(h, name, &self.devices) {
+            Some(i) if self.devices[i as usize].lane_number != partition => return Ok(Applied::Elsewhere),
+            Some(i) => i,
+            None => {
+                let number = self.lane_number(py, name)?;
+                if number != partition {
+                    return Ok(Applied::Elsewhere);
+                }
+                self.insert(name, h, number)
+            }
+        };
         let d = &self.devices[i as usize];
         if !d.python && offset <= d.koffset {
             return Ok(Applied::Duplicate);
@@ -770,13 +790,17 @@ impl FleetCore {
         self.dirty.len()
     }
 
-    /// Test hook: `row_at` of one clock row: "done", "python" or "duplicate".
+    /// Test hook: `row_at` of one clock row of the device's own partition: "done",
+    /// "python" or "duplicate".
     fn apply_record(&mut self, py: Python<'_>, name: &str, ts: f64, inferred: bool, offset: i64) -> PyResult<&'static str> {
         let n = name.as_bytes();
-        Ok(match self.row_at(py, n, name_hash(n), ts, inferred, offset)? {
+        let h = name_hash(n);
+        let partition = self.lane_of_name(py, n, h)?;
+        Ok(match self.row_at(py, n, h, ts, inferred, offset, partition)? {
             Applied::Done => "done",
             Applied::Python => "python",
             Applied::Duplicate => "duplicate",
+            Applied::Elsewhere => "elsewhere",
         })
     }
 

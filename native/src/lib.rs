@@ -1950,11 +1950,24 @@ impl Scanner {
                     (None, None) => None,
                 };
                 let name = name.filter(|n| !n.is_empty()).map(|n| (n, fleet::name_hash(n)));
-                let lane = match name {
-                    Some((nm, h)) => Some(core.borrow().lane_of_name(py, nm, h)?),
-                    None => None,
+                let outcome = match name {
+                    None => fleet::Applied::Elsewhere, // the unknown device: Python's to route
+                    Some((nm, h)) if !framed => {
+                        if core.borrow().lane_of_name(py, nm, h)? == partition {
+                            fleet::Applied::Python
+                        } else {
+                            fleet::Applied::Elsewhere
+                        }
+                    }
+                    Some((nm, h)) => {
+                        if !pending.is_empty() && !core.borrow().is_python(nm, h) {
+                            flush(&mut framed)?;
+                        }
+                        let inferred = row.source == SRC_INFERRED;
+                        core.borrow_mut().row_at(py, nm, h, row.ts, inferred, offset, partition)?
+                    }
                 };
-                if lane != Some(partition) {
+                if outcome == fleet::Applied::Elsewhere {
                     // Python's to route (the unknown device, or another partition's).
                     flush(&mut framed)?;
                     if row.device.is_none() {
@@ -1964,15 +1977,6 @@ impl Scanner {
                     handed = Some(row_tuple(py, &self.cfg, &mut sess, row, s, self.cfg.with_text)?);
                     break;
                 }
-                let (nm, h) = name.expect("a row of this partition names its device");
-                let outcome = if !framed {
-                    fleet::Applied::Python
-                } else {
-                    if !pending.is_empty() && !core.borrow().is_python(nm, h) {
-                        flush(&mut framed)?;
-                    }
-                    core.borrow_mut().row_at(py, nm, h, row.ts, row.source == SRC_INFERRED, offset)?
-                };
                 match outcome {
                     fleet::Applied::Done => {
                         applied += 1;
@@ -1982,8 +1986,10 @@ impl Scanner {
                         duplicates += 1;
                         count_row(&mut sess, &row);
                     }
+                    fleet::Applied::Elsewhere => unreachable!("handed to Python above"),
                     fleet::Applied::Python => {
                         if row.device.is_none() {
+                            let (nm, _) = name.expect("a row of this partition names its device");
                             row.device = Some(self.cache.device(py, nm));
                         }
                         row.name = None;
